@@ -1,0 +1,19 @@
+//! dualwrite: move a live application's data from SQLite to PostgreSQL without downtime.
+//!
+//! The monolith writes through [`Bridge`]; every change commits to SQLite together with an
+//! outbox record and is replicated to PostgreSQL in the background. See docs/ARCHITECTURE.md.
+
+mod config;
+mod crypto;
+pub mod doctor;
+mod error;
+mod migrate;
+pub mod schema;
+
+pub use config::{Config, KeySource, PgConfig};
+pub use crypto::SecretKey;
+pub use error::{Error, Result};
+pub use migrate::{
+    latest_version, migrate_postgres, migrate_sqlite, postgres_version, sqlite_version, MigrationReport,
+    Store,
+};

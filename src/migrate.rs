@@ -1,0 +1,278 @@
+//! The migration runner for both stores. The SQL is compiled in (`include_str!`) and checksummed
+//! (SHA-256). A ledger table keeps version, name, checksum, success, duration and time; each
+//! script commits together with its ledger row. A changed script, a dirty (unsuccessful) row or
+//! an applied version this build does not know stops the run with a clear error.
+//!
+//! Written here rather than taken from refinery: refinery's ledger has no success or duration
+//! column and lives in the public schema, which must stay exactly the target schema.
+
+use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+
+/// Which database a migration set belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    Sqlite,
+    Postgres,
+}
+
+impl std::fmt::Display for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Store::Sqlite => "sqlite",
+            Store::Postgres => "postgres",
+        })
+    }
+}
+
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+impl Migration {
+    pub fn checksum(&self) -> String {
+        hex::encode(Sha256::digest(self.sql.as_bytes()))
+    }
+}
+
+pub static POSTGRES_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "extensions",
+        sql: include_str!("../migrations/postgres/0001_extensions.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "target_schema",
+        sql: include_str!("../migrations/postgres/0002_target_schema.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "bridge_schema",
+        sql: include_str!("../migrations/postgres/0003_bridge_schema.sql"),
+    },
+];
+
+pub static SQLITE_MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "entities", sql: include_str!("../migrations/sqlite/0001_entities.sql") },
+    Migration { version: 2, name: "bridge", sql: include_str!("../migrations/sqlite/0002_bridge.sql") },
+];
+
+pub fn migrations(store: Store) -> &'static [Migration] {
+    match store {
+        Store::Sqlite => SQLITE_MIGRATIONS,
+        Store::Postgres => POSTGRES_MIGRATIONS,
+    }
+}
+
+/// The newest version this build ships for a store.
+pub fn latest_version(store: Store) -> i64 {
+    migrations(store).last().map_or(0, |m| m.version)
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct MigrationReport {
+    pub store: Store,
+    /// Versions applied by this run, with their names and durations.
+    pub applied: Vec<(i64, &'static str, Duration)>,
+    /// The version the database is at after the run.
+    pub version: i64,
+}
+
+/// One ledger row as read back.
+struct LedgerRow {
+    version: i64,
+    checksum: String,
+    success: bool,
+}
+
+/// Compare the ledger with the embedded scripts; return the versions still to apply.
+fn plan(store: Store, ledger: &[LedgerRow]) -> Result<Vec<&'static Migration>> {
+    let known = migrations(store);
+    for row in ledger {
+        let Some(m) = known.iter().find(|m| m.version == row.version) else {
+            return Err(Error::Migration(format!(
+                "{store}: version {} is applied in the database but unknown to this build (it ships 1..={}); \
+                 use the dualwrite build that applied it",
+                row.version,
+                latest_version(store)
+            )));
+        };
+        if !row.success {
+            return Err(Error::Migration(format!(
+                "{store}: version {} ({}) is marked dirty (a failed run left it half-applied); \
+                 repair the database by hand, then delete that ledger row",
+                m.version, m.name
+            )));
+        }
+        if row.checksum != m.checksum() {
+            return Err(Error::Migration(format!(
+                "{store}: version {} ({}) was changed after it was applied (checksum {} in the ledger, {} in this build); \
+                 never edit an applied migration, add a new one",
+                m.version,
+                m.name,
+                &row.checksum[..row.checksum.len().min(12)],
+                &m.checksum()[..12]
+            )));
+        }
+    }
+    Ok(known.iter().filter(|m| !ledger.iter().any(|r| r.version == m.version)).collect())
+}
+
+fn current(ledger: &[LedgerRow]) -> i64 {
+    ledger.iter().map(|r| r.version).max().unwrap_or(0)
+}
+
+const SQLITE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS _dualwrite_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    success INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    applied_at TEXT NOT NULL)";
+
+fn sqlite_ledger(conn: &rusqlite::Connection) -> Result<Vec<LedgerRow>> {
+    let mut stmt =
+        conn.prepare("SELECT version, checksum, success FROM _dualwrite_migrations ORDER BY version")?;
+    let rows = stmt
+        .query_map([], |r| Ok(LedgerRow { version: r.get(0)?, checksum: r.get(1)?, success: r.get(2)? }))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Bring a SQLite database to the newest schema. Safe to run from several processes at once:
+/// each script runs in a `BEGIN IMMEDIATE` transaction that re-reads the ledger first.
+pub fn migrate_sqlite(conn: &mut rusqlite::Connection) -> Result<MigrationReport> {
+    conn.execute_batch(SQLITE_LEDGER)?;
+    let mut applied = Vec::new();
+    loop {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let ledger = sqlite_ledger(&tx)?;
+        let todo = plan(Store::Sqlite, &ledger)?;
+        let Some(m) = todo.first() else {
+            return Ok(MigrationReport { store: Store::Sqlite, applied, version: current(&ledger) });
+        };
+        let started = Instant::now();
+        tx.execute_batch(m.sql).map_err(|e| {
+            Error::Migration(format!("sqlite: version {} ({}) failed: {e}", m.version, m.name))
+        })?;
+        let took = started.elapsed();
+        tx.execute(
+            "INSERT INTO _dualwrite_migrations (version, name, checksum, success, duration_ms, applied_at)
+             VALUES (?1, ?2, ?3, 1, ?4, ?5)",
+            rusqlite::params![
+                m.version,
+                m.name,
+                m.checksum(),
+                took.as_millis() as i64,
+                crate::schema::now_timestamp()
+            ],
+        )?;
+        tx.commit()?;
+        tracing::info!(
+            store = "sqlite",
+            version = m.version,
+            name = m.name,
+            ms = took.as_millis() as u64,
+            "migration applied"
+        );
+        applied.push((m.version, m.name, took));
+    }
+}
+
+/// The version a SQLite database is at, after checking its ledger against this build.
+pub fn sqlite_version(conn: &rusqlite::Connection) -> Result<i64> {
+    let has_ledger: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_dualwrite_migrations'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_ledger {
+        return Ok(0);
+    }
+    let ledger = sqlite_ledger(conn)?;
+    plan(Store::Sqlite, &ledger)?;
+    Ok(current(&ledger))
+}
+
+const PG_LEDGER: &str = "CREATE SCHEMA IF NOT EXISTS dualwrite;
+CREATE TABLE IF NOT EXISTS dualwrite.schema_migrations (
+    version bigint PRIMARY KEY,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    success boolean NOT NULL,
+    duration_ms bigint NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now())";
+
+/// Any fixed number: the advisory lock that serialises concurrent `migrate` runs.
+const PG_MIGRATION_LOCK: i64 = 0x6477_6d69_6772_6174; // "dwmigrat"
+
+fn pg_ledger(client: &mut impl postgres::GenericClient) -> Result<Vec<LedgerRow>> {
+    Ok(client
+        .query("SELECT version, checksum, success FROM dualwrite.schema_migrations ORDER BY version", &[])?
+        .iter()
+        .map(|r| LedgerRow { version: r.get(0), checksum: r.get(1), success: r.get(2) })
+        .collect())
+}
+
+/// Bring a PostgreSQL database to the newest schema, holding an advisory lock so two runs never
+/// interleave. Each script and its ledger row commit in one transaction.
+pub fn migrate_postgres(client: &mut postgres::Client) -> Result<MigrationReport> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&PG_MIGRATION_LOCK])?;
+    let result = migrate_postgres_locked(client);
+    let unlock = client.execute("SELECT pg_advisory_unlock($1)", &[&PG_MIGRATION_LOCK]);
+    let report = result?;
+    unlock?;
+    Ok(report)
+}
+
+fn migrate_postgres_locked(client: &mut postgres::Client) -> Result<MigrationReport> {
+    client.batch_execute(PG_LEDGER)?;
+    let ledger = pg_ledger(client)?;
+    let todo = plan(Store::Postgres, &ledger)?;
+    let mut applied = Vec::new();
+    for m in todo {
+        let mut tx = client.transaction()?;
+        let started = Instant::now();
+        tx.batch_execute(m.sql).map_err(|e| {
+            Error::Migration(format!(
+                "postgres: version {} ({}) failed: {}",
+                m.version,
+                m.name,
+                Error::Postgres(e)
+            ))
+        })?;
+        let took = started.elapsed();
+        tx.execute(
+            "INSERT INTO dualwrite.schema_migrations (version, name, checksum, success, duration_ms) VALUES ($1, $2, $3, true, $4)",
+            &[&m.version, &m.name, &m.checksum(), &(took.as_millis() as i64)],
+        )?;
+        tx.commit()?;
+        tracing::info!(
+            store = "postgres",
+            version = m.version,
+            name = m.name,
+            ms = took.as_millis() as u64,
+            "migration applied"
+        );
+        applied.push((m.version, m.name, took));
+    }
+    let version = applied.last().map(|a| a.0).unwrap_or_else(|| current(&ledger));
+    Ok(MigrationReport { store: Store::Postgres, applied, version })
+}
+
+/// The version a PostgreSQL database is at, after checking its ledger against this build.
+pub fn postgres_version(client: &mut postgres::Client) -> Result<i64> {
+    let exists: bool =
+        client.query_one("SELECT to_regclass('dualwrite.schema_migrations') IS NOT NULL", &[])?.get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let ledger = pg_ledger(client)?;
+    plan(Store::Postgres, &ledger)?;
+    Ok(current(&ledger))
+}

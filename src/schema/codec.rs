@@ -1,0 +1,403 @@
+//! Conversions between the wire form of a row and the stores.
+//!
+//! The wire form is a JSON object keyed by column name, the same everywhere a row travels (the
+//! API, the outbox image, the C ABI): uuid as a lower-case hyphenated string, text as a string,
+//! jsonb as the JSON value itself, timestamptz as `YYYY-MM-DDTHH:MM:SS.ffffffZ`, numeric as a
+//! string holding an exact decimal, int as a number, bytea as `"\\x<hex>"` (PostgreSQL's own
+//! text form), vector as an array of numbers. PostgreSQL reads this form directly with
+//! `jsonb_populate_recordset`, so the replicator needs no per-type code.
+
+use super::{ColType, Column, Table};
+use crate::error::{Error, Result};
+use chrono::{DateTime, SecondsFormat, Timelike, Utc};
+use serde_json::{Map, Value};
+
+/// Longest text value accepted in one column (PostgreSQL allows 1 GB; the monolith never needs it).
+pub const MAX_TEXT_BYTES: usize = 8 * 1024 * 1024;
+/// pgvector's own limit on a vector's dimension.
+pub const MAX_VECTOR_DIM: usize = 16_000;
+
+/// A value ready to bind to a SQLite statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Integer(i64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl rusqlite::ToSql for SqlValue {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self {
+            SqlValue::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            SqlValue::Integer(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            SqlValue::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            SqlValue::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        })
+    }
+}
+
+/// The current time in the canonical timestamp form, truncated to microseconds.
+pub fn now_timestamp() -> String {
+    format_timestamp(Utc::now())
+}
+
+pub(crate) fn format_timestamp(t: DateTime<Utc>) -> String {
+    let t = t.with_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t);
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Which check [`validate_row`] makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowMode {
+    /// A whole new row: defaults, a new id and timestamps fill what is missing.
+    Insert,
+    /// Some columns of an existing row; the key may not change.
+    Patch,
+}
+
+/// Check every field of a caller's row against the registry and return it in canonical wire
+/// form. An unknown column, a wrong type, a value outside an enum, a bad uuid or timestamp: an
+/// error naming `table.column`.
+pub fn validate_row(table: &Table, input: &Value, mode: RowMode) -> Result<Map<String, Value>> {
+    let obj = input.as_object().ok_or_else(|| Error::invalid(table.name, "a row must be a JSON object"))?;
+    let mut out = Map::with_capacity(table.columns.len());
+    for (name, value) in obj {
+        let column = table.column(name).ok_or_else(|| {
+            Error::invalid(
+                format!("{}.{}", table.name, super::truncate_for_message(name)),
+                format!(
+                    "no such column; columns are: {}",
+                    table.column_names().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        if mode == RowMode::Patch && column.name == table.key {
+            return Err(Error::invalid(field(table, column), "the key cannot be changed"));
+        }
+        out.insert(column.name.to_string(), canonical_value(table, column, value)?);
+    }
+    if mode == RowMode::Insert {
+        for column in table.columns {
+            if out.contains_key(column.name) {
+                continue;
+            }
+            let value = if let Some(d) = column.default {
+                serde_json::from_str(d)
+                    .map_err(|e| Error::Internal(format!("registry default of {}: {e}", column.name)))?
+            } else if column.name == table.key && column.ty == ColType::Uuid {
+                Value::String(uuid::Uuid::now_v7().to_string())
+            } else if column.ty == ColType::Timestamptz && !column.nullable {
+                Value::String(now_timestamp())
+            } else if column.nullable {
+                Value::Null
+            } else {
+                return Err(Error::invalid(field(table, column), "is required"));
+            };
+            out.insert(column.name.to_string(), value);
+        }
+    }
+    Ok(out)
+}
+
+fn field(table: &Table, column: &Column) -> String {
+    format!("{}.{}", table.name, column.name)
+}
+
+/// The canonical wire form of one value, or an error naming the column.
+pub fn canonical_value(table: &Table, column: &Column, value: &Value) -> Result<Value> {
+    let bad = |msg: String| Error::invalid(field(table, column), msg);
+    if value.is_null() {
+        return if column.nullable { Ok(Value::Null) } else { Err(bad("must not be null".into())) };
+    }
+    match column.ty {
+        ColType::Uuid => {
+            let s = value.as_str().ok_or_else(|| bad("must be a uuid string".into()))?;
+            let u = uuid::Uuid::try_parse(s)
+                .map_err(|_| bad(format!("{:?} is not a uuid", super::truncate_for_message(s))))?;
+            Ok(Value::String(u.hyphenated().to_string()))
+        }
+        ColType::Text => {
+            let s = value.as_str().ok_or_else(|| bad("must be a string".into()))?;
+            check_text(s).map_err(bad)?;
+            if let Some(allowed) = column.allowed {
+                if !allowed.contains(&s) {
+                    return Err(bad(format!(
+                        "{:?} is not one of {}",
+                        super::truncate_for_message(s),
+                        allowed.join(", ")
+                    )));
+                }
+            }
+            Ok(value.clone())
+        }
+        ColType::Jsonb => {
+            check_json(value, 0).map_err(bad)?;
+            Ok(value.clone())
+        }
+        ColType::Timestamptz => {
+            let s = value.as_str().ok_or_else(|| bad("must be an RFC 3339 timestamp string".into()))?;
+            Ok(Value::String(canonical_timestamp(s).map_err(bad)?))
+        }
+        ColType::Numeric => {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => return Err(bad("must be a decimal number or a string holding one".into())),
+            };
+            Ok(Value::String(canonical_decimal(&text).map_err(bad)?))
+        }
+        ColType::Int => {
+            let i = value.as_i64().ok_or_else(|| bad("must be an integer".into()))?;
+            i32::try_from(i).map_err(|_| bad(format!("{i} is outside the 32-bit integer range")))?;
+            Ok(Value::from(i))
+        }
+        ColType::Bytea => {
+            let s = value.as_str().ok_or_else(|| bad("must be a \"\\\\x<hex>\" string".into()))?;
+            let bytes = decode_bytea(s).map_err(bad)?;
+            Ok(Value::String(encode_bytea(&bytes)))
+        }
+        ColType::Vector => {
+            let floats = vector_from_json(value).map_err(bad)?;
+            Ok(vector_to_json(&floats))
+        }
+    }
+}
+
+fn check_text(s: &str) -> Result<(), String> {
+    if s.len() > MAX_TEXT_BYTES {
+        return Err(format!("is {} bytes; at most {MAX_TEXT_BYTES} are accepted", s.len()));
+    }
+    // PostgreSQL text cannot hold NUL; refusing it here keeps the two stores equal.
+    if s.contains('\0') {
+        return Err("contains a NUL character, which PostgreSQL cannot store".into());
+    }
+    Ok(())
+}
+
+/// PostgreSQL's jsonb refuses NUL in strings and very deep nesting; refuse both up front.
+fn check_json(v: &Value, depth: usize) -> Result<(), String> {
+    if depth > 64 {
+        return Err("JSON is nested deeper than 64 levels".into());
+    }
+    match v {
+        Value::String(s) => check_text(s),
+        Value::Array(a) => a.iter().try_for_each(|x| check_json(x, depth + 1)),
+        Value::Object(o) => o.iter().try_for_each(|(k, x)| {
+            check_text(k)?;
+            check_json(x, depth + 1)
+        }),
+        Value::Number(n) => {
+            if n.as_f64().is_some_and(|f| f.is_finite()) {
+                Ok(())
+            } else {
+                Err("holds a number out of range".into())
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Accept RFC 3339 with any offset; store UTC with exactly six fraction digits. A value with
+/// sub-microsecond digits is refused: PostgreSQL would round it and the stores would differ.
+pub(crate) fn canonical_timestamp(s: &str) -> Result<String, String> {
+    let t = DateTime::parse_from_rfc3339(s)
+        .map_err(|_| {
+            format!(
+                "{:?} is not an RFC 3339 timestamp (e.g. 2026-01-02T03:04:05.123456Z)",
+                super::truncate_for_message(s)
+            )
+        })?
+        .with_timezone(&Utc);
+    if t.nanosecond() % 1000 != 0 {
+        return Err("has more than microsecond precision".into());
+    }
+    if !(1..=9999).contains(&chrono::Datelike::year(&t)) {
+        return Err("year must be between 1 and 9999".into());
+    }
+    Ok(format_timestamp(t))
+}
+
+/// An exact decimal: optional sign, digits, optional fraction. Kept as text so no float touches it.
+pub(crate) fn canonical_decimal(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    let body = t.strip_prefix(['-', '+']).unwrap_or(t);
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let digits_ok = !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && (!body.contains('.') || !frac.is_empty());
+    if !digits_ok || t.len() > 100 {
+        return Err(format!("{:?} is not a decimal number", super::truncate_for_message(s)));
+    }
+    Ok(t.strip_prefix('+').unwrap_or(t).to_string())
+}
+
+pub(crate) fn encode_bytea(bytes: &[u8]) -> String {
+    format!("\\x{}", hex::encode(bytes))
+}
+
+pub(crate) fn decode_bytea(s: &str) -> Result<Vec<u8>, String> {
+    let h = s.strip_prefix("\\x").ok_or("must start with \\x followed by hex digits")?;
+    hex::decode(h).map_err(|_| "holds characters that are not hex digits".to_string())
+}
+
+fn vector_from_json(v: &Value) -> Result<Vec<f32>, String> {
+    let a = v.as_array().ok_or("must be an array of numbers")?;
+    if a.is_empty() || a.len() > MAX_VECTOR_DIM {
+        return Err(format!("must have 1 to {MAX_VECTOR_DIM} components, has {}", a.len()));
+    }
+    a.iter()
+        .map(|x| {
+            let f = x.as_f64().ok_or("must hold only numbers")? as f32;
+            if f.is_finite() {
+                Ok(f)
+            } else {
+                Err("holds a component that is not a finite 32-bit float".to_string())
+            }
+        })
+        .collect()
+}
+
+fn vector_to_json(v: &[f32]) -> Value {
+    Value::Array(v.iter().map(|f| Value::from(*f as f64)).collect())
+}
+
+pub(crate) fn vector_to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+pub(crate) fn vector_from_blob(b: &[u8]) -> Result<Vec<f32>> {
+    if b.len() % 4 != 0 {
+        return Err(Error::Internal("a vector BLOB's length is not a multiple of 4".into()));
+    }
+    Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+/// A canonical wire value to what SQLite stores for the column.
+pub fn encode_for_sqlite(column: &Column, value: &Value) -> Result<SqlValue> {
+    if value.is_null() {
+        return Ok(SqlValue::Null);
+    }
+    let wrong = || Error::Internal(format!("{} holds a value that was not validated", column.name));
+    Ok(match column.ty {
+        ColType::Uuid | ColType::Text | ColType::Timestamptz | ColType::Numeric => {
+            SqlValue::Text(value.as_str().ok_or_else(wrong)?.to_string())
+        }
+        ColType::Jsonb => SqlValue::Text(value.to_string()),
+        ColType::Int => SqlValue::Integer(value.as_i64().ok_or_else(wrong)?),
+        ColType::Bytea => {
+            SqlValue::Blob(decode_bytea(value.as_str().ok_or_else(wrong)?).map_err(|_| wrong())?)
+        }
+        ColType::Vector => SqlValue::Blob(vector_to_blob(&vector_from_json(value).map_err(|_| wrong())?)),
+    })
+}
+
+/// Read a row selected as the table's columns in registry order into the wire form.
+pub fn decode_sqlite_row(table: &Table, row: &rusqlite::Row<'_>) -> Result<Map<String, Value>> {
+    use rusqlite::types::ValueRef;
+    let mut out = Map::with_capacity(table.columns.len());
+    for (i, column) in table.columns.iter().enumerate() {
+        let v = match row.get_ref(i)? {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(n) => match column.ty {
+                ColType::Int => Value::from(n),
+                _ => Value::String(n.to_string()),
+            },
+            ValueRef::Real(f) => match column.ty {
+                ColType::Numeric => Value::String(f.to_string()),
+                _ => Value::from(f),
+            },
+            ValueRef::Text(t) => {
+                let s = std::str::from_utf8(t).map_err(|_| {
+                    Error::Internal(format!("{}.{} holds text that is not UTF-8", table.name, column.name))
+                })?;
+                match column.ty {
+                    ColType::Jsonb => serde_json::from_str(s).map_err(|e| {
+                        Error::Internal(format!("{}.{} holds invalid JSON: {e}", table.name, column.name))
+                    })?,
+                    _ => Value::String(s.to_string()),
+                }
+            }
+            ValueRef::Blob(b) => match column.ty {
+                ColType::Vector => vector_to_json(&vector_from_blob(b)?),
+                _ => Value::String(encode_bytea(b)),
+            },
+        };
+        out.insert(column.name.to_string(), v);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::table;
+    use serde_json::json;
+
+    #[test]
+    fn timestamps_become_utc_microseconds() {
+        assert_eq!(
+            canonical_timestamp("2026-01-02T05:04:05.5+02:00").unwrap(),
+            "2026-01-02T03:04:05.500000Z"
+        );
+        assert!(canonical_timestamp("2026-01-02T03:04:05.1234567Z").is_err());
+        assert!(canonical_timestamp("yesterday").is_err());
+    }
+
+    #[test]
+    fn decimals_stay_exact() {
+        assert_eq!(canonical_decimal("42.50").unwrap(), "42.50");
+        assert_eq!(canonical_decimal("+7").unwrap(), "7");
+        for bad in ["", "1e3", "NaN", "1.", ".5", "1.2.3", "0x10"] {
+            assert!(canonical_decimal(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn insert_fills_defaults_and_names_bad_fields() {
+        let jobs = table("jobs").unwrap();
+        let row = validate_row(jobs, &json!({"type": "serp"}), RowMode::Insert).unwrap();
+        assert_eq!(row["status"], "queued");
+        assert_eq!(row["priority"], "normal");
+        assert_eq!(row["progress"], "0");
+        assert!(uuid::Uuid::parse_str(row["id"].as_str().unwrap()).is_ok());
+        let err =
+            validate_row(jobs, &json!({"type": "serp", "status": "done"}), RowMode::Insert).unwrap_err();
+        assert!(err.to_string().contains("jobs.status"), "{err}");
+        let err = validate_row(jobs, &json!({"type": "serp", "bogus": 1}), RowMode::Insert).unwrap_err();
+        assert!(err.to_string().contains("jobs.bogus"), "{err}");
+        let err = validate_row(jobs, &json!({"id": "x"}), RowMode::Patch).unwrap_err();
+        assert!(err.to_string().contains("key cannot be changed"), "{err}");
+    }
+
+    #[test]
+    fn vectors_round_trip_through_blobs() {
+        let v = vec![0.1f32, -2.5, 3.0e-7];
+        assert_eq!(vector_from_blob(&vector_to_blob(&v)).unwrap(), v);
+        assert_eq!(vector_from_json(&vector_to_json(&v)).unwrap(), v);
+    }
+
+    #[test]
+    fn nul_and_deep_json_are_refused() {
+        let logs = table("job_logs").unwrap();
+        let job = uuid::Uuid::new_v4().to_string();
+        let r = validate_row(
+            logs,
+            &json!({"job_id": job, "level": "info", "message": "a\u{0}b"}),
+            RowMode::Insert,
+        );
+        assert!(r.is_err());
+        let mut deep = json!(1);
+        for _ in 0..100 {
+            deep = json!([deep]);
+        }
+        let r = validate_row(
+            logs,
+            &json!({"job_id": job, "level": "info", "message": "m", "context": deep}),
+            RowMode::Insert,
+        );
+        assert!(r.is_err());
+    }
+}

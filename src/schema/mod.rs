@@ -1,0 +1,162 @@
+//! The table registry: each of the 13 target tables described once (columns, target type, SQLite
+//! type, key, foreign keys, value sets). The SQLite store, the PostgreSQL apply, the generic JSON
+//! API, the backfill and the verifier all derive their SQL and conversions from it; a test
+//! compares it with both live catalogs so it cannot drift from the migrations.
+
+mod codec;
+mod tables;
+
+pub use codec::{
+    canonical_value, decode_sqlite_row, encode_for_sqlite, now_timestamp, validate_row, RowMode, SqlValue,
+};
+pub use tables::TABLES;
+
+/// A column's type in the target schema; the SQLite representation follows from it
+/// (the type mapping in docs/ARCHITECTURE.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColType {
+    Uuid,
+    Text,
+    Jsonb,
+    Timestamptz,
+    Numeric,
+    Int,
+    Bytea,
+    Vector,
+}
+
+impl ColType {
+    /// The type as PostgreSQL's catalog names it (`pg_catalog.format_type`).
+    pub fn pg_type(self) -> &'static str {
+        match self {
+            ColType::Uuid => "uuid",
+            ColType::Text => "text",
+            ColType::Jsonb => "jsonb",
+            ColType::Timestamptz => "timestamp with time zone",
+            ColType::Numeric => "numeric",
+            ColType::Int => "integer",
+            ColType::Bytea => "bytea",
+            ColType::Vector => "vector",
+        }
+    }
+
+    /// The declared type of the SQLite column.
+    pub fn sqlite_type(self) -> &'static str {
+        match self {
+            ColType::Int => "INTEGER",
+            ColType::Bytea | ColType::Vector => "BLOB",
+            _ => "TEXT",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Column {
+    pub name: &'static str,
+    pub ty: ColType,
+    pub nullable: bool,
+    /// The allowed values of an enumerated text column (mirrors the CHECK in both stores).
+    pub allowed: Option<&'static [&'static str]>,
+    /// Holds ciphertext of a secret: never logged, compared only as bytes.
+    pub secret: bool,
+    /// The value (as wire JSON text) an insert gets when the caller leaves the column out.
+    /// Key uuids and NOT NULL timestamps without a default are generated (new id, now).
+    pub default: Option<&'static str>,
+}
+
+#[derive(Debug)]
+pub struct ForeignKey {
+    pub column: &'static str,
+    /// The referenced table; the reference is always to its key column.
+    pub references: &'static str,
+}
+
+#[derive(Debug)]
+pub struct Table {
+    pub name: &'static str,
+    /// The single-column primary key (uuid `id`, or `cache_key` for the caches).
+    pub key: &'static str,
+    pub columns: &'static [Column],
+    pub foreign_keys: &'static [ForeignKey],
+    /// Unique constraints besides the key.
+    pub unique: &'static [&'static [&'static str]],
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&'static Column> {
+        // Tables are 'static, so the column is too.
+        let cols: &'static [Column] = self.columns;
+        cols.iter().find(|c| c.name == name)
+    }
+
+    pub fn key_column(&self) -> &'static Column {
+        self.column(self.key).expect("registry: key column is declared")
+    }
+
+    /// Position in [`TABLES`], which lists parents before children.
+    pub fn fk_rank(&self) -> usize {
+        TABLES.iter().position(|t| t.name == self.name).unwrap_or(usize::MAX)
+    }
+
+    pub fn column_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.columns.iter().map(|c| c.name)
+    }
+}
+
+/// Look a table up by name. Only the registry's names are accepted anywhere a table is named,
+/// so no identifier from input ever reaches SQL text.
+pub fn table(name: &str) -> Option<&'static Table> {
+    TABLES.iter().find(|t| t.name == name)
+}
+
+/// Like [`table`], as an error that names the field for a caller's input.
+pub fn require_table(name: &str) -> crate::Result<&'static Table> {
+    table(name).ok_or_else(|| {
+        crate::Error::invalid(
+            "table",
+            format!(
+                "unknown table {:?}; known tables: {}",
+                truncate_for_message(name),
+                TABLES.iter().map(|t| t.name).collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })
+}
+
+/// Echo at most 64 characters of caller input in a message.
+pub(crate) fn truncate_for_message(s: &str) -> String {
+    let mut out: String = s.chars().take(64).collect();
+    if s.chars().count() > 64 {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thirteen_tables_parents_first() {
+        assert_eq!(TABLES.len(), 13);
+        for t in TABLES {
+            assert!(t.column(t.key).is_some(), "{}: key column missing", t.name);
+            for fk in t.foreign_keys {
+                let parent = table(fk.references).expect("referenced table exists");
+                assert!(
+                    parent.fk_rank() < t.fk_rank(),
+                    "{} listed before its parent {}",
+                    t.name,
+                    parent.name
+                );
+                assert!(t.column(fk.column).is_some(), "{}.{} missing", t.name, fk.column);
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_table_is_an_invalid_argument() {
+        let err = require_table("users; DROP TABLE users").unwrap_err();
+        assert!(matches!(err, crate::Error::InvalidArgument { .. }));
+    }
+}

@@ -1,0 +1,86 @@
+//! Shared set-up for integration tests: a real PostgreSQL (from DUALWRITE_PG_URL / DATABASE_URL or
+//! the PG* variables that `pg_virtualenv` sets), one fresh database per test, and temp SQLite files.
+#![allow(dead_code)]
+
+use dualwrite::PgConfig;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const NO_PG: &str = "no PostgreSQL configured: run `scripts/test` (it installs PostgreSQL 15 with pgvector \
+and pgcrypto and runs the tests inside a throw-away cluster with pg_virtualenv), or set DUALWRITE_PG_URL or the \
+PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE variables";
+
+/// The server the tests use. Panics (fails the test) when none is configured: a test that needs
+/// PostgreSQL never passes or skips silently.
+pub fn server() -> PgConfig {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let url = env.get("DUALWRITE_PG_URL").or_else(|| env.get("DATABASE_URL"));
+    match url {
+        Some(u) => PgConfig::from_url(u).expect("DUALWRITE_PG_URL is valid"),
+        None => PgConfig::from_pg_vars(&env).expect(NO_PG),
+    }
+}
+
+/// A database created for one test and dropped when the guard goes.
+pub struct TestDb {
+    pub config: PgConfig,
+    admin: PgConfig,
+    name: String,
+}
+
+impl TestDb {
+    pub fn connect(&self) -> postgres::Client {
+        self.config.connect().expect("connect to the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::env::var_os("DUALWRITE_KEEP_TEST_DB").is_some() {
+            eprintln!("kept test database {}", self.name);
+            return;
+        }
+        if let Ok(mut c) = self.admin.connect() {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A new empty database on the test server.
+pub fn fresh_db() -> TestDb {
+    let admin = server();
+    let mut c = admin.connect().unwrap_or_else(|e| panic!("{e}\n{NO_PG}"));
+    let name = format!(
+        "dw_test_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst),
+        uuid::Uuid::new_v4().simple().to_string().get(..8).unwrap_or("x")
+    );
+    c.batch_execute(&format!("CREATE DATABASE {name}")).expect("create test database");
+    TestDb { config: admin.with_dbname(&name), admin, name }
+}
+
+/// A fresh database with both extensions and the bridge migrations applied.
+pub fn migrated_db() -> TestDb {
+    let db = fresh_db();
+    dualwrite::migrate_postgres(&mut db.connect()).expect("migrate postgres");
+    db
+}
+
+/// A temp directory holding a SQLite path that does not exist yet.
+pub fn temp_sqlite() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("monolith.sqlite3");
+    (dir, path)
+}
+
+/// A key file with safe permissions.
+pub fn key_file(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("dualwrite.key");
+    std::fs::write(&p, "test-key-0123456789abcdef-not-for-production\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
