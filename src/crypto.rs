@@ -279,7 +279,7 @@ fn check_private_mode(path: &std::path::Path, meta: &std::fs::Metadata) -> Resul
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(Error::Config(format!(
-            "secret key file {} is readable by group or others (mode {mode:03o}); run `chmod 600 {}`",
+            "secret key file {} is accessible by group or others (mode {mode:03o}); run `chmod 600 {}`",
             path.display(),
             path.display()
         )));

@@ -84,3 +84,62 @@ pub fn key_file(dir: &std::path::Path) -> std::path::PathBuf {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     p
 }
+
+/// A bridge on a fresh SQLite file replicating into `db` (already migrated).
+pub fn bridge(db: &TestDb, dir: &std::path::Path) -> dualwrite::Bridge {
+    bridge_with(db, dir, dualwrite::BridgeOptions::default())
+}
+
+pub fn bridge_with(
+    db: &TestDb,
+    dir: &std::path::Path,
+    options: dualwrite::BridgeOptions,
+) -> dualwrite::Bridge {
+    dualwrite::Bridge::open(config(db, dir), options).expect("open bridge")
+}
+
+/// The configuration a test bridge uses: SQLite file and key file in `dir`, PostgreSQL = `db`.
+pub fn config(db: &TestDb, dir: &std::path::Path) -> dualwrite::Config {
+    dualwrite::Config {
+        sqlite_path: dir.join("monolith.sqlite3"),
+        postgres: Some(db.config.clone()),
+        key_source: dualwrite::KeySource::File(key_file(dir)),
+    }
+}
+
+/// Every row of every table in both stores, compared as wire JSON (vectors as f32); panics with
+/// the first difference.
+pub fn assert_stores_equal(bridge: &dualwrite::Bridge, db: &TestDb) {
+    let mut pg = db.connect();
+    for t in dualwrite::schema::TABLES {
+        let pg_rows = dualwrite::store::postgres::all_rows(&mut pg, t).expect("read postgres");
+        let lite: Vec<dualwrite::Row> =
+            bridge.list(t.name, &serde_json::json!({"limit": 10_000})).expect("read sqlite");
+        assert!(lite.len() < 10_000, "test tables must stay under 10,000 rows to be compared this way");
+        assert_eq!(
+            pg_rows.len(),
+            lite.len(),
+            "{}: row counts differ (postgres {}, sqlite {})",
+            t.name,
+            pg_rows.len(),
+            lite.len()
+        );
+        for row in lite {
+            let key = row[t.key].as_str().unwrap().to_string();
+            let theirs = pg_rows.get(&key).unwrap_or_else(|| panic!("{} {key} missing in postgres", t.name));
+            for c in t.columns {
+                let (a, b) = (&row[c.name], &theirs[c.name]);
+                let same = match c.ty {
+                    dualwrite::schema::ColType::Vector => {
+                        let f = |v: &serde_json::Value| -> Vec<f32> {
+                            v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+                        };
+                        f(a) == f(b)
+                    }
+                    _ => a == b,
+                };
+                assert!(same, "{}.{} of {key}: sqlite {a} != postgres {b}", t.name, c.name);
+            }
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! The handle the monolith holds: SQLite connections, the secret key, the replicator thread, and
+//! the generic (table name + JSON) API. Typed repository operations live in `src/repo/`.
+//!
+//! A `Bridge` is `Send + Sync` and cheap to clone; any number of threads may use one at once.
+//! Writes serialise on one writer connection (SQLite has one writer anyway); reads use a small
+//! pool of connections, which WAL lets run beside the writer.
+
+use crate::config::Config;
+use crate::crypto::SecretKey;
+use crate::error::{Error, Result};
+use crate::replicator::{ReplicationStats, Replicator, ReplicatorOptions};
+use crate::schema::{self, validate_row, RowMode, Table};
+use crate::store::sqlite::{self, DeadLetter, DeadLetters, Outbox, Rows, WriteTx};
+use crossbeam_channel::Sender;
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A row in the wire form (see docs/ARCHITECTURE.md).
+pub type Row = Map<String, Value>;
+
+/// How to open a bridge.
+#[derive(Clone, Debug)]
+pub struct BridgeOptions {
+    /// Apply the SQLite migrations on open (the PostgreSQL ones are `dualwrite migrate`'s job).
+    pub migrate_sqlite: bool,
+    /// Run the replicator in this process (when PostgreSQL is configured).
+    pub replicate: bool,
+    pub replicator: ReplicatorOptions,
+}
+
+impl Default for BridgeOptions {
+    fn default() -> Self {
+        BridgeOptions { migrate_sqlite: true, replicate: true, replicator: ReplicatorOptions::default() }
+    }
+}
+
+/// Replication health, from the API and `dualwrite status`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// Changes committed to SQLite and not yet applied to PostgreSQL.
+    pub outbox_depth: i64,
+    /// Age of the oldest pending change: the replication lag.
+    pub oldest_pending_ms: Option<i64>,
+    pub applied_total: u64,
+    pub applied_per_sec: f64,
+    pub retries: u64,
+    pub dead_letters: i64,
+    pub last_error: Option<String>,
+    pub replicator_running: bool,
+    pub postgres_connected: bool,
+}
+
+struct Inner {
+    config: Config,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    key: std::result::Result<SecretKey, String>,
+    wake: Sender<()>,
+    stats: Arc<ReplicationStats>,
+    replicator: Mutex<Option<Replicator>>,
+}
+
+#[derive(Clone)]
+pub struct Bridge {
+    inner: Arc<Inner>,
+}
+
+/// Idle reader connections kept for reuse.
+const MAX_IDLE_READERS: usize = 8;
+
+impl Bridge {
+    /// Open the SQLite file (migrating it unless told not to), load the secret key, and start
+    /// the replicator when PostgreSQL is configured.
+    pub fn open(config: Config, options: BridgeOptions) -> Result<Bridge> {
+        let mut writer = sqlite::open(&config.sqlite_path)?;
+        if options.migrate_sqlite {
+            crate::migrate::migrate_sqlite(&mut writer)?;
+        } else {
+            let v = crate::migrate::sqlite_version(&writer)?;
+            let latest = crate::migrate::latest_version(crate::Store::Sqlite);
+            if v != latest {
+                return Err(Error::Migration(format!(
+                    "sqlite schema is at version {v}, this build needs {latest}: run `dualwrite migrate`"
+                )));
+            }
+        }
+        let key = SecretKey::load(&config.key_source).map_err(|e| e.to_string());
+        let (wake, wake_rx) = crossbeam_channel::bounded(1);
+        let stats = Arc::new(ReplicationStats::default());
+        let replicator = match (&config.postgres, options.replicate) {
+            (Some(pg), true) => Some(Replicator::start(
+                config.sqlite_path.clone(),
+                pg.clone(),
+                options.replicator.clone(),
+                wake_rx,
+                stats.clone(),
+            )?),
+            _ => None,
+        };
+        Ok(Bridge {
+            inner: Arc::new(Inner {
+                config,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+                key,
+                wake,
+                stats,
+                replicator: Mutex::new(replicator),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The secret key, or why there is none.
+    pub(crate) fn key(&self) -> Result<&SecretKey> {
+        self.inner.key.as_ref().map_err(|e| Error::Config(format!("no secret key for api_keys: {e}")))
+    }
+
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Connection>> {
+        // A panic while holding the lock cannot leave a transaction open (rusqlite rolls back on
+        // drop), so a poisoned lock is safe to take over.
+        Ok(self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Run `f` in one SQLite write transaction; every change it makes is recorded in the outbox
+    /// in that transaction. Returns only after the commit (invariant 1); then wakes the
+    /// replicator. An error from `f` rolls everything back.
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut WriteTx<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock_writer()?;
+        let mut tx = WriteTx::begin(&mut conn)?;
+        let out = f(&mut tx)?;
+        let changed = tx.changes > 0;
+        tx.commit()?;
+        drop(conn);
+        if changed {
+            // A full channel already holds a wake-up: nothing is lost by dropping this one.
+            let _ = self.inner.wake.try_send(());
+        }
+        Ok(out)
+    }
+
+    /// Run `f` with a reader connection from the pool.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = {
+            let mut pool = self.inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+            pool.pop()
+        };
+        let conn = match conn {
+            Some(c) => c,
+            None => sqlite::open(&self.inner.config.sqlite_path)?,
+        };
+        let out = f(&conn);
+        let mut pool = self.inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < MAX_IDLE_READERS {
+            pool.push(conn);
+        }
+        out
+    }
+
+    // ----- the generic, registry-driven API (the C ABI and tools reach every table with it) -----
+
+    /// One row by key, or `None`.
+    pub fn get(&self, table: &str, key: &str) -> Result<Option<Row>> {
+        let t = schema::require_table(table)?;
+        let key = canonical_key(t, key)?;
+        self.read(|c| c.get_row(t, &key))
+    }
+
+    /// Rows matching a filter (see [`ListQuery`]).
+    pub fn list(&self, table: &str, query: &Value) -> Result<Vec<Row>> {
+        let t = schema::require_table(table)?;
+        let q = ListQuery::parse(t, query)?;
+        self.read(|c| q.run(t, c))
+    }
+
+    /// Insert a row given as JSON; missing ids, timestamps and defaults are filled in. Returns the
+    /// row as stored.
+    pub fn insert(&self, table: &str, row: &Value) -> Result<Row> {
+        let t = schema::require_table(table)?;
+        let row = validate_row(t, row, RowMode::Insert)?;
+        refuse_secret_columns(t, &row)?;
+        self.write(|tx| tx.insert(t, &row))
+    }
+
+    /// Change some columns of a row; returns the whole row after the change.
+    pub fn patch(&self, table: &str, key: &str, changes: &Value) -> Result<Row> {
+        let t = schema::require_table(table)?;
+        let key = canonical_key(t, key)?;
+        let changes = validate_row(t, changes, RowMode::Patch)?;
+        refuse_secret_columns(t, &changes)?;
+        self.write(|tx| tx.update(t, &key, &changes))
+    }
+
+    /// Delete a row; `false` if there was none. A row other rows still reference is a conflict.
+    pub fn delete(&self, table: &str, key: &str) -> Result<bool> {
+        let t = schema::require_table(table)?;
+        let key = canonical_key(t, key)?;
+        self.write(|tx| tx.delete(t, &key))
+    }
+
+    // ----- replication -----
+
+    /// Wait until every change committed before this call has been applied to PostgreSQL (or
+    /// moved to the dead letters). For tests, shutdown and cut-over.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let target = self.read(Outbox::last_seq)?;
+        loop {
+            if !self.read(|c| Outbox::any_pending_upto(c, target))? {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let st = self.status()?;
+                return Err(Error::Unavailable(format!(
+                    "flush timed out after {:?} with {} change(s) pending{}",
+                    timeout,
+                    st.outbox_depth,
+                    st.last_error.map(|e| format!("; last error: {e}")).unwrap_or_default()
+                )));
+            }
+            let _ = self.inner.wake.try_send(());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn status(&self) -> Result<Status> {
+        let (depth, oldest) = self.read(Outbox::depth)?;
+        let dead = self.read(DeadLetters::count)?;
+        let s = &self.inner.stats;
+        let oldest_pending_ms = oldest.and_then(|t| {
+            chrono::DateTime::parse_from_rfc3339(&t)
+                .ok()
+                .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds().max(0))
+        });
+        Ok(Status {
+            outbox_depth: depth,
+            oldest_pending_ms,
+            applied_total: s.applied.load(Ordering::Relaxed),
+            applied_per_sec: s.applied_per_sec(),
+            retries: s.retries.load(Ordering::Relaxed),
+            dead_letters: dead,
+            last_error: s.last_error(),
+            replicator_running: s.running.load(Ordering::Relaxed),
+            postgres_connected: s.connected.load(Ordering::Relaxed),
+        })
+    }
+
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        self.read(DeadLetters::list)
+    }
+
+    /// Re-enqueue a dead letter's row in its current SQLite state; `false` if no such letter.
+    pub fn retry_dead_letter(&self, seq: i64) -> Result<bool> {
+        self.write(|tx| DeadLetters::retry(tx, seq))
+    }
+
+    pub fn drop_dead_letter(&self, seq: i64) -> Result<bool> {
+        self.write(|tx| DeadLetters::drop(tx.conn(), seq))
+    }
+
+    /// Stop the replicator after draining what it can within `timeout`; the rest stays in the
+    /// outbox. Writes keep working (they are replicated by the next process that replicates).
+    pub fn shutdown(&self, timeout: Duration) {
+        let r = self.inner.replicator.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(r) = r {
+            let _ = self.inner.wake.try_send(());
+            r.shutdown(timeout);
+        }
+    }
+}
+
+/// Canonical form of a key given as text (a uuid is normalised; a cache key is kept).
+fn canonical_key(t: &Table, key: &str) -> Result<String> {
+    let v = schema::canonical_value(t, t.key_column(), &Value::String(key.to_string()))?;
+    Ok(v.as_str().unwrap_or(key).to_string())
+}
+
+/// Secrets enter only through `put_api_key`/`rotate_api_key`, which encrypt them; the generic
+/// API cannot write a ciphertext column (it could not tell plaintext from ciphertext).
+fn refuse_secret_columns(t: &Table, row: &Row) -> Result<()> {
+    for c in t.columns.iter().filter(|c| c.secret) {
+        if row.contains_key(c.name) {
+            return Err(Error::invalid(
+                format!("{}.{}", t.name, c.name),
+                "secrets are written only through the api_keys operations (put/rotate), which encrypt them",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A list request: `{"where": {"column": value, ...}, "order_by": "column", "desc": false,
+/// "limit": 100, "offset": 0}`. Equality only (null means IS NULL); columns must be the table's.
+pub struct ListQuery {
+    filters: Vec<(&'static str, Value)>,
+    order_by: &'static str,
+    desc: bool,
+    limit: i64,
+    offset: i64,
+}
+
+pub const MAX_LIST_LIMIT: i64 = 10_000;
+
+impl ListQuery {
+    pub fn parse(t: &'static Table, v: &Value) -> Result<ListQuery> {
+        let empty = Map::new();
+        let obj = match v {
+            Value::Null => &empty,
+            Value::Object(o) => o,
+            _ => return Err(Error::invalid("filter", "must be a JSON object")),
+        };
+        for k in obj.keys() {
+            if !["where", "order_by", "desc", "limit", "offset"].contains(&k.as_str()) {
+                return Err(Error::invalid(
+                    format!("filter.{}", schema::truncate_for_message(k)),
+                    "unknown; use where, order_by, desc, limit, offset",
+                ));
+            }
+        }
+        let mut filters = Vec::new();
+        if let Some(w) = obj.get("where") {
+            let w = w.as_object().ok_or_else(|| Error::invalid("filter.where", "must be an object"))?;
+            for (name, value) in w {
+                let c = t.column(name).ok_or_else(|| {
+                    Error::invalid(
+                        format!("filter.where.{}", schema::truncate_for_message(name)),
+                        "no such column",
+                    )
+                })?;
+                let value = if value.is_null() { Value::Null } else { schema::canonical_value(t, c, value)? };
+                filters.push((c.name, value));
+            }
+        }
+        let order_by = match obj.get("order_by") {
+            None => t.key,
+            Some(Value::String(s)) => {
+                t.column(s).ok_or_else(|| Error::invalid("filter.order_by", "no such column"))?.name
+            }
+            Some(_) => return Err(Error::invalid("filter.order_by", "must be a column name")),
+        };
+        let desc = match obj.get("desc") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(Error::invalid("filter.desc", "must be true or false")),
+        };
+        let int = |name: &str, default: i64, max: i64| -> Result<i64> {
+            match obj.get(name) {
+                None => Ok(default),
+                Some(v) => v.as_i64().filter(|n| (0..=max).contains(n)).ok_or_else(|| {
+                    Error::invalid(format!("filter.{name}"), format!("must be an integer from 0 to {max}"))
+                }),
+            }
+        };
+        Ok(ListQuery {
+            filters,
+            order_by,
+            desc,
+            limit: int("limit", 100, MAX_LIST_LIMIT)?,
+            offset: int("offset", 0, i64::MAX)?,
+        })
+    }
+
+    pub fn run(&self, t: &Table, conn: &Connection) -> Result<Vec<Row>> {
+        let mut clauses = Vec::new();
+        let mut args: Vec<schema::SqlValue> = Vec::new();
+        for (name, value) in &self.filters {
+            if value.is_null() {
+                clauses.push(format!("{name} IS NULL"));
+            } else {
+                let c = t.column(name).ok_or_else(|| Error::Internal("filter column vanished".into()))?;
+                args.push(schema::encode_for_sqlite(c, value)?);
+                clauses.push(format!("{name} = ?{}", args.len()));
+            }
+        }
+        let mut sql = if clauses.is_empty() { "1".to_string() } else { clauses.join(" AND ") };
+        let dir = if self.desc { "DESC" } else { "ASC" };
+        sql.push_str(&format!(
+            " ORDER BY {} {dir}, {} {dir} LIMIT {} OFFSET {}",
+            self.order_by, t.key, self.limit, self.offset
+        ));
+        let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
+        conn.query_rows(t, &sql, &refs)
+    }
+}

@@ -1,0 +1,304 @@
+//! The background replicator: takes outbox records in sequence order, in batches, applies each
+//! batch to PostgreSQL in one transaction, then removes them from the outbox.
+//!
+//! It wakes on a crossbeam channel (a write committed) or a timer (work left by another process
+//! or an earlier run). Transient failures (connection lost, shutdown, contention, schema not
+//! there yet) are retried with exponential backoff and jitter after reconnecting; a change that
+//! PostgreSQL refuses for a reason of its own (SQLSTATE classes 22, 23) goes to the dead letters
+//! and the rest flows on. A crash between PostgreSQL's commit and the outbox delete only means the
+//! batch is applied again, which the revision guard turns into a no-op.
+
+use crate::config::PgConfig;
+use crate::error::{Error, Result};
+use crate::store::postgres::{apply_batch, is_permanent, Applied};
+use crate::store::sqlite::{self, Outbox, OutboxRecord};
+use crossbeam_channel::{Receiver, Sender};
+use rand::Rng;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Tuning of the replicator.
+#[derive(Clone, Debug)]
+pub struct ReplicatorOptions {
+    /// Outbox records per PostgreSQL transaction.
+    pub batch_size: usize,
+    /// How often to look for work nobody woke us for (another process's writes, a restart).
+    pub poll_interval: Duration,
+    /// First retry delay; doubles per consecutive failure up to `max_backoff`.
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for ReplicatorOptions {
+    fn default() -> Self {
+        ReplicatorOptions {
+            batch_size: 2000,
+            poll_interval: Duration::from_millis(250),
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters shared between the replicator thread and `status`.
+#[derive(Default)]
+pub struct ReplicationStats {
+    pub applied: AtomicU64,
+    pub skipped: AtomicU64,
+    pub batches: AtomicU64,
+    pub retries: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub connected: AtomicBool,
+    pub running: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    /// (when, applied total) samples of the last few seconds, for the applied/s rate.
+    samples: Mutex<VecDeque<(Instant, u64)>>,
+}
+
+impl ReplicationStats {
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().map(|e| e.clone()).unwrap_or(None)
+    }
+
+    fn set_error(&self, e: Option<String>) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = e;
+        }
+    }
+
+    fn sample(&self) {
+        let total = self.applied.load(Ordering::Relaxed);
+        if let Ok(mut s) = self.samples.lock() {
+            let now = Instant::now();
+            s.push_back((now, total));
+            while s.front().is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(10)) {
+                s.pop_front();
+            }
+        }
+    }
+
+    /// Changes applied per second over the last seconds of activity.
+    pub fn applied_per_sec(&self) -> f64 {
+        let Ok(s) = self.samples.lock() else { return 0.0 };
+        match (s.front(), s.back()) {
+            (Some((t0, a0)), Some((t1, a1))) if t1 > t0 => {
+                (a1 - a0) as f64 / t1.duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// A running replicator thread.
+pub struct Replicator {
+    stop: Sender<Instant>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Replicator {
+    pub fn start(
+        sqlite_path: PathBuf,
+        pg: PgConfig,
+        options: ReplicatorOptions,
+        wake: Receiver<()>,
+        stats: Arc<ReplicationStats>,
+    ) -> Result<Replicator> {
+        let conn = sqlite::open(&sqlite_path)?;
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
+        let worker = Worker { conn, pg, client: None, options, wake, stop: stop_rx, stats, failures: 0 };
+        let thread = std::thread::Builder::new()
+            .name("dualwrite-replicator".into())
+            .spawn(move || worker.run())
+            .map_err(Error::Io)?;
+        Ok(Replicator { stop: stop_tx, thread: Some(thread) })
+    }
+
+    /// Drain what can be applied before `timeout` runs out, then stop. What is left stays in the
+    /// outbox for the next run.
+    pub fn shutdown(mut self, timeout: Duration) {
+        self.stop_and_join(timeout);
+    }
+
+    fn stop_and_join(&mut self, timeout: Duration) {
+        let _ = self.stop.try_send(Instant::now() + timeout);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop_and_join(Duration::from_secs(1));
+        }
+    }
+}
+
+struct Worker {
+    conn: rusqlite::Connection,
+    pg: PgConfig,
+    client: Option<postgres::Client>,
+    options: ReplicatorOptions,
+    wake: Receiver<()>,
+    stop: Receiver<Instant>,
+    stats: Arc<ReplicationStats>,
+    /// Consecutive failed attempts, for the backoff.
+    failures: u32,
+}
+
+enum Pass {
+    /// The outbox is empty (as far as this pass saw).
+    Drained,
+    /// A transient failure: wait for the backoff before trying again.
+    Failed,
+}
+
+impl Worker {
+    fn run(mut self) {
+        self.stats.running.store(true, Ordering::Relaxed);
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let pass = self.pass(deadline);
+            if let Some(d) = deadline {
+                if matches!(pass, Pass::Drained) || Instant::now() >= d {
+                    break;
+                }
+            }
+            let wait = match pass {
+                Pass::Drained => self.options.poll_interval,
+                Pass::Failed => self.backoff(),
+            };
+            let wait = deadline.map_or(wait, |d| wait.min(d.saturating_duration_since(Instant::now())));
+            crossbeam_channel::select! {
+                recv(self.stop) -> msg => {
+                    // A stop with a deadline: drain until then. A closed channel: the bridge is gone.
+                    deadline = Some(msg.unwrap_or_else(|_| Instant::now()));
+                }
+                recv(self.wake) -> msg => {
+                    if msg.is_err() && deadline.is_none() {
+                        deadline = Some(Instant::now());
+                    }
+                }
+                default(wait) => {}
+            }
+            // Coalesce a burst of wake-ups into one pass.
+            while self.wake.try_recv().is_ok() {}
+        }
+        self.stats.running.store(false, Ordering::Relaxed);
+        self.stats.connected.store(false, Ordering::Relaxed);
+    }
+
+    fn backoff(&self) -> Duration {
+        let exp = self.options.min_backoff.saturating_mul(1u32 << self.failures.min(16));
+        let capped = exp.min(self.options.max_backoff);
+        // Full jitter in [50%, 100%] so several processes do not retry in lock step.
+        capped.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+    }
+
+    fn fail(&mut self, what: &str, e: &Error) -> Pass {
+        self.failures = self.failures.saturating_add(1);
+        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+        let msg = format!("{what}: {e}");
+        tracing::warn!(error = %msg, attempt = self.failures, "replication attempt failed; will retry");
+        self.stats.set_error(Some(msg));
+        Pass::Failed
+    }
+
+    /// Apply batches until the outbox is empty, a failure, or the deadline.
+    fn pass(&mut self, deadline: Option<Instant>) -> Pass {
+        loop {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Pass::Drained;
+            }
+            let batch = match Outbox::pending(&self.conn, self.options.batch_size) {
+                Ok(b) => b,
+                Err(e) => return self.fail("reading the outbox", &e),
+            };
+            if batch.is_empty() {
+                return Pass::Drained;
+            }
+            if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+                match self.pg.connect() {
+                    Ok(c) => {
+                        self.client = Some(c);
+                        self.stats.connected.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        self.stats.connected.store(false, Ordering::Relaxed);
+                        return self.fail("connecting", &e);
+                    }
+                }
+            }
+            if let Err(pass) = self.apply(&batch) {
+                return pass;
+            }
+        }
+    }
+
+    fn apply(&mut self, batch: &[OutboxRecord]) -> std::result::Result<(), Pass> {
+        let span = tracing::debug_span!("apply_batch", records = batch.len(), first = batch[0].seq);
+        let _enter = span.enter();
+        let Some(client) = self.client.as_mut() else { return Err(Pass::Failed) };
+        match apply_batch(client, batch, true) {
+            Ok(applied) => {
+                self.done(batch, applied)?;
+                Ok(())
+            }
+            Err(e) if is_permanent(&e) => {
+                tracing::warn!(error = %Error::Postgres(e), "batch refused; applying its changes one by one");
+                self.isolate(batch)
+            }
+            Err(e) => {
+                self.client = None;
+                self.stats.connected.store(false, Ordering::Relaxed);
+                Err(self.fail("applying a batch", &Error::Postgres(e)))
+            }
+        }
+    }
+
+    /// A batch failed for a permanent reason: apply each change alone, dead-letter the ones that
+    /// fail permanently, keep going with the rest (in order).
+    fn isolate(&mut self, batch: &[OutboxRecord]) -> std::result::Result<(), Pass> {
+        for record in batch {
+            let Some(client) = self.client.as_mut() else { return Err(Pass::Failed) };
+            match apply_batch(client, std::slice::from_ref(record), false) {
+                Ok(applied) => self.done(std::slice::from_ref(record), applied)?,
+                Err(e) if is_permanent(&e) => {
+                    let msg = Error::Postgres(e).to_string();
+                    tracing::error!(table = %record.table_name, key = %record.row_key, seq = record.seq, error = %msg,
+                        "change refused by PostgreSQL; moved to dead letters");
+                    if let Err(e) = Outbox::dead_letter(&mut self.conn, record, &msg) {
+                        return Err(self.fail("recording a dead letter", &e));
+                    }
+                    self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.client = None;
+                    return Err(self.fail("applying a change", &Error::Postgres(e)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn done(&mut self, batch: &[OutboxRecord], applied: Applied) -> std::result::Result<(), Pass> {
+        let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
+        if let Err(e) = Outbox::mark_applied(&self.conn, first, last) {
+            // PostgreSQL has the batch; applying it again later is a no-op.
+            return Err(self.fail("marking the outbox", &e));
+        }
+        self.failures = 0;
+        self.stats.set_error(None);
+        self.stats.applied.fetch_add(applied.written as u64, Ordering::Relaxed);
+        self.stats.skipped.fetch_add(applied.skipped as u64, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.sample();
+        tracing::debug!(first, last, written = applied.written, skipped = applied.skipped, "batch applied");
+        Ok(())
+    }
+}

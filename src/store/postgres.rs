@@ -1,0 +1,181 @@
+//! The PostgreSQL side of replication: apply a batch of outbox records in one transaction,
+//! set-based per table, each change guarded by its revision.
+//!
+//! For every row the newest applied revision lives in `dualwrite.row_revisions` (with a tombstone
+//! flag for deletes). A change is applied only if it wins the revision claim
+//! (`INSERT … ON CONFLICT DO UPDATE … WHERE revision < EXCLUDED.revision RETURNING`), so replaying
+//! a batch changes nothing, an older copy never replaces a newer one, and a deleted row never
+//! returns — whether the older copy comes from a retry, a second process or the backfill.
+
+use crate::error::{Error, Result};
+use crate::schema::{self, ColType, Table};
+use crate::store::sqlite::{Op, OutboxRecord};
+use std::collections::HashMap;
+
+/// What one batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Changes that won their revision claim and were written.
+    pub written: usize,
+    /// Changes skipped: superseded in the same batch, or already applied / older than PostgreSQL's.
+    pub skipped: usize,
+}
+
+/// Whether a PostgreSQL failure is worth retrying as it is (connection, shutdown, contention,
+/// resources; also a schema not migrated yet) or is a property of one change that will fail the
+/// same way every time (data exceptions, integrity violations: SQLSTATE classes 22 and 23).
+pub fn is_permanent(e: &postgres::Error) -> bool {
+    match e.code() {
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("22") || c.starts_with("23")
+        }
+        None => false,
+    }
+}
+
+/// The key column's SQL type, for casting the text keys of a batch.
+fn key_type(table: &Table) -> &'static str {
+    match table.key_column().ty {
+        ColType::Uuid => "uuid",
+        _ => "text",
+    }
+}
+
+fn upsert_sql(table: &Table) -> String {
+    let cols = table.column_names().collect::<Vec<_>>().join(", ");
+    let sets = table
+        .column_names()
+        .filter(|c| *c != table.key)
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO public.{t} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::public.{t}, $1::text::jsonb) \
+         ON CONFLICT ({key}) DO UPDATE SET {sets}",
+        t = table.name,
+        key = table.key
+    )
+}
+
+const CLAIM_SQL: &str = "INSERT INTO dualwrite.row_revisions (table_name, row_key, revision, deleted)
+     SELECT $1, k, r, d FROM unnest($2::text[], $3::int8[], $4::bool[]) AS u(k, r, d)
+     ON CONFLICT (table_name, row_key) DO UPDATE SET revision = EXCLUDED.revision, deleted = EXCLUDED.deleted
+     WHERE dualwrite.row_revisions.revision < EXCLUDED.revision
+     RETURNING row_key";
+
+/// Apply `records` (in sequence order) in one transaction. With `defer_fks`, foreign keys are
+/// checked at commit, so a batch may mix tables in any order.
+pub fn apply_batch(
+    client: &mut postgres::Client,
+    records: &[OutboxRecord],
+    defer_fks: bool,
+) -> Result<Applied, postgres::Error> {
+    // Only the newest change of each row in the batch matters: it carries the highest revision.
+    let mut last: HashMap<(&str, &str), &OutboxRecord> = HashMap::with_capacity(records.len());
+    for r in records {
+        let slot = last.entry((r.table_name.as_str(), r.row_key.as_str())).or_insert(r);
+        if r.seq > slot.seq {
+            *slot = r;
+        }
+    }
+    let mut by_table: Vec<(&'static Table, Vec<&OutboxRecord>)> = Vec::new();
+    for r in last.values() {
+        let table = match schema::table(&r.table_name) {
+            Some(t) => t,
+            // Cannot happen for records this library wrote; treat as data error of this change.
+            None => continue,
+        };
+        match by_table.iter_mut().find(|(t, _)| t.name == table.name) {
+            Some((_, v)) => v.push(r),
+            None => by_table.push((table, vec![r])),
+        }
+    }
+    by_table.sort_by_key(|(t, _)| t.fk_rank());
+
+    let mut tx = client.transaction()?;
+    if defer_fks {
+        tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")?;
+    }
+    let mut written = 0;
+    let mut deletes: Vec<(&'static Table, Vec<String>)> = Vec::new();
+    for (table, recs) in &by_table {
+        let keys: Vec<&str> = recs.iter().map(|r| r.row_key.as_str()).collect();
+        let revs: Vec<i64> = recs.iter().map(|r| r.seq).collect();
+        let dels: Vec<bool> = recs.iter().map(|r| r.op == Op::Delete).collect();
+        let won: std::collections::HashSet<String> =
+            tx.query(CLAIM_SQL, &[&table.name, &keys, &revs, &dels])?.iter().map(|row| row.get(0)).collect();
+        let mut images = String::from("[");
+        let mut upserts = 0;
+        let mut gone = Vec::new();
+        for r in recs.iter().filter(|r| won.contains(&r.row_key)) {
+            match (r.op, &r.row_image) {
+                (Op::Upsert, Some(img)) => {
+                    if upserts > 0 {
+                        images.push(',');
+                    }
+                    images.push_str(img);
+                    upserts += 1;
+                }
+                _ => gone.push(r.row_key.clone()),
+            }
+        }
+        images.push(']');
+        if upserts > 0 {
+            tx.execute(&upsert_sql(table), &[&images])?;
+        }
+        written += upserts + gone.len();
+        if !gone.is_empty() {
+            deletes.push((table, gone));
+        }
+    }
+    // Children before parents, so immediate foreign keys hold too.
+    for (table, keys) in deletes.iter().rev() {
+        let sql = format!(
+            "DELETE FROM public.{} WHERE {} = ANY($1::text[]::{}[])",
+            table.name,
+            table.key,
+            key_type(table)
+        );
+        tx.execute(&sql, &[keys])?;
+    }
+    tx.commit()?;
+    Ok(Applied { written, skipped: records.len() - written })
+}
+
+/// Read one row of a table from PostgreSQL in the wire form (timestamps in UTC microseconds,
+/// numeric as text, bytea as `\x…`, vectors as arrays), for tests, shadow reads and verify.
+pub fn row_to_wire_sql(table: &Table) -> String {
+    let fields = table
+        .columns
+        .iter()
+        .map(|c| {
+            let expr = match c.ty {
+                ColType::Timestamptz => format!(
+                    "to_char({n} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                    n = c.name
+                ),
+                ColType::Numeric => format!("{}::text", c.name),
+                ColType::Uuid => format!("{}::text", c.name),
+                ColType::Bytea => format!("'\\x' || encode({}, 'hex')", c.name),
+                ColType::Vector => format!("({}::text)::jsonb", c.name),
+                _ => c.name.to_string(),
+            };
+            format!("'{}', {}", c.name, expr)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("SELECT jsonb_build_object({fields})::text FROM public.{}", table.name)
+}
+
+/// All rows of a table from PostgreSQL in the wire form, keyed by row key.
+pub fn all_rows(client: &mut postgres::Client, table: &Table) -> Result<HashMap<String, serde_json::Value>> {
+    let mut out = HashMap::new();
+    for row in client.query(&row_to_wire_sql(table), &[])? {
+        let text: String = row.get(0);
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Internal(e.to_string()))?;
+        let key = v.get(table.key).and_then(|k| k.as_str()).unwrap_or_default().to_string();
+        out.insert(key, v);
+    }
+    Ok(out)
+}

@@ -1,0 +1,380 @@
+//! The SQLite side: connections with the bridge's pragmas, registry-derived SQL for rows, and the
+//! outbox write that shares each change's transaction.
+
+use crate::error::{Error, Result};
+use crate::schema::{decode_sqlite_row, encode_for_sqlite, now_timestamp, SqlValue, Table};
+use rusqlite::{params, Connection, OptionalExtension, ToSql};
+use serde_json::{Map, Value};
+use std::path::Path;
+use std::time::Duration;
+
+/// How long a writer waits for another process's write lock before failing with `Busy`.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Open a connection with the pragmas every bridge connection uses: WAL (readers never block the
+/// writer), synchronous=FULL (a returned write survives power loss, not only a crash), foreign
+/// keys on, and a busy timeout so concurrent processes queue instead of failing.
+pub fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
+}
+
+/// `a, b, c`: the table's columns in registry order (the order [`decode_sqlite_row`] reads).
+fn column_list(table: &Table) -> String {
+    table.column_names().collect::<Vec<_>>().join(", ")
+}
+
+fn select_sql(table: &Table) -> String {
+    format!("SELECT {} FROM {}", column_list(table), table.name)
+}
+
+/// One change as the outbox records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxRecord {
+    pub seq: i64,
+    pub table_name: String,
+    pub row_key: String,
+    pub op: Op,
+    /// The wire JSON of the row after the change; `None` for a delete.
+    pub row_image: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Upsert,
+    Delete,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Upsert => "upsert",
+            Op::Delete => "delete",
+        }
+    }
+    fn parse(s: &str) -> Result<Op> {
+        match s {
+            "upsert" => Ok(Op::Upsert),
+            "delete" => Ok(Op::Delete),
+            other => Err(Error::Internal(format!("outbox holds unknown op {other:?}"))),
+        }
+    }
+}
+
+/// Read access to rows, for a plain connection or a transaction.
+pub trait Rows {
+    fn conn(&self) -> &Connection;
+
+    fn get_row(&self, table: &Table, key: &str) -> Result<Option<Map<String, Value>>> {
+        let sql = format!("{} WHERE {} = ?1", select_sql(table), table.key);
+        let mut stmt = self.conn().prepare_cached(&sql)?;
+        let mut rows = stmt.query([key])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(decode_sqlite_row(table, r)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Rows matching `where_sql` (SQL text written in this crate, never caller input; values
+    /// go in `args`), e.g. `"job_id = ?1 ORDER BY created_at, id LIMIT ?2"`.
+    fn query_rows(
+        &self,
+        table: &Table,
+        where_sql: &str,
+        args: &[&dyn ToSql],
+    ) -> Result<Vec<Map<String, Value>>> {
+        let sql = format!("{} WHERE {}", select_sql(table), where_sql);
+        let mut stmt = self.conn().prepare_cached(&sql)?;
+        let mut rows = stmt.query(args)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            out.push(decode_sqlite_row(table, r)?);
+        }
+        Ok(out)
+    }
+}
+
+impl Rows for Connection {
+    fn conn(&self) -> &Connection {
+        self
+    }
+}
+
+/// A write transaction: every change made through it is recorded in the outbox in the same
+/// transaction, so the row and its outbox record commit (or vanish) together.
+pub struct WriteTx<'c> {
+    tx: rusqlite::Transaction<'c>,
+    /// Whether the outbox records changes (false only in the PostgreSQL-only write mode).
+    capture: bool,
+    pub(crate) changes: usize,
+}
+
+impl Rows for WriteTx<'_> {
+    fn conn(&self) -> &Connection {
+        &self.tx
+    }
+}
+
+impl<'c> WriteTx<'c> {
+    pub(crate) fn begin(conn: &'c mut Connection) -> Result<Self> {
+        // IMMEDIATE takes the write lock up front, so a transaction that read first never fails
+        // to upgrade (SQLITE_BUSY without a retry) when another process writes.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        Ok(WriteTx { tx, capture: true, changes: 0 })
+    }
+
+    pub(crate) fn commit(self) -> Result<()> {
+        self.tx.commit()?;
+        Ok(())
+    }
+
+    /// Insert a complete, validated row (see `schema::validate_row`) and return it as stored.
+    pub fn insert(&mut self, table: &Table, row: &Map<String, Value>) -> Result<Map<String, Value>> {
+        let mut values = Vec::with_capacity(table.columns.len());
+        for c in table.columns {
+            values.push(encode_for_sqlite(c, row.get(c.name).unwrap_or(&Value::Null))?);
+        }
+        let placeholders = (1..=values.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({placeholders}) RETURNING {}",
+            table.name,
+            column_list(table),
+            column_list(table)
+        );
+        let stored = {
+            let mut stmt = self.tx.prepare_cached(&sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(values.iter()))?;
+            let r = rows.next()?.ok_or_else(|| Error::Internal("INSERT RETURNING gave no row".into()))?;
+            decode_sqlite_row(table, r)?
+        };
+        self.record(table, &stored, Op::Upsert)?;
+        Ok(stored)
+    }
+
+    /// Set some columns of an existing row (validated, without the key); returns the whole row.
+    pub fn update(
+        &mut self,
+        table: &Table,
+        key: &str,
+        changes: &Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
+        if changes.is_empty() {
+            return self.get_row(table, key)?.ok_or_else(|| Error::not_found(table.name, key));
+        }
+        let mut sets = Vec::with_capacity(changes.len());
+        let mut values: Vec<SqlValue> = Vec::with_capacity(changes.len() + 1);
+        for (name, v) in changes {
+            let c = table
+                .column(name)
+                .ok_or_else(|| Error::invalid(format!("{}.{name}", table.name), "no such column"))?;
+            values.push(encode_for_sqlite(c, v)?);
+            sets.push(format!("{} = ?{}", c.name, values.len()));
+        }
+        values.push(SqlValue::Text(key.to_string()));
+        let sql = format!(
+            "UPDATE {} SET {} WHERE {} = ?{} RETURNING {}",
+            table.name,
+            sets.join(", "),
+            table.key,
+            values.len(),
+            column_list(table)
+        );
+        let stored = {
+            let mut stmt = self.tx.prepare_cached(&sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(values.iter()))?;
+            match rows.next()? {
+                Some(r) => decode_sqlite_row(table, r)?,
+                None => return Err(Error::not_found(table.name, key)),
+            }
+        };
+        self.record(table, &stored, Op::Upsert)?;
+        Ok(stored)
+    }
+
+    /// Delete a row; `false` when there was none (nothing is recorded then).
+    pub fn delete(&mut self, table: &Table, key: &str) -> Result<bool> {
+        let sql = format!("DELETE FROM {} WHERE {} = ?1", table.name, table.key);
+        let n = self.tx.prepare_cached(&sql)?.execute([key])?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.record_delete(table, key)?;
+        Ok(true)
+    }
+
+    fn record(&mut self, table: &Table, row: &Map<String, Value>, op: Op) -> Result<()> {
+        let key = row
+            .get(table.key)
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::Internal(format!("{} row without its key", table.name)))?
+            .to_string();
+        let image = serde_json::to_string(row).map_err(|e| Error::Internal(e.to_string()))?;
+        self.append_outbox(table.name, &key, op, Some(&image))
+    }
+
+    fn record_delete(&mut self, table: &Table, key: &str) -> Result<()> {
+        self.append_outbox(table.name, key, Op::Delete, None)
+    }
+
+    fn append_outbox(&mut self, table: &str, key: &str, op: Op, image: Option<&str>) -> Result<()> {
+        self.changes += 1;
+        if !self.capture {
+            return Ok(());
+        }
+        self.tx
+            .prepare_cached(
+                "INSERT INTO _dualwrite_outbox (table_name, row_key, op, row_image, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![table, key, op.as_str(), image, now_timestamp()])?;
+        Ok(())
+    }
+
+    /// Re-enqueue a row's current state (or its absence, as a delete) with a new revision.
+    /// Used to repair PostgreSQL and to retry dead letters.
+    pub fn requeue(&mut self, table: &Table, key: &str) -> Result<()> {
+        match self.get_row(table, key)? {
+            Some(row) => self.record(table, &row, Op::Upsert),
+            None => self.record_delete(table, key),
+        }
+    }
+}
+
+/// The outbox as the replicator and `status` see it.
+pub struct Outbox;
+
+impl Outbox {
+    /// Up to `limit` pending records in sequence order.
+    pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<OutboxRecord>> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, table_name, row_key, op, row_image, created_at FROM _dualwrite_outbox ORDER BY seq LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?, r.get(4)?, r.get(5)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, table_name, row_key, op, row_image, created_at) = row?;
+            out.push(OutboxRecord { seq, table_name, row_key, op: Op::parse(&op)?, row_image, created_at });
+        }
+        Ok(out)
+    }
+
+    /// Remove applied records `first..=last` (a contiguous prefix: sequence numbers are assigned
+    /// under SQLite's single write lock, so no lower number can commit later).
+    pub fn mark_applied(conn: &Connection, first: i64, last: i64) -> Result<usize> {
+        Ok(conn
+            .prepare_cached("DELETE FROM _dualwrite_outbox WHERE seq BETWEEN ?1 AND ?2")?
+            .execute([first, last])?)
+    }
+
+    /// Move one record to the dead letters with the error that stopped it.
+    pub fn dead_letter(conn: &mut Connection, record: &OutboxRecord, error: &str) -> Result<()> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO _dualwrite_dead_letters (seq, table_name, row_key, op, row_image, created_at, failed_at, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                record.seq,
+                record.table_name,
+                record.row_key,
+                record.op.as_str(),
+                record.row_image,
+                record.created_at,
+                now_timestamp(),
+                error
+            ],
+        )?;
+        tx.execute("DELETE FROM _dualwrite_outbox WHERE seq = ?1", [record.seq])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// (depth, oldest pending created_at, newest seq ever assigned).
+    pub fn depth(conn: &Connection) -> Result<(i64, Option<String>)> {
+        Ok(conn.query_row("SELECT count(*), min(created_at) FROM _dualwrite_outbox", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?)
+    }
+
+    /// The highest sequence number committed so far (0 when none).
+    pub fn last_seq(conn: &Connection) -> Result<i64> {
+        let v: Option<i64> = conn
+            .query_row("SELECT seq FROM sqlite_sequence WHERE name = '_dualwrite_outbox'", [], |r| r.get(0))
+            .optional()?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Whether any record with `seq <= upto` is still pending.
+    pub fn any_pending_upto(conn: &Connection, upto: i64) -> Result<bool> {
+        Ok(conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM _dualwrite_outbox WHERE seq <= ?1)",
+            [upto],
+            |r| r.get(0),
+        )?)
+    }
+}
+
+/// A dead letter as listed by the API and the CLI (the row image is left out: it may be large).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct DeadLetter {
+    pub seq: i64,
+    pub table_name: String,
+    pub row_key: String,
+    pub op: String,
+    pub created_at: String,
+    pub failed_at: String,
+    pub error: String,
+}
+
+pub struct DeadLetters;
+
+impl DeadLetters {
+    pub fn list(conn: &Connection) -> Result<Vec<DeadLetter>> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, table_name, row_key, op, created_at, failed_at, error FROM _dualwrite_dead_letters ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(DeadLetter {
+                seq: r.get(0)?,
+                table_name: r.get(1)?,
+                row_key: r.get(2)?,
+                op: r.get(3)?,
+                created_at: r.get(4)?,
+                failed_at: r.get(5)?,
+                error: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    pub fn count(conn: &Connection) -> Result<i64> {
+        Ok(conn.query_row("SELECT count(*) FROM _dualwrite_dead_letters", [], |r| r.get(0))?)
+    }
+
+    /// Retry: re-enqueue the row's current SQLite state with a new revision, and drop the letter.
+    /// (Replaying the old image could move PostgreSQL back in time; the current state cannot.)
+    pub fn retry(tx: &mut WriteTx<'_>, seq: i64) -> Result<bool> {
+        let found: Option<(String, String)> = tx
+            .conn()
+            .query_row("SELECT table_name, row_key FROM _dualwrite_dead_letters WHERE seq = ?1", [seq], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        let Some((table_name, key)) = found else { return Ok(false) };
+        let table = crate::schema::table(&table_name)
+            .ok_or_else(|| Error::Internal(format!("dead letter for unknown table {table_name}")))?;
+        tx.requeue(table, &key)?;
+        tx.conn().execute("DELETE FROM _dualwrite_dead_letters WHERE seq = ?1", [seq])?;
+        Ok(true)
+    }
+
+    pub fn drop(conn: &Connection, seq: i64) -> Result<bool> {
+        Ok(conn.execute("DELETE FROM _dualwrite_dead_letters WHERE seq = ?1", [seq])? > 0)
+    }
+}
