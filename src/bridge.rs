@@ -45,11 +45,17 @@ pub struct Status {
     pub outbox_depth: i64,
     /// Age of the oldest pending change: the replication lag.
     pub oldest_pending_ms: Option<i64>,
-    pub applied_total: u64,
+    /// Changes applied by every process on this file, ever.
+    pub applied_total: i64,
+    /// Rate of this process's replicator over the last seconds (0 when it does not replicate).
     pub applied_per_sec: f64,
-    pub retries: u64,
+    /// Failed attempts (retried) by every process on this file, ever.
+    pub retries: i64,
     pub dead_letters: i64,
+    /// The most recent failure, cleared by the next applied batch.
     pub last_error: Option<String>,
+    pub last_applied_at: Option<String>,
+    /// Whether this process runs a replicator, and whether it holds a PostgreSQL connection.
     pub replicator_running: bool,
     pub postgres_connected: bool,
 }
@@ -233,6 +239,7 @@ impl Bridge {
     pub fn status(&self) -> Result<Status> {
         let (depth, oldest) = self.read(Outbox::depth)?;
         let dead = self.read(DeadLetters::count)?;
+        let shared = self.read(Outbox::replication_state)?;
         let s = &self.inner.stats;
         let oldest_pending_ms = oldest.and_then(|t| {
             chrono::DateTime::parse_from_rfc3339(&t)
@@ -242,11 +249,12 @@ impl Bridge {
         Ok(Status {
             outbox_depth: depth,
             oldest_pending_ms,
-            applied_total: s.applied.load(Ordering::Relaxed),
+            applied_total: shared.applied_total,
             applied_per_sec: s.applied_per_sec(),
-            retries: s.retries.load(Ordering::Relaxed),
+            retries: shared.retries_total,
             dead_letters: dead,
-            last_error: s.last_error(),
+            last_error: shared.last_error,
+            last_applied_at: shared.last_applied_at,
             replicator_running: s.running.load(Ordering::Relaxed),
             postgres_connected: s.connected.load(Ordering::Relaxed),
         })

@@ -59,6 +59,11 @@ pub static POSTGRES_MIGRATIONS: &[Migration] = &[
 pub static SQLITE_MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "entities", sql: include_str!("../migrations/sqlite/0001_entities.sql") },
     Migration { version: 2, name: "bridge", sql: include_str!("../migrations/sqlite/0002_bridge.sql") },
+    Migration {
+        version: 3,
+        name: "replication_state",
+        sql: include_str!("../migrations/sqlite/0003_replication_state.sql"),
+    },
 ];
 
 pub fn migrations(store: Store) -> &'static [Migration] {

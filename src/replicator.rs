@@ -54,22 +54,11 @@ pub struct ReplicationStats {
     pub dead_lettered: AtomicU64,
     pub connected: AtomicBool,
     pub running: AtomicBool,
-    last_error: Mutex<Option<String>>,
     /// (when, applied total) samples of the last few seconds, for the applied/s rate.
     samples: Mutex<VecDeque<(Instant, u64)>>,
 }
 
 impl ReplicationStats {
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().map(|e| e.clone()).unwrap_or(None)
-    }
-
-    fn set_error(&self, e: Option<String>) {
-        if let Ok(mut g) = self.last_error.lock() {
-            *g = e;
-        }
-    }
-
     fn sample(&self) {
         let total = self.applied.load(Ordering::Relaxed);
         if let Ok(mut s) = self.samples.lock() {
@@ -205,7 +194,8 @@ impl Worker {
         self.stats.retries.fetch_add(1, Ordering::Relaxed);
         let msg = format!("{what}: {e}");
         tracing::warn!(error = %msg, attempt = self.failures, "replication attempt failed; will retry");
-        self.stats.set_error(Some(msg));
+        // Shared with `dualwrite status` in other processes; losing this update loses nothing.
+        let _ = Outbox::record_failure(&self.conn, &msg);
         Pass::Failed
     }
 
@@ -288,12 +278,11 @@ impl Worker {
 
     fn done(&mut self, batch: &[OutboxRecord], applied: Applied) -> std::result::Result<(), Pass> {
         let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
-        if let Err(e) = Outbox::mark_applied(&self.conn, first, last) {
+        if let Err(e) = Outbox::mark_applied(&mut self.conn, first, last, applied.written) {
             // PostgreSQL has the batch; applying it again later is a no-op.
             return Err(self.fail("marking the outbox", &e));
         }
         self.failures = 0;
-        self.stats.set_error(None);
         self.stats.applied.fetch_add(applied.written as u64, Ordering::Relaxed);
         self.stats.skipped.fetch_add(applied.skipped as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);

@@ -37,7 +37,7 @@ fn postgres_migrations_apply_once_then_change_nothing() {
 fn sqlite_migrations_apply_once_then_change_nothing() {
     let (_d, mut c) = sqlite_conn();
     let first = dualwrite::migrate_sqlite(&mut c).unwrap();
-    assert_eq!(first.applied.len(), 2);
+    assert_eq!(first.applied.len() as i64, dualwrite::latest_version(dualwrite::Store::Sqlite));
     let schema_before: Vec<String> = c
         .prepare("SELECT sql FROM sqlite_master ORDER BY name")
         .unwrap()
@@ -55,7 +55,7 @@ fn sqlite_migrations_apply_once_then_change_nothing() {
         .flatten()
         .collect();
     assert_eq!(schema_before, schema_after);
-    assert_eq!(dualwrite::sqlite_version(&c).unwrap(), 2);
+    assert_eq!(dualwrite::sqlite_version(&c).unwrap(), dualwrite::latest_version(dualwrite::Store::Sqlite));
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The `dualwrite` command for the people running the migration.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use dualwrite::{doctor, Config, Store};
+use dualwrite::{doctor, Bridge, BridgeOptions, Config, Store};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,6 +28,33 @@ enum Command {
     },
     /// Check both stores, the extensions, the schema versions and the secret key.
     Doctor,
+    /// Replication health: outbox depth, lag, applied, retries, dead letters, last error.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replicate everything pending now, then exit (fails if it cannot finish in time).
+    Drain {
+        /// Seconds to wait for the outbox to empty.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Changes PostgreSQL refused: list them, retry one (re-enqueue the row's current state), or drop one.
+    DeadLetters {
+        #[command(subcommand)]
+        action: Option<DeadLetterAction>,
+        /// Print JSON instead of a table (for `list`).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    List,
+    Retry { seq: i64 },
+    Drop { seq: i64 },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -54,6 +81,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// A bridge that does not replicate: the CLI inspects and enqueues; the monolith's processes apply.
+fn inspect(config: Config) -> dualwrite::Result<Bridge> {
+    Bridge::open(config, BridgeOptions { migrate_sqlite: false, replicate: false, ..Default::default() })
+}
+
 fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
@@ -77,6 +109,80 @@ fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
                 }
                 for (version, name, took) in &report.applied {
                     println!("{store}: applied {version} {name} in {} ms", took.as_millis());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let st = inspect(config)?.status()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&st)
+                        .map_err(|e| dualwrite::Error::Internal(e.to_string()))?
+                );
+            } else {
+                let lag = st
+                    .oldest_pending_ms
+                    .map(|ms| format!("{:.3} s", ms as f64 / 1000.0))
+                    .unwrap_or("none".into());
+                println!("outbox depth       {}", st.outbox_depth);
+                println!("replication lag    {lag}");
+                println!("applied (all time) {}", st.applied_total);
+                println!("last applied at    {}", st.last_applied_at.as_deref().unwrap_or("never"));
+                println!("retries            {}", st.retries);
+                println!("dead letters       {}", st.dead_letters);
+                println!("last error         {}", st.last_error.as_deref().unwrap_or("none"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Drain { timeout } => {
+            config.require_postgres()?;
+            let bridge = Bridge::open(config, BridgeOptions { migrate_sqlite: false, ..Default::default() })?;
+            let result = bridge.flush(std::time::Duration::from_secs(timeout));
+            bridge.shutdown(std::time::Duration::from_secs(1));
+            result?;
+            let st = bridge.status()?;
+            println!("drained: outbox depth {}, dead letters {}", st.outbox_depth, st.dead_letters);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeadLetters { action, json } => {
+            let bridge = inspect(config)?;
+            match action.unwrap_or(DeadLetterAction::List) {
+                DeadLetterAction::List => {
+                    let letters = bridge.dead_letters()?;
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&letters)
+                                .map_err(|e| dualwrite::Error::Internal(e.to_string()))?
+                        );
+                    } else if letters.is_empty() {
+                        println!("no dead letters");
+                    } else {
+                        println!(
+                            "{:>8}  {:<20}  {:<36}  {:<6}  {:<27}  error",
+                            "seq", "table", "key", "op", "failed at"
+                        );
+                        for d in letters {
+                            println!(
+                                "{:>8}  {:<20}  {:<36}  {:<6}  {:<27}  {}",
+                                d.seq, d.table_name, d.row_key, d.op, d.failed_at, d.error
+                            );
+                        }
+                    }
+                }
+                DeadLetterAction::Retry { seq } => {
+                    if !bridge.retry_dead_letter(seq)? {
+                        return Err(dualwrite::Error::not_found("dead letter", seq));
+                    }
+                    println!("dead letter {seq}: the row's current state is queued for replication again");
+                }
+                DeadLetterAction::Drop { seq } => {
+                    if !bridge.drop_dead_letter(seq)? {
+                        return Err(dualwrite::Error::not_found("dead letter", seq));
+                    }
+                    println!("dead letter {seq} dropped");
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -266,11 +266,48 @@ impl Outbox {
     }
 
     /// Remove applied records `first..=last` (a contiguous prefix: sequence numbers are assigned
-    /// under SQLite's single write lock, so no lower number can commit later).
-    pub fn mark_applied(conn: &Connection, first: i64, last: i64) -> Result<usize> {
-        Ok(conn
+    /// under SQLite's single write lock, so no lower number can commit later) and count them in
+    /// the shared replication state, in one transaction.
+    pub fn mark_applied(conn: &mut Connection, first: i64, last: i64, written: usize) -> Result<usize> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx
             .prepare_cached("DELETE FROM _dualwrite_outbox WHERE seq BETWEEN ?1 AND ?2")?
-            .execute([first, last])?)
+            .execute([first, last])?;
+        tx.prepare_cached(
+            "UPDATE _dualwrite_replication_state SET applied_total = applied_total + ?1, batches_total = batches_total + 1,
+             last_error = NULL, last_applied_at = ?2 WHERE id = 1",
+        )?
+        .execute(params![written as i64, now_timestamp()])?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Record a failed replication attempt (the message never carries row data or secrets).
+    pub fn record_failure(conn: &Connection, error: &str) -> Result<()> {
+        conn.prepare_cached(
+            "UPDATE _dualwrite_replication_state SET retries_total = retries_total + 1, last_error = ?1, last_error_at = ?2
+             WHERE id = 1",
+        )?
+        .execute(params![error, now_timestamp()])?;
+        Ok(())
+    }
+
+    /// The shared counters: (applied, retries, last error, last applied at).
+    pub fn replication_state(conn: &Connection) -> Result<ReplicationState> {
+        Ok(conn.query_row(
+            "SELECT applied_total, batches_total, retries_total, last_error, last_applied_at
+             FROM _dualwrite_replication_state WHERE id = 1",
+            [],
+            |r| {
+                Ok(ReplicationState {
+                    applied_total: r.get(0)?,
+                    batches_total: r.get(1)?,
+                    retries_total: r.get(2)?,
+                    last_error: r.get(3)?,
+                    last_applied_at: r.get(4)?,
+                })
+            },
+        )?)
     }
 
     /// Move one record to the dead letters with the error that stopped it.
@@ -318,6 +355,16 @@ impl Outbox {
             |r| r.get(0),
         )?)
     }
+}
+
+/// Replication counters shared by all processes on the file.
+#[derive(Clone, Debug, Default)]
+pub struct ReplicationState {
+    pub applied_total: i64,
+    pub batches_total: i64,
+    pub retries_total: i64,
+    pub last_error: Option<String>,
+    pub last_applied_at: Option<String>,
 }
 
 /// A dead letter as listed by the API and the CLI (the row image is left out: it may be large).
