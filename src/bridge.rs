@@ -8,13 +8,16 @@
 use crate::config::Config;
 use crate::crypto::SecretKey;
 use crate::error::{Error, Result};
+use crate::flags::{FlagCache, FlagChange, Flags, ReadSource, WriteMode};
+use crate::reads::{ReadCounters, ReadRouter, ReadSpec};
 use crate::replicator::{ReplicationStats, Replicator, ReplicatorOptions};
 use crate::schema::{self, validate_row, RowMode, Table};
 use crate::store::sqlite::{self, DeadLetter, DeadLetters, Outbox, Rows, WriteTx};
 use crossbeam_channel::Sender;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -55,9 +58,15 @@ pub struct Status {
     /// The most recent failure, cleared by the next applied batch.
     pub last_error: Option<String>,
     pub last_applied_at: Option<String>,
-    /// Whether this process runs a replicator, and whether it holds a PostgreSQL connection.
+    /// Whether this process runs a replicator, whether it holds the single-replicator lease (is
+    /// the one applying), and whether it holds a PostgreSQL connection.
     pub replicator_running: bool,
+    pub replicator_holds_lease: bool,
     pub postgres_connected: bool,
+    /// The flags in effect in this process.
+    pub flags: Flags,
+    /// Reads served by this process, per table: where from, fallbacks, shadow results.
+    pub reads: BTreeMap<String, ReadCounters>,
 }
 
 struct Inner {
@@ -68,6 +77,12 @@ struct Inner {
     wake: Sender<()>,
     stats: Arc<ReplicationStats>,
     replicator: Mutex<Option<Replicator>>,
+    flags: Arc<FlagCache>,
+    router: Arc<ReadRouter>,
+    /// The process that opened the bridge. After fork() the child has none of its threads (the
+    /// replicator, the flag watcher) and shares its SQLite file descriptors, so the child must
+    /// open its own bridge; calls through the inherited handle fail with a clear error.
+    pid: u32,
 }
 
 #[derive(Clone)]
@@ -95,6 +110,8 @@ impl Bridge {
             }
         }
         let key = SecretKey::load(&config.key_source).map_err(|e| e.to_string());
+        let flags = FlagCache::start(config.sqlite_path.clone())?;
+        let router = ReadRouter::new(config.postgres.clone(), config.sqlite_path.clone());
         let (wake, wake_rx) = crossbeam_channel::bounded(1);
         let stats = Arc::new(ReplicationStats::default());
         let replicator = match (&config.postgres, options.replicate) {
@@ -104,6 +121,7 @@ impl Bridge {
                 options.replicator.clone(),
                 wake_rx,
                 stats.clone(),
+                flags.clone(),
             )?),
             _ => None,
         };
@@ -116,6 +134,9 @@ impl Bridge {
                 wake,
                 stats,
                 replicator: Mutex::new(replicator),
+                flags,
+                router,
+                pid: std::process::id(),
             }),
         })
     }
@@ -129,7 +150,19 @@ impl Bridge {
         self.inner.key.as_ref().map_err(|e| Error::Config(format!("no secret key for api_keys: {e}")))
     }
 
+    fn same_process(&self) -> Result<()> {
+        let me = std::process::id();
+        if me == self.inner.pid {
+            return Ok(());
+        }
+        Err(Error::Unavailable(format!(
+            "this bridge was opened by process {} and this is process {me} (a fork): open a new bridge in the child",
+            self.inner.pid
+        )))
+    }
+
     fn lock_writer(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.same_process()?;
         // A panic while holding the lock cannot leave a transaction open (rusqlite rolls back on
         // drop), so a poisoned lock is safe to take over.
         Ok(self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()))
@@ -143,7 +176,9 @@ impl Bridge {
         let mut tx = WriteTx::begin(&mut conn)?;
         let out = f(&mut tx)?;
         let changed = tx.changes > 0;
+        let written = std::mem::take(&mut tx.written);
         tx.commit()?;
+        self.inner.router.remember(written, &conn);
         drop(conn);
         if changed {
             // A full channel already holds a wake-up: nothing is lost by dropping this one.
@@ -154,6 +189,7 @@ impl Bridge {
 
     /// Run `f` with a reader connection from the pool.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.same_process()?;
         let conn = {
             let mut pool = self.inner.readers.lock().unwrap_or_else(|p| p.into_inner());
             pool.pop()
@@ -176,14 +212,107 @@ impl Bridge {
     pub fn get(&self, table: &str, key: &str) -> Result<Option<Row>> {
         let t = schema::require_table(table)?;
         let key = canonical_key(t, key)?;
-        self.read(|c| c.get_row(t, &key))
+        Ok(self.routed_read(t, ReadSpec::Key(key))?.into_iter().next())
     }
 
     /// Rows matching a filter (see [`ListQuery`]).
     pub fn list(&self, table: &str, query: &Value) -> Result<Vec<Row>> {
         let t = schema::require_table(table)?;
         let q = ListQuery::parse(t, query)?;
-        self.read(|c| q.run(t, c))
+        self.routed_read(t, q.into_spec())
+    }
+
+    /// Serve a read from the source the flags name for `table` (see `src/reads.rs`).
+    pub(crate) fn routed_read(&self, t: &'static Table, spec: ReadSpec) -> Result<Vec<Row>> {
+        let source = self.inner.flags.get().effective_read_source(t.name);
+        self.read(|c| self.inner.router.read(source, t, spec, c))
+    }
+
+    // ----- flags -----
+
+    /// The flags in effect in this process (one atomic load; refreshed by a watcher thread).
+    pub fn flags(&self) -> Arc<Flags> {
+        self.inner.flags.get()
+    }
+
+    /// Change a flag for every process on this file, recorded in `audit_events` with who and
+    /// why. Moving reads or writes away from SQLite is refused while changes are pending
+    /// (more than `GUARD_MAX_PENDING`) or dead letters exist, unless `force`.
+    pub fn set_flag(&self, change: FlagChange, who: &str, why: &str, force: bool) -> Result<Flags> {
+        if who.trim().is_empty() || why.trim().is_empty() {
+            return Err(Error::invalid("flag change", "say who changes the flag and why"));
+        }
+        if let FlagChange::WriteMode(m @ (WriteMode::PostgresPrimary | WriteMode::Postgres)) = change {
+            return Err(Error::invalid(
+                "write_mode",
+                format!("{m} is not available in this version: PostgreSQL cannot yet be the primary store (see docs/ARCHITECTURE.md, Phases)"),
+            ));
+        }
+        if change.leaves_sqlite() && !force {
+            let st = self.status()?;
+            let mut reasons = Vec::new();
+            if st.outbox_depth > GUARD_MAX_PENDING {
+                reasons.push(format!(
+                    "{} changes are not replicated yet (limit {GUARD_MAX_PENDING})",
+                    st.outbox_depth
+                ));
+            }
+            if st.dead_letters > 0 {
+                reasons.push(format!("{} dead letters exist (`dualwrite dead-letters`)", st.dead_letters));
+            }
+            if !reasons.is_empty() {
+                return Err(Error::Conflict(format!(
+                    "refusing {}: {}; use --force to override",
+                    change.stored_name(),
+                    reasons.join("; ")
+                )));
+            }
+        }
+        let before = self.flags();
+        let audit = schema::require_table("audit_events")?;
+        self.write(|tx| {
+            crate::flags::store(tx.conn(), &change, who, why)?;
+            let event = validate_row(
+                audit,
+                &json!({
+                    "action": "flags.set",
+                    "entity": "dualwrite_flags",
+                    "metadata": {
+                        "flag": change.stored_name(),
+                        "from": match &change {
+                            FlagChange::WriteMode(_) => json!(before.write_mode.as_str()),
+                            FlagChange::ReadSource(_) => json!(before.read_source.as_str()),
+                            FlagChange::TableReadSource(t, _) => json!(before.read_source_overrides.get(*t).map(|r| r.as_str())),
+                        },
+                        "to": change.stored_value(),
+                        "who": who,
+                        "why": why,
+                        "forced": force,
+                    }
+                }),
+                RowMode::Insert,
+            )?;
+            tx.insert(audit, &event)?;
+            Ok(())
+        })?;
+        let now = self.read(Flags::load)?;
+        self.inner.flags.set(now.clone());
+        tracing::info!(flag = %change.stored_name(), to = ?change.stored_value(), who, "flag changed");
+        Ok(now)
+    }
+
+    /// Roll back to SQLite-only in one step: writes stay in SQLite (still captured in the outbox,
+    /// so returning to `dual` replays only what PostgreSQL missed) and every read comes from
+    /// SQLite. Never refused.
+    pub fn rollback_to_sqlite(&self, who: &str, why: &str) -> Result<Flags> {
+        for (t, source) in self.flags().read_source_overrides.clone() {
+            if source != ReadSource::Sqlite {
+                let table = schema::require_table(&t)?;
+                self.set_flag(FlagChange::TableReadSource(table.name, None), who, why, true)?;
+            }
+        }
+        self.set_flag(FlagChange::ReadSource(ReadSource::Sqlite), who, why, true)?;
+        self.set_flag(FlagChange::WriteMode(WriteMode::Sqlite), who, why, true)
     }
 
     /// Insert a row given as JSON; missing ids, timestamps and defaults are filled in. Returns the
@@ -256,7 +385,10 @@ impl Bridge {
             last_error: shared.last_error,
             last_applied_at: shared.last_applied_at,
             replicator_running: s.running.load(Ordering::Relaxed),
+            replicator_holds_lease: s.holds_lease.load(Ordering::Relaxed),
             postgres_connected: s.connected.load(Ordering::Relaxed),
+            flags: (*self.flags()).clone(),
+            reads: self.inner.router.counters(),
         })
     }
 
@@ -308,13 +440,16 @@ fn refuse_secret_columns(t: &Table, row: &Row) -> Result<()> {
 /// "limit": 100, "offset": 0}`. Equality only (null means IS NULL); columns must be the table's.
 pub struct ListQuery {
     filters: Vec<(&'static str, Value)>,
-    order_by: &'static str,
+    order_by: Vec<&'static str>,
     desc: bool,
     limit: i64,
     offset: i64,
 }
 
 pub const MAX_LIST_LIMIT: i64 = 10_000;
+
+/// Phase changes away from SQLite are refused while more changes than this wait in the outbox.
+pub const GUARD_MAX_PENDING: i64 = 1_000;
 
 impl ListQuery {
     pub fn parse(t: &'static Table, v: &Value) -> Result<ListQuery> {
@@ -347,9 +482,9 @@ impl ListQuery {
             }
         }
         let order_by = match obj.get("order_by") {
-            None => t.key,
+            None => vec![],
             Some(Value::String(s)) => {
-                t.column(s).ok_or_else(|| Error::invalid("filter.order_by", "no such column"))?.name
+                vec![t.column(s).ok_or_else(|| Error::invalid("filter.order_by", "no such column"))?.name]
             }
             Some(_) => return Err(Error::invalid("filter.order_by", "must be a column name")),
         };
@@ -375,6 +510,26 @@ impl ListQuery {
         })
     }
 
+    pub(crate) fn from_parts(
+        filters: Vec<(&'static str, Value)>,
+        order_by: Vec<&'static str>,
+        desc: bool,
+        limit: i64,
+        offset: i64,
+    ) -> ListQuery {
+        ListQuery { filters, order_by, desc, limit, offset }
+    }
+
+    pub(crate) fn into_spec(self) -> ReadSpec {
+        ReadSpec::List {
+            filters: self.filters,
+            order_by: self.order_by,
+            desc: self.desc,
+            limit: self.limit,
+            offset: self.offset,
+        }
+    }
+
     pub fn run(&self, t: &Table, conn: &Connection) -> Result<Vec<Row>> {
         let mut clauses = Vec::new();
         let mut args: Vec<schema::SqlValue> = Vec::new();
@@ -388,10 +543,11 @@ impl ListQuery {
             }
         }
         let mut sql = if clauses.is_empty() { "1".to_string() } else { clauses.join(" AND ") };
-        let dir = if self.desc { "DESC" } else { "ASC" };
         sql.push_str(&format!(
-            " ORDER BY {} {dir}, {} {dir} LIMIT {} OFFSET {}",
-            self.order_by, t.key, self.limit, self.offset
+            " ORDER BY {} LIMIT {} OFFSET {}",
+            t.order_clause(&self.order_by, self.desc),
+            self.limit,
+            self.offset
         ));
         let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
         conn.query_rows(t, &sql, &refs)

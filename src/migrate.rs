@@ -54,6 +54,11 @@ pub static POSTGRES_MIGRATIONS: &[Migration] = &[
         name: "bridge_schema",
         sql: include_str!("../migrations/postgres/0003_bridge_schema.sql"),
     },
+    Migration {
+        version: 4,
+        name: "backfill_verify",
+        sql: include_str!("../migrations/postgres/0004_backfill_verify.sql"),
+    },
 ];
 
 pub static SQLITE_MIGRATIONS: &[Migration] = &[
@@ -64,6 +69,7 @@ pub static SQLITE_MIGRATIONS: &[Migration] = &[
         name: "replication_state",
         sql: include_str!("../migrations/sqlite/0003_replication_state.sql"),
     },
+    Migration { version: 4, name: "phases", sql: include_str!("../migrations/sqlite/0004_phases.sql") },
 ];
 
 pub fn migrations(store: Store) -> &'static [Migration] {

@@ -10,6 +10,7 @@
 
 use crate::config::PgConfig;
 use crate::error::{Error, Result};
+use crate::flags::{FlagCache, WriteMode};
 use crate::store::postgres::{apply_batch, is_permanent, Applied};
 use crate::store::sqlite::{self, Outbox, OutboxRecord};
 use crossbeam_channel::{Receiver, Sender};
@@ -54,6 +55,8 @@ pub struct ReplicationStats {
     pub dead_lettered: AtomicU64,
     pub connected: AtomicBool,
     pub running: AtomicBool,
+    /// This process's replicator holds the lease (is the one applying).
+    pub holds_lease: AtomicBool,
     /// (when, applied total) samples of the last few seconds, for the applied/s rate.
     samples: Mutex<VecDeque<(Instant, u64)>>,
 }
@@ -95,10 +98,13 @@ impl Replicator {
         options: ReplicatorOptions,
         wake: Receiver<()>,
         stats: Arc<ReplicationStats>,
+        flags: Arc<FlagCache>,
     ) -> Result<Replicator> {
         let conn = sqlite::open(&sqlite_path)?;
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
-        let worker = Worker { conn, pg, client: None, options, wake, stop: stop_rx, stats, failures: 0 };
+        let lease = Lease::new();
+        let worker =
+            Worker { conn, pg, client: None, options, wake, stop: stop_rx, stats, flags, lease, failures: 0 };
         let thread = std::thread::Builder::new()
             .name("dualwrite-replicator".into())
             .spawn(move || worker.run())
@@ -136,6 +142,8 @@ struct Worker {
     wake: Receiver<()>,
     stop: Receiver<Instant>,
     stats: Arc<ReplicationStats>,
+    flags: Arc<FlagCache>,
+    lease: Lease,
     /// Consecutive failed attempts, for the backoff.
     failures: u32,
 }
@@ -178,6 +186,8 @@ impl Worker {
             // Coalesce a burst of wake-ups into one pass.
             while self.wake.try_recv().is_ok() {}
         }
+        self.lease.release(&self.conn);
+        self.stats.holds_lease.store(false, Ordering::Relaxed);
         self.stats.running.store(false, Ordering::Relaxed);
         self.stats.connected.store(false, Ordering::Relaxed);
     }
@@ -203,6 +213,20 @@ impl Worker {
     fn pass(&mut self, deadline: Option<Instant>) -> Pass {
         loop {
             if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Pass::Drained;
+            }
+            // In write mode `sqlite` (a rollback, or the emergency brake in this process) changes
+            // stay captured in the outbox and nothing is applied until `dual` returns.
+            if self.flags.get().effective_write_mode() == WriteMode::Sqlite {
+                return Pass::Drained;
+            }
+            // Only the lease holder applies; the others keep checking whether it lapsed.
+            let holds = match self.lease.hold(&self.conn) {
+                Ok(h) => h,
+                Err(e) => return self.fail("taking the replicator lease", &e),
+            };
+            self.stats.holds_lease.store(holds, Ordering::Relaxed);
+            if !holds {
                 return Pass::Drained;
             }
             let batch = match Outbox::pending(&self.conn, self.options.batch_size) {
@@ -289,5 +313,71 @@ impl Worker {
         self.stats.sample();
         tracing::debug!(first, last, written = applied.written, skipped = applied.skipped, "batch applied");
         Ok(())
+    }
+}
+
+/// How long a lease lasts without renewal; a dead holder is replaced this long after its last
+/// renewal at the latest.
+pub const LEASE_DURATION: Duration = Duration::from_secs(5);
+/// The holder renews when less than this is left.
+const LEASE_RENEW_BELOW: Duration = Duration::from_secs(3);
+
+/// The single-replicator lease in `_dualwrite_replicator_lease` (see migrations/sqlite/0004).
+struct Lease {
+    me: String,
+    /// Until when this process holds the lease, as far as it knows.
+    held_until: Option<Instant>,
+}
+
+impl Lease {
+    fn new() -> Lease {
+        Lease {
+            me: format!("pid {} {}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            held_until: None,
+        }
+    }
+
+    /// Whether this process holds the lease now, taking or renewing it when due. Writes to
+    /// SQLite only when renewing or when the lease is free or lapsed.
+    fn hold(&mut self, conn: &rusqlite::Connection) -> Result<bool> {
+        let now = Instant::now();
+        if self.held_until.is_some_and(|t| t.saturating_duration_since(now) > LEASE_RENEW_BELOW) {
+            return Ok(true);
+        }
+        let (holder, expires): (Option<String>, Option<String>) = conn.query_row(
+            "SELECT holder, expires_at FROM _dualwrite_replicator_lease WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let wall_now = crate::schema::now_timestamp();
+        let free = holder.is_none()
+            || holder.as_deref() == Some(self.me.as_str())
+            || expires.is_none_or(|e| e < wall_now);
+        if !free {
+            self.held_until = None;
+            return Ok(false);
+        }
+        let until = chrono::Utc::now()
+            + chrono::Duration::from_std(LEASE_DURATION).map_err(|e| Error::Internal(e.to_string()))?;
+        let taken = conn.execute(
+            "UPDATE _dualwrite_replicator_lease SET holder = ?1, expires_at = ?2
+             WHERE id = 1 AND (holder IS NULL OR holder = ?1 OR expires_at IS NULL OR expires_at < ?3)",
+            rusqlite::params![self.me, crate::schema::format_timestamp(until), wall_now],
+        )? == 1;
+        if taken && self.held_until.is_none() {
+            tracing::info!(holder = %self.me, "this process is now the replicator");
+        }
+        self.held_until = taken.then(|| now + LEASE_DURATION);
+        Ok(taken)
+    }
+
+    /// Give the lease up at a clean shutdown, so another process takes over at once.
+    fn release(&mut self, conn: &rusqlite::Connection) {
+        if self.held_until.take().is_some() {
+            let _ = conn.execute(
+                "UPDATE _dualwrite_replicator_lease SET holder = NULL, expires_at = NULL WHERE id = 1 AND holder = ?1",
+                [&self.me],
+            );
+        }
     }
 }

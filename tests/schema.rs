@@ -17,7 +17,8 @@ fn postgres_migrations_apply_once_then_change_nothing() {
     let db = common::fresh_db();
     let mut c = db.connect();
     let first = dualwrite::migrate_postgres(&mut c).unwrap();
-    assert_eq!(first.applied.len(), 3);
+    let latest = dualwrite::latest_version(dualwrite::Store::Postgres);
+    assert_eq!(first.applied.len() as i64, latest);
     assert_eq!(first.version, dualwrite::latest_version(dualwrite::Store::Postgres));
     let second = dualwrite::migrate_postgres(&mut c).unwrap();
     assert!(second.applied.is_empty());
@@ -25,7 +26,7 @@ fn postgres_migrations_apply_once_then_change_nothing() {
     let rows = c
         .query("SELECT version, length(checksum), success, duration_ms >= 0 FROM dualwrite.schema_migrations ORDER BY 1", &[])
         .unwrap();
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len() as i64, latest);
     for r in rows {
         assert_eq!(r.get::<_, i32>(1), 64, "sha-256 hex checksum");
         assert!(r.get::<_, bool>(2));

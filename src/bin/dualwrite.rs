@@ -1,9 +1,13 @@
 //! The `dualwrite` command for the people running the migration.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use dualwrite::{doctor, Bridge, BridgeOptions, Config, Store};
+use dualwrite::{doctor, Bridge, BridgeOptions, Config, FlagChange, Store};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+// backfill / verify / repair: their arguments and output live beside the library module.
+#[path = "../backfill/cli.rs"]
+mod migration_cli;
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +25,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Copy the rows already in SQLite into PostgreSQL while the application keeps writing (resumable).
+    Backfill(migration_cli::BackfillArgs),
+    /// Compare both stores (counts, chunk checksums, located keys); exit 2 when they differ.
+    Verify(migration_cli::VerifyArgs),
+    /// Re-enqueue the rows the last verify found different, replicate them, and check them again.
+    Repair(migration_cli::RepairArgs),
     /// Apply the embedded schema migrations (both stores unless one is named).
     Migrate {
         #[arg(long, value_enum)]
@@ -28,6 +38,18 @@ enum Command {
     },
     /// Check both stores, the extensions, the schema versions and the secret key.
     Doctor,
+    /// Show or change the migration-phase flags.
+    Flags {
+        #[command(subcommand)]
+        action: FlagsAction,
+    },
+    /// Go back to SQLite-only in one step (reads and writes), losing nothing; reports what is pending.
+    Rollback {
+        #[arg(long, env = "USER")]
+        who: String,
+        #[arg(long)]
+        why: String,
+    },
     /// Replication health: outbox depth, lag, applied, retries, dead letters, last error.
     Status {
         /// Print JSON instead of a table.
@@ -47,6 +69,36 @@ enum Command {
         /// Print JSON instead of a table (for `list`).
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum FlagsAction {
+    /// Show the flags in effect (and whether DUALWRITE_FORCE_SQLITE overrides them here).
+    Get {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a flag for every process: write_mode=sqlite|dual, read_source=sqlite|postgres|shadow,
+    /// read_source:<table>=sqlite|postgres|shadow|default.
+    Set {
+        /// NAME=VALUE
+        assignment: String,
+        /// Who changes it (recorded in audit_events).
+        #[arg(long, env = "USER")]
+        who: String,
+        /// Why (recorded in audit_events).
+        #[arg(long)]
+        why: String,
+        /// Override the guard rails (pending changes, dead letters).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Wait until this process sees NAME=VALUE (for runbooks and scripts); prints how long it took.
+    Wait {
+        assignment: String,
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
     },
 }
 
@@ -89,6 +141,9 @@ fn inspect(config: Config) -> dualwrite::Result<Bridge> {
 fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
+        Command::Backfill(a) => migration_cli::backfill(config, a),
+        Command::Verify(a) => migration_cli::verify(config, a),
+        Command::Repair(a) => migration_cli::repair(config, a),
         Command::Migrate { only } => {
             let stores = match only {
                 Some(StoreArg::Sqlite) => vec![Store::Sqlite],
@@ -187,6 +242,21 @@ fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Flags { action } => flags_command(inspect(config)?, action),
+        Command::Rollback { who, why } => {
+            let bridge = inspect(config)?;
+            let flags = bridge.rollback_to_sqlite(&who, &why)?;
+            let st = bridge.status()?;
+            println!("rolled back: write_mode={} read_source={}", flags.write_mode, flags.read_source);
+            println!(
+                "{} change(s) stay captured in the outbox; `dualwrite flags set write_mode=dual` replays them to PostgreSQL",
+                st.outbox_depth
+            );
+            if st.dead_letters > 0 {
+                println!("{} dead letter(s) need attention: `dualwrite dead-letters`", st.dead_letters);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Doctor => {
             let checks = doctor::run(&config);
             print!("{}", doctor::render(&checks));
@@ -200,4 +270,68 @@ fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
             }
         }
     }
+}
+
+fn split_assignment(a: &str) -> dualwrite::Result<(&str, &str)> {
+    a.split_once('=')
+        .ok_or_else(|| dualwrite::Error::invalid("flag", "write it as NAME=VALUE, e.g. read_source=shadow"))
+}
+
+fn flags_command(bridge: Bridge, action: FlagsAction) -> dualwrite::Result<ExitCode> {
+    match action {
+        FlagsAction::Get { json } => {
+            let f = bridge.flags();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&*f)
+                        .map_err(|e| dualwrite::Error::Internal(e.to_string()))?
+                );
+            } else {
+                println!("write_mode   {}", f.write_mode);
+                println!("read_source  {}", f.read_source);
+                for (t, r) in &f.read_source_overrides {
+                    println!("read_source:{t}  {r}");
+                }
+                if f.forced_sqlite {
+                    println!("{} is set here: this process uses SQLite only", dualwrite::FORCE_SQLITE_ENV);
+                }
+            }
+        }
+        FlagsAction::Set { assignment, who, why, force } => {
+            let (name, value) = split_assignment(&assignment)?;
+            let f = bridge.set_flag(FlagChange::parse(name, value)?, &who, &why, force)?;
+            println!("set {name}={value}; now write_mode={} read_source={}", f.write_mode, f.read_source);
+        }
+        FlagsAction::Wait { assignment, timeout } => {
+            let (name, value) = split_assignment(&assignment)?;
+            let want = FlagChange::parse(name, value)?;
+            let started = std::time::Instant::now();
+            loop {
+                let f = bridge.flags();
+                let seen = match &want {
+                    FlagChange::WriteMode(m) => f.write_mode == *m,
+                    FlagChange::ReadSource(r) => f.read_source == *r,
+                    FlagChange::TableReadSource(t, r) => f.read_source_overrides.get(*t) == r.as_ref(),
+                };
+                if seen {
+                    let unix_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis())
+                        .unwrap_or_default();
+                    println!(
+                        "seen {name}={value} after {} ms (unix_ms {unix_ms})",
+                        started.elapsed().as_millis()
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if started.elapsed().as_secs() >= timeout {
+                    println!("not seen {name}={value} within {timeout} s");
+                    return Ok(ExitCode::FAILURE);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

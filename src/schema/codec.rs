@@ -43,7 +43,7 @@ pub fn now_timestamp() -> String {
     format_timestamp(Utc::now())
 }
 
-pub(crate) fn format_timestamp(t: DateTime<Utc>) -> String {
+pub fn format_timestamp(t: DateTime<Utc>) -> String {
     let t = t.with_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t);
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
@@ -231,7 +231,22 @@ pub(crate) fn canonical_decimal(s: &str) -> Result<String, String> {
     if !digits_ok || t.len() > 100 {
         return Err(format!("{:?} is not a decimal number", super::truncate_for_message(s)));
     }
-    Ok(t.strip_prefix('+').unwrap_or(t).to_string())
+    // PostgreSQL's numeric keeps the scale ("12.50" stays "12.50") but drops leading zeros and
+    // the sign of zero; normalise the same way so both stores hold the same text.
+    let negative = t.starts_with('-');
+    let int = int.trim_start_matches('0');
+    let int = if int.is_empty() { "0" } else { int };
+    let zero = int == "0" && frac.bytes().all(|b| b == b'0');
+    let mut out = String::with_capacity(t.len());
+    if negative && !zero {
+        out.push('-');
+    }
+    out.push_str(int);
+    if !frac.is_empty() {
+        out.push('.');
+        out.push_str(frac);
+    }
+    Ok(out)
 }
 
 pub(crate) fn encode_bytea(bytes: &[u8]) -> String {
@@ -269,7 +284,7 @@ pub(crate) fn vector_to_blob(v: &[f32]) -> Vec<u8> {
 }
 
 pub(crate) fn vector_from_blob(b: &[u8]) -> Result<Vec<f32>> {
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return Err(Error::Internal("a vector BLOB's length is not a multiple of 4".into()));
     }
     Ok(b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
@@ -350,6 +365,10 @@ mod tests {
     fn decimals_stay_exact() {
         assert_eq!(canonical_decimal("42.50").unwrap(), "42.50");
         assert_eq!(canonical_decimal("+7").unwrap(), "7");
+        assert_eq!(canonical_decimal("007.10").unwrap(), "7.10");
+        assert_eq!(canonical_decimal("-0.00").unwrap(), "0.00");
+        assert_eq!(canonical_decimal("-00").unwrap(), "0");
+        assert_eq!(canonical_decimal("-0.5").unwrap(), "-0.5");
         for bad in ["", "1e3", "NaN", "1.", ".5", "1.2.3", "0x10"] {
             assert!(canonical_decimal(bad).is_err(), "{bad}");
         }

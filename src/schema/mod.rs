@@ -7,7 +7,8 @@ mod codec;
 mod tables;
 
 pub use codec::{
-    canonical_value, decode_sqlite_row, encode_for_sqlite, now_timestamp, validate_row, RowMode, SqlValue,
+    canonical_value, decode_sqlite_row, encode_for_sqlite, format_timestamp, now_timestamp, validate_row,
+    RowMode, SqlValue,
 };
 pub use tables::TABLES;
 
@@ -100,6 +101,19 @@ impl Table {
 
     pub fn column_names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.columns.iter().map(|c| c.name)
+    }
+
+    /// `a DESC, b DESC, key DESC`: the given columns, then the key so the order is total. Both
+    /// stores use this clause, so a page holds the same rows in each.
+    pub fn order_clause(&self, order_by: &[&str], desc: bool) -> String {
+        let dir = if desc { "DESC" } else { "ASC" };
+        order_by
+            .iter()
+            .filter(|c| **c != self.key)
+            .chain(std::iter::once(&self.key))
+            .map(|c| format!("{c} {dir}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

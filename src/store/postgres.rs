@@ -64,6 +64,13 @@ const CLAIM_SQL: &str = "INSERT INTO dualwrite.row_revisions (table_name, row_ke
      WHERE dualwrite.row_revisions.revision < EXCLUDED.revision
      RETURNING row_key";
 
+/// The revision claim itself (`$1` table name, `$2` keys, `$3` revisions, `$4` tombstone flags;
+/// returns the keys that won), for the backfill, which runs it as a CTE in front of its own
+/// upsert: one guard for every writer of PostgreSQL, never a copy of it.
+pub(crate) fn claim_sql() -> &'static str {
+    CLAIM_SQL
+}
+
 /// Apply `records` (in sequence order) in one transaction. With `defer_fks`, foreign keys are
 /// checked at commit, so a batch may mix tables in any order.
 pub fn apply_batch(
@@ -176,6 +183,70 @@ pub fn all_rows(client: &mut postgres::Client, table: &Table) -> Result<HashMap<
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Internal(e.to_string()))?;
         let key = v.get(table.key).and_then(|k| k.as_str()).unwrap_or_default().to_string();
         out.insert(key, v);
+    }
+    Ok(out)
+}
+
+/// A parameter placeholder for a wire value of `column`: every value travels as text and is cast
+/// by PostgreSQL, so the comparison uses the column's own type (and its indexes).
+fn typed_placeholder(column: &crate::schema::Column, n: usize) -> String {
+    match column.ty {
+        ColType::Uuid => format!("${n}::text::uuid"),
+        ColType::Text => format!("${n}::text"),
+        ColType::Jsonb => format!("${n}::text::jsonb"),
+        ColType::Timestamptz => format!("${n}::text::timestamptz"),
+        ColType::Numeric => format!("${n}::text::numeric"),
+        ColType::Int => format!("${n}::text::int4"),
+        ColType::Bytea => format!("decode(substr(${n}::text, 3), 'hex')"),
+        ColType::Vector => format!("${n}::text::vector"),
+    }
+}
+
+/// The text a wire value is sent as (see [`typed_placeholder`]).
+fn wire_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Rows of `table` in the wire form where each `(column, value)` is equal (null: IS NULL),
+/// ordered by `order_by` (then the key), paged. Column names come from the registry only.
+pub fn select_rows(
+    client: &mut impl postgres::GenericClient,
+    table: &Table,
+    filters: &[(&'static str, serde_json::Value)],
+    order_by: &[&'static str],
+    desc: bool,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    let mut clauses = Vec::new();
+    let mut params: Vec<String> = Vec::new();
+    for (name, value) in filters {
+        let column = table.column(name).ok_or_else(|| Error::Internal(format!("no column {name}")))?;
+        if value.is_null() {
+            clauses.push(format!("{name} IS NULL"));
+        } else {
+            params.push(wire_text(value));
+            clauses.push(format!("{name} = {}", typed_placeholder(column, params.len())));
+        }
+    }
+    let sql = format!(
+        "{} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {offset}",
+        row_to_wire_sql(table),
+        if clauses.is_empty() { "true".to_string() } else { clauses.join(" AND ") },
+        table.order_clause(order_by, desc)
+    );
+    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+        params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
+    let mut out = Vec::new();
+    for row in client.query(&sql, &refs)? {
+        let text: String = row.get(0);
+        match serde_json::from_str(&text) {
+            Ok(serde_json::Value::Object(m)) => out.push(m),
+            _ => return Err(Error::Internal("PostgreSQL returned a row that is not a JSON object".into())),
+        }
     }
     Ok(out)
 }

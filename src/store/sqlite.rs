@@ -110,9 +110,9 @@ impl Rows for Connection {
 /// transaction, so the row and its outbox record commit (or vanish) together.
 pub struct WriteTx<'c> {
     tx: rusqlite::Transaction<'c>,
-    /// Whether the outbox records changes (false only in the PostgreSQL-only write mode).
-    capture: bool,
     pub(crate) changes: usize,
+    /// (table, key, outbox number) of every change, for read-your-writes.
+    pub(crate) written: Vec<(&'static str, String, i64)>,
 }
 
 impl Rows for WriteTx<'_> {
@@ -126,7 +126,7 @@ impl<'c> WriteTx<'c> {
         // IMMEDIATE takes the write lock up front, so a transaction that read first never fails
         // to upgrade (SQLITE_BUSY without a retry) when another process writes.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        Ok(WriteTx { tx, capture: true, changes: 0 })
+        Ok(WriteTx { tx, changes: 0, written: Vec::new() })
     }
 
     pub(crate) fn commit(self) -> Result<()> {
@@ -135,7 +135,7 @@ impl<'c> WriteTx<'c> {
     }
 
     /// Insert a complete, validated row (see `schema::validate_row`) and return it as stored.
-    pub fn insert(&mut self, table: &Table, row: &Map<String, Value>) -> Result<Map<String, Value>> {
+    pub fn insert(&mut self, table: &'static Table, row: &Map<String, Value>) -> Result<Map<String, Value>> {
         let mut values = Vec::with_capacity(table.columns.len());
         for c in table.columns {
             values.push(encode_for_sqlite(c, row.get(c.name).unwrap_or(&Value::Null))?);
@@ -160,7 +160,7 @@ impl<'c> WriteTx<'c> {
     /// Set some columns of an existing row (validated, without the key); returns the whole row.
     pub fn update(
         &mut self,
-        table: &Table,
+        table: &'static Table,
         key: &str,
         changes: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
@@ -198,7 +198,7 @@ impl<'c> WriteTx<'c> {
     }
 
     /// Delete a row; `false` when there was none (nothing is recorded then).
-    pub fn delete(&mut self, table: &Table, key: &str) -> Result<bool> {
+    pub fn delete(&mut self, table: &'static Table, key: &str) -> Result<bool> {
         let sql = format!("DELETE FROM {} WHERE {} = ?1", table.name, table.key);
         let n = self.tx.prepare_cached(&sql)?.execute([key])?;
         if n == 0 {
@@ -208,7 +208,7 @@ impl<'c> WriteTx<'c> {
         Ok(true)
     }
 
-    fn record(&mut self, table: &Table, row: &Map<String, Value>, op: Op) -> Result<()> {
+    fn record(&mut self, table: &'static Table, row: &Map<String, Value>, op: Op) -> Result<()> {
         let key = row
             .get(table.key)
             .and_then(Value::as_str)
@@ -218,26 +218,24 @@ impl<'c> WriteTx<'c> {
         self.append_outbox(table.name, &key, op, Some(&image))
     }
 
-    fn record_delete(&mut self, table: &Table, key: &str) -> Result<()> {
+    fn record_delete(&mut self, table: &'static Table, key: &str) -> Result<()> {
         self.append_outbox(table.name, key, Op::Delete, None)
     }
 
-    fn append_outbox(&mut self, table: &str, key: &str, op: Op, image: Option<&str>) -> Result<()> {
+    fn append_outbox(&mut self, table: &'static str, key: &str, op: Op, image: Option<&str>) -> Result<()> {
         self.changes += 1;
-        if !self.capture {
-            return Ok(());
-        }
         self.tx
             .prepare_cached(
                 "INSERT INTO _dualwrite_outbox (table_name, row_key, op, row_image, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![table, key, op.as_str(), image, now_timestamp()])?;
+        self.written.push((table, key.to_string(), self.tx.last_insert_rowid()));
         Ok(())
     }
 
     /// Re-enqueue a row's current state (or its absence, as a delete) with a new revision.
     /// Used to repair PostgreSQL and to retry dead letters.
-    pub fn requeue(&mut self, table: &Table, key: &str) -> Result<()> {
+    pub fn requeue(&mut self, table: &'static Table, key: &str) -> Result<()> {
         match self.get_row(table, key)? {
             Some(row) => self.record(table, &row, Op::Upsert),
             None => self.record_delete(table, key),

@@ -1,0 +1,360 @@
+//! Where a read is served from, by the read-source flag: SQLite, PostgreSQL (with
+//! read-your-writes and a fallback to SQLite), or shadow (serve SQLite, compare PostgreSQL in the
+//! background).
+//!
+//! Read-your-writes: the router remembers the outbox sequence number of every row this process
+//! changed. A row whose number is still at or above the outbox's lowest pending number has not
+//! reached PostgreSQL yet, so a get of it is served from SQLite; a list of a table in which this
+//! process has such a row is served from SQLite as a whole (the guarantee for lists: never missing
+//! or older than this process's own writes; otherwise PostgreSQL's state). Rows changed by other
+//! processes are seen as replication delivers them.
+
+use crate::config::PgConfig;
+use crate::error::Result;
+use crate::schema::{ColType, Table};
+use crate::store::postgres;
+use crate::store::sqlite::{Outbox, Rows};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Above this many remembered writes, forget the ones already applied.
+const PRUNE_AT: usize = 50_000;
+/// Idle PostgreSQL connections kept for reads.
+const MAX_IDLE_PG: usize = 4;
+/// Shadow comparisons waiting for the background worker; more are dropped (and counted).
+const SHADOW_QUEUE: usize = 1024;
+/// How long a shadow comparison waits for replication to catch up with the read it checks.
+const SHADOW_WAIT: Duration = Duration::from_secs(2);
+
+/// Per-table read counters, shown by `status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReadCounters {
+    pub sqlite: u64,
+    pub postgres: u64,
+    /// Reads meant for PostgreSQL served from SQLite because this process had unapplied writes.
+    pub own_writes_from_sqlite: u64,
+    /// Reads meant for PostgreSQL served from SQLite because PostgreSQL failed.
+    pub fallbacks: u64,
+    pub shadow_matches: u64,
+    pub shadow_mismatches: u64,
+    /// Shadow checks skipped: the row changed meanwhile, replication lagged, or the queue was full.
+    pub shadow_skipped: u64,
+}
+
+/// What a read asks for.
+#[derive(Clone, Debug)]
+pub(crate) enum ReadSpec {
+    Key(String),
+    List {
+        filters: Vec<(&'static str, Value)>,
+        order_by: Vec<&'static str>,
+        desc: bool,
+        limit: i64,
+        offset: i64,
+    },
+}
+
+struct ShadowJob {
+    table: &'static Table,
+    spec: ReadSpec,
+    served: Vec<crate::bridge::Row>,
+    /// The newest outbox number when the read was served: compare once PostgreSQL has it.
+    seen_seq: i64,
+}
+
+pub(crate) struct ReadRouter {
+    pg: Option<PgConfig>,
+    pool: Mutex<Vec<::postgres::Client>>,
+    own_writes: Mutex<HashMap<(&'static str, String), i64>>,
+    counters: Arc<Mutex<BTreeMap<&'static str, ReadCounters>>>,
+    shadow: Sender<ShadowJob>,
+    last_fallback_log: Mutex<Option<Instant>>,
+}
+
+impl ReadRouter {
+    pub(crate) fn new(pg: Option<PgConfig>, sqlite_path: std::path::PathBuf) -> Arc<ReadRouter> {
+        let (tx, rx) = crossbeam_channel::bounded(SHADOW_QUEUE);
+        let counters = Arc::new(Mutex::new(BTreeMap::new()));
+        let router = Arc::new(ReadRouter {
+            pg: pg.clone(),
+            pool: Mutex::new(Vec::new()),
+            own_writes: Mutex::new(HashMap::new()),
+            counters: counters.clone(),
+            shadow: tx,
+            last_fallback_log: Mutex::new(None),
+        });
+        if let Some(pg) = pg {
+            let _ = std::thread::Builder::new()
+                .name("dualwrite-shadow".into())
+                .spawn(move || shadow_worker(rx, pg, sqlite_path, counters));
+        }
+        router
+    }
+
+    pub(crate) fn counters(&self) -> BTreeMap<String, ReadCounters> {
+        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        c.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    }
+
+    fn count(&self, table: &'static str, f: impl FnOnce(&mut ReadCounters)) {
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        f(c.entry(table).or_default());
+    }
+
+    /// Remember rows this process just committed (table, key, outbox number).
+    pub(crate) fn remember(&self, writes: Vec<(&'static str, String, i64)>, sqlite: &rusqlite::Connection) {
+        if writes.is_empty() {
+            return;
+        }
+        let mut own = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
+        for (t, k, seq) in writes {
+            own.insert((t, k), seq);
+        }
+        if own.len() > PRUNE_AT {
+            if let Ok(low) = lowest_pending(sqlite) {
+                own.retain(|_, seq| *seq >= low);
+            }
+        }
+    }
+
+    /// Does this process have a change to `table` (and `key`, if given) that PostgreSQL lacks?
+    fn has_unapplied(
+        &self,
+        sqlite: &rusqlite::Connection,
+        table: &'static str,
+        key: Option<&str>,
+    ) -> Result<bool> {
+        let own = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
+        let newest = match key {
+            Some(k) => own.get(&(table, k.to_string())).copied(),
+            None => own.iter().filter(|((t, _), _)| *t == table).map(|(_, s)| *s).max(),
+        };
+        drop(own);
+        let Some(seq) = newest else { return Ok(false) };
+        if seq >= lowest_pending(sqlite)? {
+            return Ok(true);
+        }
+        // A dead-lettered change never reached PostgreSQL either.
+        Ok(match key {
+            Some(k) => sqlite.query_row(
+                "SELECT EXISTS (SELECT 1 FROM _dualwrite_dead_letters WHERE table_name = ?1 AND row_key = ?2)",
+                [table, k],
+                |r| r.get(0),
+            )?,
+            None => sqlite.query_row(
+                "SELECT EXISTS (SELECT 1 FROM _dualwrite_dead_letters WHERE table_name = ?1)",
+                [table],
+                |r| r.get(0),
+            )?,
+        })
+    }
+
+    /// Serve a read according to `source`.
+    pub(crate) fn read(
+        &self,
+        source: crate::flags::ReadSource,
+        table: &'static Table,
+        spec: ReadSpec,
+        sqlite: &rusqlite::Connection,
+    ) -> Result<Vec<crate::bridge::Row>> {
+        use crate::flags::ReadSource;
+        match source {
+            ReadSource::Sqlite => {
+                self.count(table.name, |c| c.sqlite += 1);
+                read_sqlite(table, &spec, sqlite)
+            }
+            ReadSource::Shadow => {
+                let seen_seq = Outbox::last_seq(sqlite)?;
+                let served = read_sqlite(table, &spec, sqlite)?;
+                self.count(table.name, |c| c.sqlite += 1);
+                if self.pg.is_some() {
+                    let job = ShadowJob { table, spec, served: served.clone(), seen_seq };
+                    if let Err(TrySendError::Full(_)) = self.shadow.try_send(job) {
+                        self.count(table.name, |c| c.shadow_skipped += 1);
+                    }
+                }
+                Ok(served)
+            }
+            ReadSource::Postgres => {
+                let key = match &spec {
+                    ReadSpec::Key(k) => Some(k.as_str()),
+                    ReadSpec::List { .. } => None,
+                };
+                if self.has_unapplied(sqlite, table.name, key)? {
+                    self.count(table.name, |c| c.own_writes_from_sqlite += 1);
+                    return read_sqlite(table, &spec, sqlite);
+                }
+                match self.read_postgres(table, &spec) {
+                    Ok(rows) => {
+                        self.count(table.name, |c| c.postgres += 1);
+                        Ok(rows)
+                    }
+                    Err(e) => {
+                        self.count(table.name, |c| c.fallbacks += 1);
+                        self.log_fallback(&e);
+                        read_sqlite(table, &spec, sqlite)
+                    }
+                }
+            }
+        }
+    }
+
+    fn log_fallback(&self, e: &crate::Error) {
+        let mut last = self.last_fallback_log.lock().unwrap_or_else(|p| p.into_inner());
+        // One line per 10 s at most: a dead PostgreSQL must not flood the monolith's logs.
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            tracing::warn!(error = %e, "PostgreSQL read failed; serving reads from SQLite");
+            *last = Some(Instant::now());
+        }
+    }
+
+    fn read_postgres(&self, table: &'static Table, spec: &ReadSpec) -> Result<Vec<crate::bridge::Row>> {
+        let Some(pg) = &self.pg else {
+            return Err(crate::Error::Config(
+                "read_source is postgres but no PostgreSQL is configured".into(),
+            ));
+        };
+        let client = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut client = match client {
+            Some(c) if !c.is_closed() => c,
+            _ => pg.connect()?,
+        };
+        let rows = read_pg(&mut client, table, spec)?;
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < MAX_IDLE_PG {
+            pool.push(client);
+        }
+        Ok(rows)
+    }
+}
+
+fn lowest_pending(sqlite: &rusqlite::Connection) -> Result<i64> {
+    let low: Option<i64> = sqlite.query_row("SELECT min(seq) FROM _dualwrite_outbox", [], |r| r.get(0))?;
+    Ok(match low {
+        Some(l) => l,
+        None => Outbox::last_seq(sqlite)? + 1,
+    })
+}
+
+fn read_sqlite(
+    table: &'static Table,
+    spec: &ReadSpec,
+    sqlite: &rusqlite::Connection,
+) -> Result<Vec<crate::bridge::Row>> {
+    match spec {
+        ReadSpec::Key(k) => Ok(sqlite.get_row(table, k)?.into_iter().collect()),
+        ReadSpec::List { filters, order_by, desc, limit, offset } => {
+            crate::bridge::ListQuery::from_parts(filters.clone(), order_by.clone(), *desc, *limit, *offset)
+                .run(table, sqlite)
+        }
+    }
+}
+
+fn read_pg(
+    client: &mut ::postgres::Client,
+    table: &'static Table,
+    spec: &ReadSpec,
+) -> Result<Vec<crate::bridge::Row>> {
+    match spec {
+        ReadSpec::Key(k) => {
+            postgres::select_rows(client, table, &[(table.key, Value::String(k.clone()))], &[], false, 1, 0)
+        }
+        ReadSpec::List { filters, order_by, desc, limit, offset } => {
+            postgres::select_rows(client, table, filters, order_by, *desc, *limit, *offset)
+        }
+    }
+}
+
+/// Two wire rows hold the same data: JSON compared parsed (it already is), vectors as f32.
+pub(crate) fn same_row(table: &Table, a: &crate::bridge::Row, b: &crate::bridge::Row) -> bool {
+    table.columns.iter().all(|c| {
+        let (x, y) = (a.get(c.name), b.get(c.name));
+        match (c.ty, x, y) {
+            (ColType::Vector, Some(Value::Array(x)), Some(Value::Array(y))) => {
+                x.len() == y.len()
+                    && x.iter()
+                        .zip(y)
+                        .all(|(p, q)| p.as_f64().map(|f| f as f32) == q.as_f64().map(|f| f as f32))
+            }
+            _ => x == y,
+        }
+    })
+}
+
+fn key_of(table: &Table, row: &crate::bridge::Row) -> String {
+    row.get(table.key).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+fn shadow_worker(
+    rx: Receiver<ShadowJob>,
+    pg: PgConfig,
+    sqlite_path: std::path::PathBuf,
+    counters: Arc<Mutex<BTreeMap<&'static str, ReadCounters>>>,
+) {
+    let Ok(sqlite) = crate::store::sqlite::open(&sqlite_path) else { return };
+    let mut client: Option<::postgres::Client> = None;
+    let count = |t: &'static str, f: &dyn Fn(&mut ReadCounters)| {
+        let mut c = counters.lock().unwrap_or_else(|p| p.into_inner());
+        f(c.entry(t).or_default());
+    };
+    for job in rx {
+        let t = job.table.name;
+        // Wait until PostgreSQL has everything the served read could have seen.
+        let deadline = Instant::now() + SHADOW_WAIT;
+        let caught_up = loop {
+            match lowest_pending(&sqlite) {
+                Ok(low) if low > job.seen_seq => break true,
+                Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => break false,
+            }
+        };
+        if !caught_up {
+            count(t, &|c| c.shadow_skipped += 1);
+            continue;
+        }
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = pg.connect().ok();
+        }
+        let Some(c) = client.as_mut() else {
+            count(t, &|c| c.shadow_skipped += 1);
+            continue;
+        };
+        let theirs = match read_pg(c, job.table, &job.spec) {
+            Ok(r) => r,
+            Err(_) => {
+                client = None;
+                count(t, &|c| c.shadow_skipped += 1);
+                continue;
+            }
+        };
+        let now_rows = read_sqlite(job.table, &job.spec, &sqlite).unwrap_or_default();
+        let by_key = |rows: &[crate::bridge::Row]| -> HashMap<String, crate::bridge::Row> {
+            rows.iter().map(|r| (key_of(job.table, r), r.clone())).collect()
+        };
+        let (served, pg_rows, current) = (by_key(&job.served), by_key(&theirs), by_key(&now_rows));
+        if served.len() != current.len()
+            || served.iter().any(|(k, r)| current.get(k).is_none_or(|n| !same_row(job.table, r, n)))
+        {
+            // SQLite changed since the read was served: this comparison would prove nothing.
+            count(t, &|c| c.shadow_skipped += 1);
+            continue;
+        }
+        let mismatched: Vec<&String> = served
+            .iter()
+            .filter(|(k, r)| pg_rows.get(*k).is_none_or(|p| !same_row(job.table, r, p)))
+            .map(|(k, _)| k)
+            .chain(pg_rows.keys().filter(|k| !served.contains_key(*k)))
+            .collect();
+        if mismatched.is_empty() {
+            count(t, &|c| c.shadow_matches += 1);
+        } else {
+            // Keys only: row values may hold personal data or ciphertext.
+            tracing::warn!(table = t, keys = ?mismatched.iter().take(10).collect::<Vec<_>>(), "shadow read mismatch");
+            count(t, &|c| c.shadow_mismatches += 1);
+        }
+    }
+}

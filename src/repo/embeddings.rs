@@ -1,0 +1,55 @@
+//! embeddings: one vector per (text_hash, model).
+
+use super::{new_row, to_wire, Entity, TypedWrite};
+use crate::bridge::{Bridge, Row};
+use crate::error::Result;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Embedding {
+    pub id: Uuid,
+    pub text_hash: String,
+    pub vector: Vec<f32>,
+    pub model: String,
+    pub meta: Value,
+    pub created_at: String,
+}
+
+impl Entity for Embedding {
+    const TABLE: &'static str = "embeddings";
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewEmbedding {
+    pub text_hash: String,
+    pub model: String,
+    /// 1 to 16,000 finite components.
+    pub vector: Vec<f32>,
+    /// Default `{}`.
+    pub meta: Option<Value>,
+    /// Generated when absent (used only when the embedding is new).
+    pub id: Option<Uuid>,
+}
+
+const BY_HASH_MODEL: &str = "text_hash = ?1 AND model = ?2 LIMIT 1";
+
+impl Bridge {
+    /// Store an embedding, deduplicated by (text_hash, model): when one exists, its vector (and
+    /// meta, if given) are replaced and it keeps its id and `created_at`.
+    pub fn upsert_embedding(&self, embedding: &NewEmbedding) -> Result<Embedding> {
+        let new = new_row::<Embedding>(to_wire(embedding)?)?;
+        let replace: &[&str] = if embedding.meta.is_some() { &["vector", "meta"] } else { &["vector"] };
+        let args: [&dyn rusqlite::ToSql; 2] = [&embedding.text_hash, &embedding.model];
+        self.write(|tx| tx.upsert_as(BY_HASH_MODEL, &args, &new, replace, Row::new()))
+    }
+
+    pub fn get_embedding(&self, id: Uuid) -> Result<Option<Embedding>> {
+        self.get_entity(id)
+    }
+
+    pub fn get_embedding_by_hash(&self, text_hash: &str, model: &str) -> Result<Option<Embedding>> {
+        self.find_entity(&[("text_hash", text_hash.into()), ("model", model.into())], &[], false)
+    }
+}

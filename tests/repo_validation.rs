@@ -1,0 +1,256 @@
+//! The typed API refuses what it must: a workflow step the entity does not allow is a Conflict,
+//! a bad input is an InvalidArgument naming the field; neither writes anything (the outbox depth
+//! and the rows stay as they were).
+//!
+//! Needs PostgreSQL (for the test set-up only): `pg_virtualenv -v 15 cargo test --test repo_validation`.
+
+mod common;
+
+use dualwrite::{
+    Bridge, BridgeOptions, Cache, Error, GeneratedTextRevision, GeneratedTextStatus as G, HeadingLevel,
+    JobStatus as J, LogLevel, NewAuditEvent, NewEmbedding, NewGeneratedText, NewHeading, NewJob, NewJobLog,
+    NewPage, NewSerpApiResult, NewUser, Paging, SectionType, UserChanges,
+};
+use serde_json::json;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A bridge that does not replicate, so the outbox depth counts every committed change.
+fn quiet_bridge(db: &common::TestDb, dir: &std::path::Path) -> Bridge {
+    common::bridge_with(db, dir, BridgeOptions { replicate: false, ..Default::default() })
+}
+
+fn depth(b: &Bridge) -> i64 {
+    b.status().unwrap().outbox_depth
+}
+
+#[track_caller]
+fn assert_invalid<T: std::fmt::Debug>(r: dualwrite::Result<T>, field: &str) {
+    match r {
+        Err(Error::InvalidArgument { field: f, message }) => {
+            assert_eq!(f, field, "wrong field named ({message})")
+        }
+        other => panic!("expected InvalidArgument naming {field}, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_conflict<T: std::fmt::Debug>(r: dualwrite::Result<T>, mentions: &[&str]) {
+    match r {
+        Err(e @ Error::Conflict(_)) => {
+            for m in mentions {
+                assert!(e.to_string().contains(m), "{e} should mention {m}");
+            }
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+}
+
+#[test]
+fn wrong_transitions_are_conflicts_and_change_nothing() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let b = quiet_bridge(&db, dir.path());
+
+    let queued = b.submit_job(&NewJob::new("t")).unwrap();
+    let before = depth(&b);
+    assert_conflict(
+        b.set_job_status(queued.id, J::Succeeded),
+        &["queued", "succeeded", "running, cancelled"],
+    );
+    assert_conflict(b.set_job_status(queued.id, J::Failed), &["queued", "failed"]);
+    assert_conflict(b.set_job_status(queued.id, J::Queued), &["queued"]);
+    assert_eq!(depth(&b), before);
+    assert_eq!(b.get_job(queued.id).unwrap().unwrap(), queued);
+
+    let running = b.set_job_status(queued.id, J::Running).unwrap();
+    assert!(running.started_at.is_some() && running.finished_at.is_none());
+    assert_conflict(b.set_job_status(queued.id, J::Queued), &["running", "queued"]);
+    assert_conflict(b.set_job_status(queued.id, J::Running), &["running"]);
+    let done = b.set_job_status(queued.id, J::Cancelled).unwrap();
+    assert!(done.finished_at.is_some());
+    let before = depth(&b);
+    for to in [J::Queued, J::Running, J::Succeeded, J::Failed, J::Cancelled] {
+        assert_conflict(b.set_job_status(queued.id, to), &["cancelled", "final"]);
+    }
+    assert_conflict(b.set_job_progress(queued.id, "50"), &["cancelled"]);
+    assert_eq!(depth(&b), before);
+    assert_eq!(b.get_job(queued.id).unwrap().unwrap(), done);
+
+    // queued → cancelled directly: finished, never started.
+    let other = b.submit_job(&NewJob::new("t")).unwrap();
+    let cancelled = b.set_job_status(other.id, J::Cancelled).unwrap();
+    assert!(cancelled.started_at.is_none() && cancelled.finished_at.is_some());
+    assert!(b.set_job_status(Uuid::new_v4(), J::Running).unwrap_err().is_not_found());
+
+    // The review workflow of generated text.
+    let t = b.create_generated_text(&NewGeneratedText::new(SectionType::Intro, "Hello")).unwrap();
+    let before = depth(&b);
+    for to in [G::Draft, G::Approved, G::Rejected, G::Published] {
+        assert_conflict(b.set_generated_text_status(t.id, to), &["draft", to.as_str(), "in_review"]);
+    }
+    assert_eq!(depth(&b), before);
+    b.set_generated_text_status(t.id, G::InReview).unwrap();
+    for to in [G::Draft, G::InReview, G::Published] {
+        assert_conflict(b.set_generated_text_status(t.id, to), &["in_review", to.as_str()]);
+    }
+    b.set_generated_text_status(t.id, G::Rejected).unwrap();
+    assert_conflict(b.set_generated_text_status(t.id, G::Approved), &["rejected", "approved"]);
+    assert_conflict(b.set_generated_text_status(t.id, G::Published), &["rejected"]);
+    b.set_generated_text_status(t.id, G::Draft).unwrap();
+    b.set_generated_text_status(t.id, G::InReview).unwrap();
+    b.set_generated_text_status(t.id, G::Approved).unwrap();
+    assert_conflict(b.set_generated_text_status(t.id, G::Draft), &["approved"]);
+    b.set_generated_text_status(t.id, G::Published).unwrap();
+    let before = depth(&b);
+    for to in [G::Draft, G::InReview, G::Approved, G::Rejected, G::Published] {
+        assert_conflict(b.set_generated_text_status(t.id, to), &["published", "final"]);
+    }
+    assert_eq!(depth(&b), before);
+
+    // Unique and foreign keys: conflicts too.
+    b.create_user(&NewUser::new("ann@example.com", "Ann")).unwrap();
+    let before = depth(&b);
+    assert_conflict(b.create_user(&NewUser::new("ANN@example.com", "Other Ann")), &["UNIQUE"]);
+    assert_conflict(b.append_job_log(&NewJobLog::new(Uuid::new_v4(), LogLevel::Info, "m")), &["FOREIGN KEY"]);
+    assert_conflict(b.put_api_key(Uuid::new_v4(), "serpapi", b"sk_x", None), &["FOREIGN KEY"]);
+    assert_eq!(depth(&b), before);
+}
+
+#[test]
+fn bad_inputs_are_invalid_arguments_naming_the_field_and_write_nothing() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let b = quiet_bridge(&db, dir.path());
+    let user = b.create_user(&NewUser::new("ann@example.com", "Ann")).unwrap();
+    let job = b.submit_job(&NewJob::new("t")).unwrap();
+    let b_job = b.set_job_status(job.id, J::Running).unwrap();
+    let page = b.add_page(&NewPage::new("https://a.example/")).unwrap();
+    let text = b.create_generated_text(&NewGeneratedText::new(SectionType::Faq, "Q?")).unwrap();
+    let before = depth(&b);
+
+    // users
+    assert_invalid(b.create_user(&NewUser::new("not an email", "X")), "users.email");
+    assert_invalid(b.create_user(&NewUser::new("x@example.com", "nul\0byte")), "users.display_name");
+    assert_invalid(
+        b.update_user(user.id, &UserChanges { email: Some("nope".into()), ..Default::default() }),
+        "users.email",
+    );
+    // jobs
+    assert_invalid(b.submit_job(&NewJob::new("")), "jobs.type");
+    assert_invalid(
+        b.submit_job(&NewJob { queued_at: Some("yesterday".into()), ..NewJob::new("t") }),
+        "jobs.queued_at",
+    );
+    assert_invalid(
+        b.submit_job(&NewJob { queued_at: Some("2026-01-02T03:04:05.1234567Z".into()), ..NewJob::new("t") }),
+        "jobs.queued_at",
+    );
+    for bad in ["100.5", "101", "-1", "12,5", "1e2", ""] {
+        assert_invalid(b.set_job_progress(job.id, bad), "jobs.progress");
+    }
+    // job logs
+    assert_invalid(b.append_job_log(&NewJobLog::new(job.id, LogLevel::Info, "a\0b")), "job_logs.message");
+    let mut deep = json!(1);
+    for _ in 0..100 {
+        deep = json!([deep]);
+    }
+    assert_invalid(
+        b.append_job_log(&NewJobLog {
+            context: Some(deep.clone()),
+            ..NewJobLog::new(job.id, LogLevel::Info, "m")
+        }),
+        "job_logs.context",
+    );
+    assert_invalid(b.list_job_logs(job.id, Paging::first(1_000_000)), "limit");
+    // serpapi
+    assert_invalid(
+        b.record_serpapi_result(&NewSerpApiResult {
+            keyword: "k".into(),
+            raw_json: deep.clone(),
+            ..Default::default()
+        }),
+        "serpapi_results.raw_json",
+    );
+    // pages and headings: one bad heading refuses the whole batch
+    assert_invalid(
+        b.add_headings(
+            page.id,
+            &[
+                NewHeading::new(HeadingLevel::H1, "fine"),
+                NewHeading::new(HeadingLevel::H2, "bad\0"),
+                NewHeading::new(HeadingLevel::H2, "fine too"),
+            ],
+        ),
+        "headings.text",
+    );
+    assert_invalid(
+        b.add_headings(
+            page.id,
+            &[NewHeading {
+                created_at: Some("2026-13-01T00:00:00Z".into()),
+                ..NewHeading::new(HeadingLevel::H1, "x")
+            }],
+        ),
+        "headings.created_at",
+    );
+    assert!(b.list_headings(page.id).unwrap().is_empty());
+    // embeddings
+    let emb = |vector: Vec<f32>| NewEmbedding {
+        text_hash: "h".into(),
+        model: "m".into(),
+        vector,
+        ..Default::default()
+    };
+    assert_invalid(b.upsert_embedding(&emb(vec![])), "embeddings.vector");
+    assert_invalid(b.upsert_embedding(&emb(vec![1.0, f32::NAN])), "embeddings.vector");
+    assert_invalid(b.upsert_embedding(&emb(vec![f32::INFINITY])), "embeddings.vector");
+    // generated text
+    assert_invalid(
+        b.create_generated_text(&NewGeneratedText::new(SectionType::Intro, "x\0")),
+        "generated_text.content",
+    );
+    assert_invalid(
+        b.add_generated_text_version(text.id, &GeneratedTextRevision::new("nul\0")),
+        "generated_text.content",
+    );
+    // prompts
+    assert_invalid(b.publish_prompt("", "body", None), "prompts.key");
+    assert_invalid(b.publish_prompt("k", "body\0", None), "prompts.body");
+    // api keys
+    assert_invalid(b.put_api_key(user.id, "", b"sk", None), "api_keys.provider");
+    assert_invalid(b.put_api_key(user.id, "serpapi", b"", None), "api_keys.secret");
+    assert_invalid(b.put_api_key(user.id, "serpapi", b"sk", Some(&deep)), "api_keys.metadata");
+    // caches
+    assert_invalid(b.cache_put(Cache::Wordstat, "k", &json!(1), Duration::from_secs(u64::MAX)), "ttl");
+    assert_invalid(
+        b.cache_put(Cache::Wordstat, "k\0", &json!(1), Duration::from_secs(1)),
+        "wordstat_cache.cache_key",
+    );
+    assert_invalid(
+        b.cache_put(Cache::TextAnalytics, "k", &deep, Duration::from_secs(1)),
+        "text_analytics_cache.value",
+    );
+    // audit
+    assert_invalid(b.record_audit_event(&NewAuditEvent::new("", "jobs", None)), "audit_events.action");
+    assert_invalid(
+        b.record_audit_event(&NewAuditEvent {
+            created_at: Some("soon".into()),
+            ..NewAuditEvent::new("a", "jobs", None)
+        }),
+        "audit_events.created_at",
+    );
+
+    assert_eq!(depth(&b), before, "no bad input reached the outbox");
+    assert_eq!(b.get_job(job.id).unwrap().unwrap(), b_job);
+    assert_eq!(b.get_user(user.id).unwrap().unwrap(), user);
+    for (table, n) in [("users", 1), ("jobs", 1), ("job_logs", 0), ("headings", 0), ("embeddings", 0)] {
+        assert_eq!(b.list(table, &json!({})).unwrap().len(), n, "{table}");
+    }
+    for table in
+        ["prompts", "api_keys", "wordstat_cache", "text_analytics_cache", "audit_events", "serpapi_results"]
+    {
+        assert!(b.list(table, &json!({})).unwrap().is_empty(), "{table}");
+    }
+    assert_eq!(b.list("generated_text", &json!({})).unwrap().len(), 1);
+}

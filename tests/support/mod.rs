@@ -1,0 +1,43 @@
+//! Helpers for the fault tests (tests/faults.rs): a TCP proxy that can take PostgreSQL down, and
+//! libpq connection strings for a test database (direct or through the proxy).
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use dualwrite::PgConfig;
+
+/// A libpq `key=value` value, quoted.
+fn quote(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// user, password and dbname of `config` as `key=value` pairs.
+fn credentials(config: &postgres::Config) -> String {
+    let mut s = format!("user={}", quote(config.get_user().unwrap_or("postgres")));
+    if let Some(pw) = config.get_password() {
+        s.push_str(&format!(" password={}", quote(&String::from_utf8_lossy(pw))));
+    }
+    if let Some(db) = config.get_dbname() {
+        s.push_str(&format!(" dbname={}", quote(db)));
+    }
+    s
+}
+
+/// A connection string for the same server and database as `pg` (TCP host or Unix socket
+/// directory), e.g. to hand to a child process.
+pub fn conninfo(pg: &PgConfig) -> String {
+    let c = pg.postgres_config();
+    let host = match c.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    format!("host={} port={port} {}", quote(&host), credentials(c))
+}
+
+/// The same database as `pg`, reached through a proxy on 127.0.0.1:`port`.
+pub fn via_proxy(pg: &PgConfig, port: u16) -> PgConfig {
+    let url = format!("host=127.0.0.1 port={port} {}", credentials(pg.postgres_config()));
+    PgConfig::from_url(&url).expect("proxied PostgreSQL config")
+}
