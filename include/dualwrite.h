@@ -41,7 +41,7 @@ typedef enum {
     DW_NOT_FOUND = 1,
     // The change breaks a rule of the data (a unique or foreign key, a CHECK, a state transition
     // the entity does not allow). Nothing was written.
-    DW_CONFLICT = 22,
+    DW_CONFLICT = 2,
     // The input can never succeed as given: unknown table or column, a value of the wrong type,
     // malformed JSON, text that is not UTF-8, a handle already closed. Nothing was written.
     DW_INVALID_ARGUMENT = 3,

@@ -282,7 +282,6 @@ pub fn backfill(
         started: Instant::now(),
         rows_this_run: 0,
         chunks_this_run: 0,
-        staged: Vec::new(),
     };
     run.connect()?;
     let mut report = BackfillReport { tables: Vec::new(), interrupted: false, elapsed_ms: 0 };
@@ -306,25 +305,28 @@ pub fn backfill(
 struct Run<'o> {
     lite: rusqlite::Connection,
     pg_config: crate::config::PgConfig,
+    /// Holds the advisory lock; reads and resets checkpoints.
     client: Option<postgres::Client>,
     options: &'o BackfillOptions,
     started: Instant,
     rows_this_run: u64,
     chunks_this_run: u64,
-    /// Staging tables created on the current connection.
-    staged: Vec<&'static str>,
 }
 
 /// One chunk read from one SQLite snapshot.
 struct Chunk {
+    /// Position in this pipeline run: chunks commit in this order.
+    index: u64,
     snapshot: i64,
     keys: Vec<String>,
     /// COPY binary rows (without header/trailer) or a JSON array, per method.
     payload: Vec<u8>,
+    /// Fewer rows than a full chunk: the table ends here.
+    last: bool,
 }
 
+/// Why a chunk did not commit.
 enum Attempt {
-    Done(u64),
     /// PostgreSQL refused the chunk for a constraint; wait for the outbox to reach the snapshot.
     Constraint(Error),
     /// Connection or concurrency failure: reconnect and try again.
@@ -332,6 +334,24 @@ enum Attempt {
     /// The data or the schema is wrong: stop.
     Permanent(Error),
 }
+
+/// What a worker reports to the reader.
+enum Outcome {
+    Committed { rows: u64, written: u64 },
+    Failed { attempt: Attempt, snapshot: i64 },
+}
+
+/// Commit order across the workers: chunk `next` is the only one allowed to commit.
+#[derive(Default)]
+struct Turn {
+    next: u64,
+    failed: bool,
+}
+
+type Shared = (std::sync::Mutex<Turn>, std::sync::Condvar);
+
+/// How many PostgreSQL connections apply chunks at once (the reader is one more thread).
+const WORKERS: usize = 2;
 
 impl Run<'_> {
     fn connect(&mut self) -> Result<()> {
@@ -343,7 +363,6 @@ impl Run<'_> {
             ));
         }
         self.client = Some(c);
-        self.staged.clear();
         Ok(())
     }
 
@@ -359,6 +378,17 @@ impl Run<'_> {
             || self.options.stop_after_chunks.is_some_and(|n| self.chunks_this_run >= n)
     }
 
+    fn checkpoint(&mut self, table: &Table) -> Result<(Option<String>, i64, bool)> {
+        Ok(self
+            .client()?
+            .query_opt(
+                "SELECT last_key, rows_copied, finished FROM dualwrite.backfill_checkpoints WHERE table_name = $1",
+                &[&table.name],
+            )?
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .unwrap_or((None, 0, false)))
+    }
+
     fn copy_table(
         &mut self,
         table: &'static Table,
@@ -371,20 +401,13 @@ impl Run<'_> {
                 &[&table.name],
             )?;
         }
-        let ck = self
-            .client()?
-            .query_opt(
-                "SELECT last_key, rows_copied, finished FROM dualwrite.backfill_checkpoints WHERE table_name = $1",
-                &[&table.name],
-            )?
-            .map(|r| (r.get::<_, Option<String>>(0), r.get::<_, i64>(1), r.get::<_, bool>(2)));
-        let (mut last_key, mut rows_total, finished) = ck.unwrap_or((None, 0, false));
+        let (_, rows_before, finished) = self.checkpoint(table)?;
         let mut summary = TableSummary {
             table: table.name.to_string(),
             rows_copied: 0,
             rows_written: 0,
             chunks: 0,
-            rows_total: rows_total as u64,
+            rows_total: rows_before as u64,
             skipped: finished,
             finished,
             elapsed_ms: 0,
@@ -395,75 +418,133 @@ impl Run<'_> {
         }
         let total: i64 =
             self.lite.query_row(&format!("SELECT count(*) FROM {}", table.name), [], |r| r.get(0))?;
-        progress.table_started(table.name, total as u64, rows_total as u64);
-        let n = self.options.chunk_size;
+        progress.table_started(table.name, total as u64, rows_before as u64);
+        let mut failures = 0u32;
         loop {
-            if self.stop_requested() {
-                break;
-            }
-            self.throttle(table, progress)?;
-            let mut attempts = 0u32;
-            let (rows, written) = loop {
-                attempts += 1;
-                let read_started = Instant::now();
-                let chunk = self.read_chunk(table, last_key.as_deref(), n)?;
-                tracing::debug!(
-                    table = table.name,
-                    rows = chunk.keys.len(),
-                    read_ms = read_started.elapsed().as_millis() as u64,
-                    "backfill chunk read"
-                );
-                let rows = chunk.keys.len();
-                match self.apply_chunk(table, &chunk, rows < n)? {
-                    Attempt::Done(w) => {
-                        if let Some(k) = chunk.keys.last() {
-                            last_key = Some(k.clone());
+            // Always (re)start from what PostgreSQL says is committed.
+            let (last_key, rows_total, _) = self.checkpoint(table)?;
+            match self.pipeline(table, last_key, rows_total as u64, &mut summary, progress)? {
+                None => break,
+                Some((attempt, snapshot)) => {
+                    failures += 1;
+                    match attempt {
+                        Attempt::Constraint(e) if failures < 6 => {
+                            progress.paused(
+                                table.name,
+                                "waiting for the replicator to apply the outbox up to the chunk's snapshot",
+                            );
+                            tracing::info!(table = table.name, error = %e, snapshot,
+                                "backfill chunk refused by a constraint; waiting for the replicator to catch up");
+                            self.wait_for_outbox(snapshot).map_err(|w| {
+                                Error::Unavailable(format!(
+                                    "{}: PostgreSQL refused a backfill chunk ({e}) and the outbox did not reach its \
+                                     snapshot: {w}. Is replication running (a process with the bridge open, or `dualwrite drain`)?",
+                                    table.name
+                                ))
+                            })?;
                         }
-                        break (rows, w);
-                    }
-                    Attempt::Constraint(e) if attempts < 6 => {
-                        progress.paused(
-                            table.name,
-                            "waiting for replication to apply the outbox up to the chunk's snapshot",
-                        );
-                        tracing::info!(table = table.name, error = %e, snapshot = chunk.snapshot,
-                            "backfill chunk refused by a constraint; waiting for the replicator to catch up");
-                        self.wait_for_outbox(chunk.snapshot).map_err(|w| {
-                            Error::Unavailable(format!(
-                                "{}: PostgreSQL refused a backfill chunk ({e}) and the outbox did not reach its snapshot: {w}. \
-                                 Is replication running (a process with the bridge open, or `dualwrite drain`)?",
-                                table.name
-                            ))
-                        })?;
-                    }
-                    Attempt::Transient(e) if attempts < 6 => {
-                        tracing::warn!(table = table.name, error = %e, attempt = attempts, "backfill chunk failed; retrying");
-                        std::thread::sleep(Duration::from_millis(100 << attempts.min(6)));
-                    }
-                    Attempt::Constraint(e) | Attempt::Transient(e) | Attempt::Permanent(e) => {
-                        tracing::error!(table = table.name, after_key = ?last_key, error = %e, "backfill chunk failed");
-                        return Err(e);
+                        Attempt::Transient(e) if failures < 6 => {
+                            tracing::warn!(table = table.name, error = %e, attempt = failures, "backfill chunk failed; retrying");
+                            std::thread::sleep(Duration::from_millis(100 << failures.min(6)));
+                        }
+                        Attempt::Constraint(e) | Attempt::Transient(e) | Attempt::Permanent(e) => {
+                            tracing::error!(table = table.name, error = %e, "backfill chunk failed");
+                            return Err(e);
+                        }
                     }
                 }
-            };
-            summary.chunks += 1;
-            summary.rows_copied += rows as u64;
-            summary.rows_written += written;
-            rows_total += rows as i64;
-            self.rows_this_run += rows as u64;
-            if rows > 0 {
-                self.chunks_this_run += 1;
-            }
-            progress.chunk_done(table.name, rows_total as u64);
-            if rows < n {
-                summary.finished = true;
-                break;
             }
         }
+        let (_, rows_total, finished) = self.checkpoint(table)?;
         summary.rows_total = rows_total as u64;
+        summary.finished = finished;
         summary.elapsed_ms = started.elapsed().as_millis() as u64;
         summary.rows_per_sec = summary.rows_copied as f64 / started.elapsed().as_secs_f64().max(1e-9);
         Ok(summary)
+    }
+
+    /// Read chunks in key order on this thread while [`WORKERS`] connections apply them; each
+    /// chunk commits (with its checkpoint) only after the one before it, so the checkpoint always
+    /// marks a prefix of the table and a resumed run never copies a committed chunk again.
+    /// Returns the first failure, after every worker has stopped (uncommitted chunks roll back).
+    fn pipeline(
+        &mut self,
+        table: &'static Table,
+        mut last_key: Option<String>,
+        mut rows_total: u64,
+        summary: &mut TableSummary,
+        progress: &mut dyn BackfillProgress,
+    ) -> Result<Option<(Attempt, i64)>> {
+        let n = self.options.chunk_size;
+        let method = self.options.method;
+        let shared: Shared = Default::default();
+        let (job_tx, job_rx) = crossbeam_channel::bounded::<Chunk>(WORKERS);
+        let (out_tx, out_rx) = crossbeam_channel::unbounded::<Outcome>();
+        let pg_config = self.pg_config.clone();
+        std::thread::scope(|s| -> Result<Option<(Attempt, i64)>> {
+            for w in 0..WORKERS {
+                let (job_rx, out_tx, shared, pg_config) =
+                    (job_rx.clone(), out_tx.clone(), &shared, &pg_config);
+                std::thread::Builder::new()
+                    .name(format!("dualwrite-backfill-{w}"))
+                    .spawn_scoped(s, move || worker(pg_config, table, method, &job_rx, &out_tx, shared))
+                    .map_err(Error::Io)?;
+            }
+            drop(job_rx);
+            drop(out_tx);
+            let mut failure = None;
+            let mut note = |o: Outcome,
+                            failure: &mut Option<(Attempt, i64)>,
+                            progress: &mut dyn BackfillProgress| match o {
+                Outcome::Committed { rows, written } => {
+                    summary.chunks += 1;
+                    summary.rows_copied += rows;
+                    summary.rows_written += written;
+                    rows_total += rows;
+                    progress.chunk_done(table.name, rows_total);
+                }
+                Outcome::Failed { attempt, snapshot } => {
+                    if failure.is_none() {
+                        *failure = Some((attempt, snapshot));
+                    }
+                }
+            };
+            let mut index = 0;
+            loop {
+                while let Ok(o) = out_rx.try_recv() {
+                    note(o, &mut failure, progress);
+                }
+                let failed = shared.0.lock().unwrap_or_else(|p| p.into_inner()).failed;
+                if failed || failure.is_some() || self.stop_requested() {
+                    break;
+                }
+                self.throttle(table, progress)?;
+                let mut chunk = self.read_chunk(table, last_key.as_deref(), n)?;
+                chunk.index = index;
+                chunk.last = chunk.keys.len() < n;
+                let last = chunk.last;
+                if let Some(k) = chunk.keys.last() {
+                    last_key = Some(k.clone());
+                }
+                self.rows_this_run += chunk.keys.len() as u64;
+                if !chunk.keys.is_empty() {
+                    self.chunks_this_run += 1;
+                }
+                if job_tx.send(chunk).is_err() {
+                    break;
+                }
+                index += 1;
+                if last {
+                    break;
+                }
+            }
+            drop(job_tx);
+            // The workers finish (or roll back) what they hold, then close the channel.
+            for o in out_rx.iter() {
+                note(o, &mut failure, progress);
+            }
+            Ok(failure)
+        })
     }
 
     /// Sleep to hold the rows/s cap; pause while the outbox is deeper than the bound.
@@ -514,11 +595,13 @@ impl Run<'_> {
     fn read_chunk(&mut self, table: &'static Table, after: Option<&str>, n: usize) -> Result<Chunk> {
         let cols = table.column_names().collect::<Vec<_>>().join(", ");
         let sql = match after {
-            Some(_) => format!(
-                "SELECT {cols} FROM {t} WHERE {k} > ?1 ORDER BY {k} LIMIT ?2",
-                t = table.name,
-                k = table.key
-            ),
+            Some(_) => {
+                format!(
+                    "SELECT {cols} FROM {t} WHERE {k} > ?1 ORDER BY {k} LIMIT ?2",
+                    t = table.name,
+                    k = table.key
+                )
+            }
             None => format!("SELECT {cols} FROM {t} ORDER BY {k} LIMIT ?1", t = table.name, k = table.key),
         };
         let method = self.options.method;
@@ -566,37 +649,47 @@ impl Run<'_> {
             }
         }
         tx.commit()?;
-        Ok(Chunk { snapshot, keys, payload })
+        Ok(Chunk { index: 0, snapshot, keys, payload, last: false })
     }
+}
 
-    /// Apply one chunk and advance the checkpoint, in one PostgreSQL transaction.
-    fn apply_chunk(&mut self, table: &'static Table, chunk: &Chunk, last: bool) -> Result<Attempt> {
-        let method = self.options.method;
-        if method == ApplyMethod::Copy && !self.staged.contains(&table.name) {
-            let ddl = stage_ddl(table);
-            match self.client() {
-                Ok(c) => {
-                    if let Err(e) = c.batch_execute(&ddl) {
-                        return Ok(classify(e));
-                    }
-                }
-                Err(e) => return Ok(Attempt::Transient(e)),
+/// A worker: its own connection (asynchronous commit, its own staging table), applying chunks
+/// as they come and committing each in its turn.
+fn worker(
+    pg: &crate::config::PgConfig,
+    table: &'static Table,
+    method: ApplyMethod,
+    jobs: &crossbeam_channel::Receiver<Chunk>,
+    out: &crossbeam_channel::Sender<Outcome>,
+    shared: &Shared,
+) {
+    let fail = |attempt: Attempt, snapshot: i64| {
+        let (m, cv) = shared;
+        m.lock().unwrap_or_else(|p| p.into_inner()).failed = true;
+        cv.notify_all();
+        let _ = out.send(Outcome::Failed { attempt, snapshot });
+    };
+    let mut client = match pg.connect() {
+        Ok(c) => c,
+        Err(e) => return fail(Attempt::Transient(e), 0),
+    };
+    // A chunk and its checkpoint commit together, so an asynchronous commit lost in a PostgreSQL
+    // crash only means those chunks are copied again by the resumed run (still revision-guarded).
+    let mut setup = String::from("SET synchronous_commit = off;");
+    if method == ApplyMethod::Copy {
+        setup.push_str(&stage_ddl(table));
+    }
+    if let Err(e) = client.batch_execute(&setup) {
+        return fail(classify(e), 0);
+    }
+    for chunk in jobs.iter() {
+        match apply_chunk_tx(&mut client, table, &chunk, method, shared) {
+            Ok(Some(written)) => {
+                let _ = out.send(Outcome::Committed { rows: chunk.keys.len() as u64, written });
             }
-            self.staged.push(table.name);
-        }
-        let client = match self.client() {
-            Ok(c) => c,
-            Err(e) => return Ok(Attempt::Transient(e)),
-        };
-        match apply_chunk_tx(client, table, chunk, last, method) {
-            Ok(w) => Ok(Attempt::Done(w)),
-            Err(e) => {
-                let a = classify(e);
-                if matches!(a, Attempt::Transient(_)) && self.client.as_ref().is_some_and(|c| c.is_closed()) {
-                    self.client = None;
-                }
-                Ok(a)
-            }
+            // Another chunk failed first: this one rolled back; stop.
+            Ok(None) => return,
+            Err(e) => return fail(classify(e), chunk.snapshot),
         }
     }
 }
@@ -613,13 +706,15 @@ fn classify(e: postgres::Error) -> Attempt {
     }
 }
 
+/// Apply one chunk, wait for its turn, advance the checkpoint, commit. `None`: another chunk
+/// failed while this one waited, and this one was rolled back.
 fn apply_chunk_tx(
     client: &mut postgres::Client,
     table: &'static Table,
     chunk: &Chunk,
-    last: bool,
     method: ApplyMethod,
-) -> std::result::Result<u64, postgres::Error> {
+    shared: &Shared,
+) -> std::result::Result<Option<u64>, postgres::Error> {
     let t0 = Instant::now();
     let mut tx = client.transaction()?;
     let mut written = 0;
@@ -637,30 +732,16 @@ fn apply_chunk_tx(
                 header.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
                 header.extend_from_slice(&0i32.to_be_bytes());
                 header.extend_from_slice(&0i32.to_be_bytes());
-                let io = |e: std::io::Error| e;
                 let res = w
                     .write_all(&header)
                     .and_then(|_| w.write_all(&chunk.payload))
-                    .and_then(|_| w.write_all(&(-1i16).to_be_bytes()))
-                    .map_err(io);
+                    .and_then(|_| w.write_all(&(-1i16).to_be_bytes()));
                 if let Err(e) = res {
-                    // The server's error (if any) is reported by finish().
+                    // The server's error, if it sent one, comes from finish().
                     tracing::debug!(error = %e, "COPY write failed");
                 }
                 w.finish()?;
-                let copied = t0.elapsed();
-                let n = tx.execute(
-                    &apply_sql(table, ApplyMethod::Copy),
-                    &[&table.name, &chunk.keys, &revs, &dels],
-                )?;
-                tracing::debug!(
-                    table = table.name,
-                    rows = chunk.keys.len(),
-                    copy_ms = copied.as_millis() as u64,
-                    upsert_ms = (t0.elapsed() - copied).as_millis() as u64,
-                    "backfill chunk applied"
-                );
-                n
+                tx.execute(&apply_sql(table, ApplyMethod::Copy), &[&table.name, &chunk.keys, &revs, &dels])?
             }
             ApplyMethod::Json => {
                 let json = std::str::from_utf8(&chunk.payload).unwrap_or("[]");
@@ -671,6 +752,17 @@ fn apply_chunk_tx(
             }
         };
     }
+    let applied = t0.elapsed();
+    {
+        let (m, cv) = shared;
+        let mut turn = m.lock().unwrap_or_else(|p| p.into_inner());
+        while turn.next != chunk.index && !turn.failed {
+            turn = cv.wait(turn).unwrap_or_else(|p| p.into_inner());
+        }
+        if turn.failed {
+            return Ok(None);
+        }
+    }
     tx.execute(
         "INSERT INTO dualwrite.backfill_checkpoints (table_name, last_key, rows_copied, chunks, finished)
          VALUES ($1, $2, $3, 1, $4)
@@ -679,15 +771,22 @@ fn apply_chunk_tx(
              rows_copied = dualwrite.backfill_checkpoints.rows_copied + EXCLUDED.rows_copied,
              chunks = dualwrite.backfill_checkpoints.chunks + 1,
              finished = EXCLUDED.finished, updated_at = now()",
-        &[&table.name, &chunk.keys.last(), &(chunk.keys.len() as i64), &last],
+        &[&table.name, &chunk.keys.last(), &(chunk.keys.len() as i64), &chunk.last],
     )?;
     tx.commit()?;
+    {
+        let (m, cv) = shared;
+        m.lock().unwrap_or_else(|p| p.into_inner()).next = chunk.index + 1;
+        cv.notify_all();
+    }
     tracing::debug!(
         table = table.name,
+        rows = chunk.keys.len(),
+        apply_ms = applied.as_millis() as u64,
         total_ms = t0.elapsed().as_millis() as u64,
         "backfill chunk committed"
     );
-    Ok(written)
+    Ok(Some(written))
 }
 
 /// The staging table's type for a column: the target type, except numeric, which travels as text

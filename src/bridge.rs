@@ -71,7 +71,7 @@ pub struct Status {
 
 struct Inner {
     config: Config,
-    writer: Mutex<Connection>,
+    writer: Arc<Mutex<Connection>>,
     readers: Mutex<Vec<Connection>>,
     key: std::result::Result<SecretKey, String>,
     wake: Sender<()>,
@@ -109,6 +109,7 @@ impl Bridge {
                 )));
             }
         }
+        let writer = Arc::new(Mutex::new(writer));
         let key = SecretKey::load(&config.key_source).map_err(|e| e.to_string());
         let flags = FlagCache::start(config.sqlite_path.clone())?;
         let router = ReadRouter::new(config.postgres.clone(), config.sqlite_path.clone());
@@ -122,13 +123,14 @@ impl Bridge {
                 wake_rx,
                 stats.clone(),
                 flags.clone(),
+                writer.clone(),
             )?),
             _ => None,
         };
         Ok(Bridge {
             inner: Arc::new(Inner {
                 config,
-                writer: Mutex::new(writer),
+                writer,
                 readers: Mutex::new(Vec::new()),
                 key,
                 wake,
@@ -353,6 +355,13 @@ impl Bridge {
             }
             if Instant::now() >= deadline {
                 let st = self.status()?;
+                if st.flags.effective_write_mode() == WriteMode::Sqlite {
+                    return Err(Error::Unavailable(format!(
+                        "flush cannot finish: write_mode is sqlite here (a rollback or {}), so replication is paused with {} change(s) captured",
+                        crate::flags::FORCE_SQLITE_ENV,
+                        st.outbox_depth
+                    )));
+                }
                 return Err(Error::Unavailable(format!(
                     "flush timed out after {:?} with {} change(s) pending{}",
                     timeout,

@@ -99,12 +99,25 @@ impl Replicator {
         wake: Receiver<()>,
         stats: Arc<ReplicationStats>,
         flags: Arc<FlagCache>,
+        writer: Arc<Mutex<rusqlite::Connection>>,
     ) -> Result<Replicator> {
         let conn = sqlite::open(&sqlite_path)?;
+        let writer = SharedWriter(writer);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(1);
         let lease = Lease::new();
-        let worker =
-            Worker { conn, pg, client: None, options, wake, stop: stop_rx, stats, flags, lease, failures: 0 };
+        let worker = Worker {
+            conn,
+            writer,
+            pg,
+            client: None,
+            options,
+            wake,
+            stop: stop_rx,
+            stats,
+            flags,
+            lease,
+            failures: 0,
+        };
         let thread = std::thread::Builder::new()
             .name("dualwrite-replicator".into())
             .spawn(move || worker.run())
@@ -135,7 +148,13 @@ impl Drop for Replicator {
 }
 
 struct Worker {
+    /// Reads the outbox (WAL readers never wait for the writer).
     conn: rusqlite::Connection,
+    /// The bridge's writer connection, for the replicator's own SQLite writes (outbox cleanup,
+    /// dead letters, the lease, counters). Sharing the application's writer lock makes the two
+    /// take turns; with a connection of its own the replicator could starve behind a monolith
+    /// writing flat out, since SQLite's busy handler polls with growing sleeps.
+    writer: SharedWriter,
     pg: PgConfig,
     client: Option<postgres::Client>,
     options: ReplicatorOptions,
@@ -159,16 +178,25 @@ impl Worker {
     fn run(mut self) {
         self.stats.running.store(true, Ordering::Relaxed);
         let mut deadline: Option<Instant> = None;
+        // After a failure, no attempt before this instant, however many writes wake us: a dead
+        // PostgreSQL must see the backoff, not one connection attempt per monolith write.
+        let mut not_before: Option<Instant> = None;
         loop {
-            let pass = self.pass(deadline);
-            if let Some(d) = deadline {
-                if matches!(pass, Pass::Drained) || Instant::now() >= d {
-                    break;
+            if not_before.is_none_or(|t| Instant::now() >= t) || deadline.is_some() {
+                let pass = self.pass(deadline);
+                if let Some(d) = deadline {
+                    if matches!(pass, Pass::Drained) || Instant::now() >= d {
+                        break;
+                    }
                 }
+                not_before = match pass {
+                    Pass::Drained => None,
+                    Pass::Failed => Some(Instant::now() + self.backoff()),
+                };
             }
-            let wait = match pass {
-                Pass::Drained => self.options.poll_interval,
-                Pass::Failed => self.backoff(),
+            let wait = match not_before {
+                Some(t) => t.saturating_duration_since(Instant::now()),
+                None => self.options.poll_interval,
             };
             let wait = deadline.map_or(wait, |d| wait.min(d.saturating_duration_since(Instant::now())));
             crossbeam_channel::select! {
@@ -186,7 +214,7 @@ impl Worker {
             // Coalesce a burst of wake-ups into one pass.
             while self.wake.try_recv().is_ok() {}
         }
-        self.lease.release(&self.conn);
+        self.lease.release(&self.writer.lock());
         self.stats.holds_lease.store(false, Ordering::Relaxed);
         self.stats.running.store(false, Ordering::Relaxed);
         self.stats.connected.store(false, Ordering::Relaxed);
@@ -205,7 +233,7 @@ impl Worker {
         let msg = format!("{what}: {e}");
         tracing::warn!(error = %msg, attempt = self.failures, "replication attempt failed; will retry");
         // Shared with `dualwrite status` in other processes; losing this update loses nothing.
-        let _ = Outbox::record_failure(&self.conn, &msg);
+        let _ = Outbox::record_failure(&self.writer.lock(), &msg);
         Pass::Failed
     }
 
@@ -221,7 +249,7 @@ impl Worker {
                 return Pass::Drained;
             }
             // Only the lease holder applies; the others keep checking whether it lapsed.
-            let holds = match self.lease.hold(&self.conn) {
+            let holds = match self.lease.hold(&self.conn, &self.writer) {
                 Ok(h) => h,
                 Err(e) => return self.fail("taking the replicator lease", &e),
             };
@@ -286,7 +314,9 @@ impl Worker {
                     let msg = Error::Postgres(e).to_string();
                     tracing::error!(table = %record.table_name, key = %record.row_key, seq = record.seq, error = %msg,
                         "change refused by PostgreSQL; moved to dead letters");
-                    if let Err(e) = Outbox::dead_letter(&mut self.conn, record, &msg) {
+                    // Bind the result first: the guard must be gone before `fail` locks again.
+                    let recorded = Outbox::dead_letter(&mut self.writer.lock(), record, &msg);
+                    if let Err(e) = recorded {
                         return Err(self.fail("recording a dead letter", &e));
                     }
                     self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
@@ -302,7 +332,8 @@ impl Worker {
 
     fn done(&mut self, batch: &[OutboxRecord], applied: Applied) -> std::result::Result<(), Pass> {
         let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
-        if let Err(e) = Outbox::mark_applied(&mut self.conn, first, last, applied.written) {
+        let marked = Outbox::mark_applied(&mut self.writer.lock(), first, last, applied.written);
+        if let Err(e) = marked {
             // PostgreSQL has the batch; applying it again later is a no-op.
             return Err(self.fail("marking the outbox", &e));
         }
@@ -339,7 +370,7 @@ impl Lease {
 
     /// Whether this process holds the lease now, taking or renewing it when due. Writes to
     /// SQLite only when renewing or when the lease is free or lapsed.
-    fn hold(&mut self, conn: &rusqlite::Connection) -> Result<bool> {
+    fn hold(&mut self, conn: &rusqlite::Connection, writer: &SharedWriter) -> Result<bool> {
         let now = Instant::now();
         if self.held_until.is_some_and(|t| t.saturating_duration_since(now) > LEASE_RENEW_BELOW) {
             return Ok(true);
@@ -359,7 +390,7 @@ impl Lease {
         }
         let until = chrono::Utc::now()
             + chrono::Duration::from_std(LEASE_DURATION).map_err(|e| Error::Internal(e.to_string()))?;
-        let taken = conn.execute(
+        let taken = writer.lock().execute(
             "UPDATE _dualwrite_replicator_lease SET holder = ?1, expires_at = ?2
              WHERE id = 1 AND (holder IS NULL OR holder = ?1 OR expires_at IS NULL OR expires_at < ?3)",
             rusqlite::params![self.me, crate::schema::format_timestamp(until), wall_now],
@@ -379,5 +410,15 @@ impl Lease {
                 [&self.me],
             );
         }
+    }
+}
+
+/// The bridge's writer connection as the replicator uses it.
+struct SharedWriter(Arc<Mutex<rusqlite::Connection>>);
+
+impl SharedWriter {
+    fn lock(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+        // A panic while holding it cannot leave a transaction open (rusqlite rolls back on drop).
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -546,34 +546,36 @@ fn stream_postgres(
     tx: &crossbeam_channel::Sender<Result<Vec<(String, RowDigest)>>>,
 ) -> Result<()> {
     let mut client = pg.connect()?;
-    let mut t = client.build_transaction().read_only(true).start()?;
     let sql = format!("SELECT {} FROM public.{} ORDER BY {}", pg_select(table), table.name, pg_order(table));
-    let portal = t.bind(sql.as_str(), &[])?;
+    // One statement streamed: the server keeps sending while this thread encodes, and the
+    // client's bounded response channel holds it back when this thread falls behind.
+    let mut rows =
+        client.query_raw(sql.as_str(), std::iter::empty::<&(dyn postgres::types::ToSql + Sync)>())?;
     let key_index = table.columns.iter().position(|c| c.name == table.key).unwrap_or(0);
     let mut buf = Vec::with_capacity(1024);
-    loop {
-        let mut out = Vec::with_capacity(n.min(100_000));
-        let mut rows = t.query_portal_raw(&portal, n as i32)?;
-        while let Some(row) = rows.next()? {
-            buf.clear();
-            let mut key = String::new();
-            for (i, c) in table.columns.iter().enumerate() {
-                let raw: Option<Raw<'_>> = row.try_get(i)?;
-                let raw = raw.map(|r| r.0);
-                if i == key_index {
-                    key = pg_key_text(c, raw);
-                }
-                canon_pg(c, raw, &mut buf);
+    let mut out = Vec::with_capacity(n.min(100_000));
+    while let Some(row) = rows.next()? {
+        buf.clear();
+        let mut key = String::new();
+        for (i, c) in table.columns.iter().enumerate() {
+            let raw: Option<Raw<'_>> = row.try_get(i)?;
+            let raw = raw.map(|r| r.0);
+            if i == key_index {
+                key = pg_key_text(c, raw);
             }
-            let d = digest(&key, &buf);
-            out.push((key, d));
+            canon_pg(c, raw, &mut buf);
         }
-        let done = out.len() < n;
-        if tx.send(Ok(out)).is_err() || done {
-            break;
+        let d = digest(&key, &buf);
+        out.push((key, d));
+        if out.len() == n {
+            if tx.send(Ok(std::mem::replace(&mut out, Vec::with_capacity(n.min(100_000))))).is_err() {
+                return Ok(());
+            }
         }
     }
-    t.commit()?;
+    if !out.is_empty() {
+        let _ = tx.send(Ok(out));
+    }
     Ok(())
 }
 

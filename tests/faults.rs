@@ -462,6 +462,14 @@ fn postgres_down_during_10000_writes_loses_nothing() {
     println!("postgres_down: status while down: {st:?}");
     assert!(!st.postgres_connected);
     assert!(st.retries > 0);
+    // Exponential backoff (50 ms doubling to 5 s) bounds the attempts however many writes wake
+    // the replicator: roughly log2(5 s / 50 ms) + outage / 5 s.
+    let outage_s = took.as_secs() as i64 + 10;
+    assert!(
+        st.retries <= 10 + outage_s,
+        "{} attempts against a dead PostgreSQL in about {outage_s} s",
+        st.retries
+    );
     assert!(st.oldest_pending_ms.is_some());
     assert_eq!(max_revision(&db), revision_before, "nothing reached PostgreSQL while it was down");
 
