@@ -20,18 +20,19 @@
 //!   replication lags): the steady state of a long-running SQLite-only process.
 //!
 //! Full run: `cargo bench --bench write_path`. Quick checks (CI): `cargo bench --bench write_path
-//! -- --quick`, or `cargo test --benches` (each benchmark once, with a backlog of 100 instead of
-//! 50 001). See docs/BENCHMARKS.md. Files live under `$TMPDIR` (default `/tmp`): put it on the
-//! disk you care about, since each commit waits for an fsync there.
+//! -- --quick`, or `cargo test --benches` (each benchmark once); both use a backlog of 100 instead
+//! of 50 001 (`DUALWRITE_BENCH_BACKLOG=N` overrides). On a shared machine, where fsync latency
+//! drifts, `DUALWRITE_BENCH_INTERLEAVED=30 cargo bench --bench write_path` alternates the three
+//! paths instead (see [`interleaved`]). See docs/BENCHMARKS.md. Files live under `$TMPDIR`
+//! (default `/tmp`): put it on the disk you care about, since each commit waits for an fsync there.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use dualwrite::schema::now_timestamp;
 use dualwrite::store::sqlite;
 use dualwrite::{Bridge, BridgeOptions, Config, KeySource};
 use rusqlite::{params, Connection, TransactionBehavior};
 use serde_json::{json, Value};
 use std::hint::black_box;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -42,8 +43,8 @@ const MESSAGE: &str = "fetched 10 results for keyword \"rust sqlite outbox\" in 
 /// Unreplicated writes made before `bridge_insert_after_50k` is measured: just past the 50 000
 /// at which the bridge starts pruning its read-your-writes memory (`src/reads.rs`).
 const BACKLOG: usize = 50_001;
-/// The same in criterion's test mode (`cargo test --benches`), which only checks the bench runs.
-const BACKLOG_TEST_MODE: usize = 100;
+/// The backlog in the quick modes, which only check that the benchmark runs.
+const BACKLOG_SMOKE: usize = 100;
 
 /// The row's context, as the application would hand it over.
 fn context() -> Value {
@@ -113,9 +114,20 @@ fn bridge_insert(bridge: &Bridge, job: &str) -> dualwrite::Row {
     bridge.insert("job_logs", &row).expect("bridge insert")
 }
 
-/// Criterion's test mode: `cargo test --benches` runs the bench binary without `--bench`.
-fn test_mode() -> bool {
-    !std::env::args().any(|a| a == "--bench")
+/// How many writes `bridge_insert_after_50k` makes first: `DUALWRITE_BENCH_BACKLOG` if set, else
+/// [`BACKLOG`], or [`BACKLOG_SMOKE`] in criterion's test mode (`cargo test --benches` runs the
+/// binary without `--bench`) and with `--quick`, where writing 50 001 rows one fsync at a time
+/// would take most of the run.
+fn backlog() -> usize {
+    if let Some(n) = std::env::var("DUALWRITE_BENCH_BACKLOG").ok().and_then(|v| v.parse().ok()) {
+        return n;
+    }
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--quick") {
+        BACKLOG_SMOKE
+    } else {
+        BACKLOG
+    }
 }
 
 fn write_path(c: &mut Criterion) {
@@ -160,8 +172,7 @@ fn write_path(c: &mut Criterion) {
     group.bench_function("bridge_insert_after_50k", |b| {
         let (_, bridge, job) = backlogged.get_or_insert_with(|| {
             let store = bridge_store();
-            let n = if test_mode() { BACKLOG_TEST_MODE } else { BACKLOG };
-            for _ in 1..n {
+            for _ in 1..backlog() {
                 bridge_insert(&store.1, &store.2);
             }
             store
@@ -180,4 +191,76 @@ criterion_group! {
     config = Criterion::default().measurement_time(Duration::from_secs(15)).sample_size(100);
     targets = write_path
 }
-criterion_main!(benches);
+
+/// `DUALWRITE_BENCH_INTERLEAVED=ROUNDS cargo bench --bench write_path`: instead of criterion,
+/// alternate the three paths in rounds of [`ROUND_WRITES`] writes each (rotating which goes first)
+/// and report the median over rounds of each path's time per write and of the paired ratios. On a
+/// shared machine fsync latency drifts by an order of magnitude within minutes; criterion measures
+/// one path after the other, so its medians can compare a quiet minute with a busy one, while a
+/// ratio taken within one round compares like with like.
+fn interleaved(rounds: usize) {
+    const ROUND_WRITES: u32 = 200;
+    assert!(
+        rounds * ROUND_WRITES as usize + 1 < 50_000,
+        "stay below the bridge's 50 000-write pruning point"
+    );
+    let (_d1, conn_exec, job_exec) = plain_store();
+    let (_d2, mut conn_tx, job_tx) = plain_store();
+    let (_d3, bridge, job_bridge) = bridge_store();
+    let names = ["sqlite_execute_autocommit", "sqlite_prepared_tx", "bridge_insert"];
+    let mut per_write: [Vec<f64>; 3] = Default::default();
+    for round in 0..rounds {
+        for k in 0..3 {
+            let path = (round + k) % 3;
+            let start = Instant::now();
+            for _ in 0..ROUND_WRITES {
+                match path {
+                    0 => drop(black_box(plain_execute(&conn_exec, &job_exec))),
+                    1 => drop(black_box(plain_prepared_tx(&mut conn_tx, &job_tx))),
+                    _ => drop(black_box(bridge_insert(&bridge, &job_bridge))),
+                }
+            }
+            per_write[path].push(start.elapsed().as_secs_f64() * 1e6 / f64::from(ROUND_WRITES));
+        }
+    }
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    }
+    fn quartiles(mut v: Vec<f64>) -> (f64, f64) {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 4], v[(3 * v.len()) / 4])
+    }
+    println!("interleaved: {rounds} rounds x {ROUND_WRITES} writes per path");
+    println!("| path | median us/write | quartiles |");
+    println!("| --- | ---: | --- |");
+    for (i, name) in names.iter().enumerate() {
+        let (q1, q3) = quartiles(per_write[i].clone());
+        println!("| `{name}` | {:.1} | {q1:.1} to {q3:.1} |", median(per_write[i].clone()));
+    }
+    for (num, den) in [(2, 1), (2, 0), (1, 0)] {
+        let ratios: Vec<f64> = per_write[num].iter().zip(&per_write[den]).map(|(a, b)| a / b).collect();
+        let (q1, q3) = quartiles(ratios.clone());
+        println!(
+            "ratio {} / {}: median of per-round ratios {:.2} (quartiles {q1:.2} to {q3:.2}); ratio of medians {:.2}",
+            names[num],
+            names[den],
+            median(ratios),
+            median(per_write[num].clone()) / median(per_write[den].clone())
+        );
+    }
+}
+
+fn main() {
+    if let Ok(v) = std::env::var("DUALWRITE_BENCH_INTERLEAVED") {
+        interleaved(v.parse().unwrap_or(30));
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

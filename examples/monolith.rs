@@ -1,6 +1,8 @@
 //! A small "legacy monolith" that writes the application's real workflow through dualwrite with
 //! dual write on, then shows what reached PostgreSQL. Configuration comes from the environment
-//! (DUALWRITE_SQLITE_PATH, DUALWRITE_PG_URL or PG*, DUALWRITE_SECRET_KEY_FILE), as in scripts/demo.
+//! (DUALWRITE_SQLITE_PATH, DUALWRITE_PG_URL or PG*, DUALWRITE_SECRET_KEY_FILE), as
+//! scripts/demo-inside sets them. scripts/demo runs the same workflow from C (examples/monolith.c)
+//! and Python (examples/monolith.py); this is the Rust version (`cargo run --example monolith`).
 //!
 //! The workflow: a user submits a SerpApi keyword job; the worker logs its steps, stores the
 //! SerpApi result, fetches pages, extracts headings, embeds them, generates text from a prompt,

@@ -63,6 +63,8 @@ pub struct BackfillOptions {
     /// PostgreSQL refuses the chunk for a foreign key or unique constraint (a parent inserted
     /// after its table was copied is still in the outbox).
     pub catch_up_timeout: Duration,
+    /// PostgreSQL connections applying chunks at once (chunks still commit in key order).
+    pub workers: usize,
 }
 
 impl Default for BackfillOptions {
@@ -77,6 +79,7 @@ impl Default for BackfillOptions {
             cancel: None,
             method: ApplyMethod::Copy,
             catch_up_timeout: Duration::from_secs(300),
+            workers: 2,
         }
     }
 }
@@ -248,6 +251,18 @@ pub fn checkpoints(client: &mut postgres::Client) -> Result<Vec<Checkpoint>> {
 /// Any fixed number: one backfill at a time per PostgreSQL database.
 const BACKFILL_LOCK: i64 = 0x6477_6266_696c_6c30; // "dwbfill0"
 
+/// The backfill and verify tables come with PostgreSQL migration 4: say so instead of failing on
+/// a missing relation.
+pub(crate) fn require_bookkeeping(client: &mut postgres::Client) -> Result<()> {
+    let v = crate::migrate::postgres_version(client)?;
+    if v < 4 {
+        return Err(Error::Migration(format!(
+            "the PostgreSQL schema is at version {v}; backfill and verify need version 4 or later: run `dualwrite migrate`"
+        )));
+    }
+    Ok(())
+}
+
 /// The tables to copy, validated, in foreign-key order.
 pub(crate) fn select_tables(names: Option<&[String]>) -> Result<Vec<&'static Table>> {
     let Some(names) = names else { return Ok(schema::TABLES.iter().collect()) };
@@ -284,6 +299,7 @@ pub fn backfill(
         chunks_this_run: 0,
     };
     run.connect()?;
+    require_bookkeeping(run.client()?)?;
     let mut report = BackfillReport { tables: Vec::new(), interrupted: false, elapsed_ms: 0 };
     for t in tables {
         let summary = run.copy_table(t, progress)?;
@@ -349,9 +365,6 @@ struct Turn {
 }
 
 type Shared = (std::sync::Mutex<Turn>, std::sync::Condvar);
-
-/// How many PostgreSQL connections apply chunks at once (the reader is one more thread).
-const WORKERS: usize = 2;
 
 impl Run<'_> {
     fn connect(&mut self) -> Result<()> {
@@ -419,14 +432,18 @@ impl Run<'_> {
         let total: i64 =
             self.lite.query_row(&format!("SELECT count(*) FROM {}", table.name), [], |r| r.get(0))?;
         progress.table_started(table.name, total as u64, rows_before as u64);
+        // Consecutive failures without a committed chunk in between (a long table under live
+        // writes may wait for the replicator many times, each time making progress after).
         let mut failures = 0u32;
+        let mut chunks_at_failure = 0;
         loop {
             // Always (re)start from what PostgreSQL says is committed.
             let (last_key, rows_total, _) = self.checkpoint(table)?;
             match self.pipeline(table, last_key, rows_total as u64, &mut summary, progress)? {
                 None => break,
                 Some((attempt, snapshot)) => {
-                    failures += 1;
+                    failures = if summary.chunks > chunks_at_failure { 1 } else { failures + 1 };
+                    chunks_at_failure = summary.chunks;
                     match attempt {
                         Attempt::Constraint(e) if failures < 6 => {
                             progress.paused(
@@ -463,7 +480,7 @@ impl Run<'_> {
         Ok(summary)
     }
 
-    /// Read chunks in key order on this thread while [`WORKERS`] connections apply them; each
+    /// Read chunks in key order on this thread while `workers` connections apply them; each
     /// chunk commits (with its checkpoint) only after the one before it, so the checkpoint always
     /// marks a prefix of the table and a resumed run never copies a committed chunk again.
     /// Returns the first failure, after every worker has stopped (uncommitted chunks roll back).
@@ -477,12 +494,13 @@ impl Run<'_> {
     ) -> Result<Option<(Attempt, i64)>> {
         let n = self.options.chunk_size;
         let method = self.options.method;
+        let workers = self.options.workers.max(1);
         let shared: Shared = Default::default();
-        let (job_tx, job_rx) = crossbeam_channel::bounded::<Chunk>(WORKERS);
+        let (job_tx, job_rx) = crossbeam_channel::bounded::<Chunk>(workers);
         let (out_tx, out_rx) = crossbeam_channel::unbounded::<Outcome>();
         let pg_config = self.pg_config.clone();
         std::thread::scope(|s| -> Result<Option<(Attempt, i64)>> {
-            for w in 0..WORKERS {
+            for w in 0..workers {
                 let (job_rx, out_tx, shared, pg_config) =
                     (job_rx.clone(), out_tx.clone(), &shared, &pg_config);
                 std::thread::Builder::new()

@@ -262,6 +262,13 @@ impl Bridge {
             if st.dead_letters > 0 {
                 reasons.push(format!("{} dead letters exist (`dualwrite dead-letters`)", st.dead_letters));
             }
+            match self.last_verify_differences() {
+                Ok(Some(n)) if n > 0 => reasons.push(format!(
+                    "the last `dualwrite verify` found {n} difference(s); run `dualwrite repair` and verify again"
+                )),
+                Ok(_) => {}
+                Err(e) => reasons.push(format!("the last verify result cannot be read: {e}")),
+            }
             if !reasons.is_empty() {
                 return Err(Error::Conflict(format!(
                     "refusing {}: {}; use --force to override",
@@ -301,6 +308,13 @@ impl Bridge {
         self.inner.flags.set(now.clone());
         tracing::info!(flag = %change.stored_name(), to = ?change.stored_value(), who, "flag changed");
         Ok(now)
+    }
+
+    /// Differences the last recorded verify run found (`None`: never verified, or no PostgreSQL).
+    fn last_verify_differences(&self) -> Result<Option<u64>> {
+        let Some(pg) = &self.inner.config.postgres else { return Ok(None) };
+        let mut client = pg.connect()?;
+        Ok(crate::verify::last_run(&mut client)?.map(|r| if r.ok { 0 } else { r.differences().max(1) }))
     }
 
     /// Roll back to SQLite-only in one step: writes stay in SQLite (still captured in the outbox,

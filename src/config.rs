@@ -6,6 +6,8 @@
 //! | PostgreSQL         | `postgres.url`          | `DUALWRITE_PG_URL`, else `DATABASE_URL`, else `PGHOST` `PGPORT` `PGUSER` `PGPASSWORD` `PGDATABASE` |
 //! | secret key file    | `secrets.key_file`      | `DUALWRITE_SECRET_KEY_FILE`                   |
 //! | secret key value   | `secrets.key_env` names the variable | `DUALWRITE_SECRET_KEY` (default name) |
+//! | legacy conversions | `[conversions]` `"table.column" = "rule, …"` ([`LegacyConfig`]) | — |
+//! | adoption           | `adoption.unconvertible`, `adoption.extra_columns` ([`LegacyConfig`]) | — |
 //!
 //! The secret key never comes from either database (invariant 7).
 //!
@@ -29,7 +31,7 @@
 
 use crate::error::{Error, Result};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Where the key that encrypts API-key secrets comes from.
@@ -548,6 +550,19 @@ struct FileConfig {
     postgres: FilePostgres,
     #[serde(default)]
     secrets: FileSecrets,
+    /// Per-column conversion rules for legacy data: `"table.column" = "rule, rule"`.
+    #[serde(default)]
+    conversions: BTreeMap<String, String>,
+    #[serde(default)]
+    adoption: FileAdoption,
+}
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileAdoption {
+    #[serde(default)]
+    unconvertible: crate::legacy::Unconvertible,
+    #[serde(default)]
+    extra_columns: crate::legacy::ExtraColumns,
 }
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -568,6 +583,66 @@ struct FileSecrets {
 
 pub const DEFAULT_KEY_ENV: &str = "DUALWRITE_SECRET_KEY";
 
+/// The configuration file (given, or `DUALWRITE_CONFIG`), or the defaults without one.
+fn read_file_config(file: Option<&Path>, env: &HashMap<String, String>) -> Result<FileConfig> {
+    let file = file.map(Path::to_path_buf).or_else(|| env.get("DUALWRITE_CONFIG").map(PathBuf::from));
+    Ok(match &file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| Error::Config(format!("cannot read {}: {e}", p.display())))?;
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", p.display())))?
+        }
+        None => FileConfig::default(),
+    })
+}
+
+/// The legacy-data settings of the configuration file (read beside [`Config`], from the same
+/// file): per-column conversion overrides and what adoption does with what it cannot convert.
+///
+/// ```toml
+/// [conversions]
+/// "jobs.queued_at" = "epoch_ms"            # numbers in this column are epoch milliseconds
+/// "users.created_at" = "naive_offset=+02:00"
+/// "pages.title" = "empty_as_null"
+///
+/// [adoption]
+/// unconvertible = "refuse"                 # or "hold_out": keep them in _dualwrite_adoption_holdouts
+/// extra_columns = "refuse"                 # or "set_aside": keep them in _dualwrite_adoption_extras
+/// ```
+///
+/// The rules are listed in `legacy::convert` and docs/MIGRATION.md.
+#[derive(Clone, Debug, Default)]
+pub struct LegacyConfig {
+    pub overrides: crate::legacy::Overrides,
+    pub unconvertible: crate::legacy::Unconvertible,
+    pub extra_columns: crate::legacy::ExtraColumns,
+}
+
+impl LegacyConfig {
+    pub fn load(file: Option<&Path>) -> Result<Self> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::load_with_env(file, &env)
+    }
+
+    pub fn load_with_env(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self> {
+        let fc = read_file_config(file, env)?;
+        Ok(LegacyConfig {
+            overrides: crate::legacy::Overrides::parse(&fc.conversions)?,
+            unconvertible: fc.adoption.unconvertible,
+            extra_columns: fc.adoption.extra_columns,
+        })
+    }
+
+    /// The options `migrate_sqlite_with` adopts a file with.
+    pub fn adopt_options(&self) -> crate::legacy::AdoptOptions {
+        crate::legacy::AdoptOptions {
+            overrides: self.overrides.clone(),
+            unconvertible: self.unconvertible,
+            extra_columns: self.extra_columns,
+        }
+    }
+}
+
 impl Config {
     /// Read the optional TOML file, then let the process environment override it.
     pub fn load(file: Option<&Path>) -> Result<Self> {
@@ -576,15 +651,9 @@ impl Config {
     }
 
     pub fn load_with_env(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self> {
-        let file = file.map(Path::to_path_buf).or_else(|| env.get("DUALWRITE_CONFIG").map(PathBuf::from));
-        let fc: FileConfig = match &file {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| Error::Config(format!("cannot read {}: {e}", p.display())))?;
-                toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", p.display())))?
-            }
-            None => FileConfig::default(),
-        };
+        let fc = read_file_config(file, env)?;
+        // A mistake in [conversions] is reported by every command, not only the ones using it.
+        crate::legacy::Overrides::parse(&fc.conversions)?;
         let sqlite_path = env
             .get("DUALWRITE_SQLITE_PATH")
             .map(PathBuf::from)
@@ -742,6 +811,28 @@ mod tests {
         let c = Config::load_with_env(Some(&f), &env).unwrap();
         assert_eq!(c.sqlite_path, PathBuf::from("from-env.db"));
         assert!(c.postgres.unwrap().description.contains("port=5433"));
+    }
+
+    #[test]
+    fn legacy_settings_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("dw.toml");
+        std::fs::write(
+            &f,
+            "[conversions]\n\"jobs.queued_at\" = \"epoch_ms\"\n[adoption]\nunconvertible = \"hold_out\"\n",
+        )
+        .unwrap();
+        let env = HashMap::new();
+        Config::load_with_env(Some(&f), &env).unwrap();
+        let l = LegacyConfig::load_with_env(Some(&f), &env).unwrap();
+        assert_eq!(l.unconvertible, crate::legacy::Unconvertible::HoldOut);
+        assert_eq!(l.extra_columns, crate::legacy::ExtraColumns::Refuse);
+        assert!(!l.overrides.is_empty());
+        std::fs::write(&f, "[conversions]\n\"jobs.queued_at\" = \"epoch_days\"\n").unwrap();
+        let err = Config::load_with_env(Some(&f), &env).unwrap_err().to_string();
+        assert!(err.contains("jobs.queued_at") && err.contains("epoch_days"), "{err}");
+        std::fs::write(&f, "[adoption]\nunconvertible = \"drop\"\n").unwrap();
+        assert!(LegacyConfig::load_with_env(Some(&f), &env).is_err());
     }
 
     #[test]

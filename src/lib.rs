@@ -11,6 +11,8 @@ mod crypto;
 pub mod doctor;
 mod error;
 mod flags;
+// Legacy data: adopting the monolith's own file, preflight profiling, conversion rules, rejects.
+pub mod legacy;
 // The C ABI (include/dualwrite.h); nothing in the Rust API depends on it.
 mod ffi;
 mod migrate;
@@ -22,13 +24,13 @@ pub mod store;
 pub mod verify;
 
 pub use bridge::{Bridge, BridgeOptions, ListQuery, Row, Status};
-pub use config::{Config, KeySource, PgConfig};
+pub use config::{Config, KeySource, LegacyConfig, PgConfig, RootCert, SslMode};
 pub use crypto::SecretKey;
 pub use error::{Error, Result};
 pub use flags::{FlagChange, Flags, ReadSource, WriteMode, FORCE_SQLITE_ENV};
 pub use migrate::{
-    latest_version, migrate_postgres, migrate_sqlite, postgres_version, sqlite_version, MigrationReport,
-    Store,
+    latest_version, migrate_postgres, migrate_sqlite, migrate_sqlite_with, postgres_version, sqlite_version,
+    MigrationReport, Store,
 };
 pub use reads::ReadCounters;
 pub use replicator::{ReplicatorOptions, LEASE_DURATION};

@@ -92,6 +92,9 @@ pub struct MigrationReport {
     pub applied: Vec<(i64, &'static str, Duration)>,
     /// The version the database is at after the run.
     pub version: i64,
+    /// What adopting the monolith's existing tables did (SQLite only; `None` when nothing needed
+    /// adopting). See `legacy::adopt`.
+    pub adoption: Option<crate::legacy::AdoptionReport>,
 }
 
 /// One ledger row as read back.
@@ -138,7 +141,7 @@ fn current(ledger: &[LedgerRow]) -> i64 {
     ledger.iter().map(|r| r.version).max().unwrap_or(0)
 }
 
-const SQLITE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS _dualwrite_migrations (
+pub(crate) const SQLITE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS _dualwrite_migrations (
     version INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
     checksum TEXT NOT NULL,
@@ -156,16 +159,36 @@ fn sqlite_ledger(conn: &rusqlite::Connection) -> Result<Vec<LedgerRow>> {
 }
 
 /// Bring a SQLite database to the newest schema. Safe to run from several processes at once:
-/// each script runs in a `BEGIN IMMEDIATE` transaction that re-reads the ledger first.
+/// each script runs in a `BEGIN IMMEDIATE` transaction that re-reads the ledger first. A file that
+/// already holds the monolith's tables is adopted with the default options (see
+/// [`migrate_sqlite_with`]).
 pub fn migrate_sqlite(conn: &mut rusqlite::Connection) -> Result<MigrationReport> {
+    migrate_sqlite_with(conn, &crate::legacy::AdoptOptions::default())
+}
+
+/// [`migrate_sqlite`], adopting existing entity tables with `adopt` (conversion overrides, what
+/// to do with unconvertible rows and extra columns) in place of migration 1.
+pub fn migrate_sqlite_with(
+    conn: &mut rusqlite::Connection,
+    adopt: &crate::legacy::AdoptOptions,
+) -> Result<MigrationReport> {
+    let adoption = crate::legacy::adopt::adopt_if_needed(conn, adopt, SQLITE_LEDGER)?;
     conn.execute_batch(SQLITE_LEDGER)?;
     let mut applied = Vec::new();
+    if let Some(a) = &adoption {
+        applied.push((1, SQLITE_MIGRATIONS[0].name, Duration::from_millis(a.duration_ms)));
+    }
     loop {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let ledger = sqlite_ledger(&tx)?;
         let todo = plan(Store::Sqlite, &ledger)?;
         let Some(m) = todo.first() else {
-            return Ok(MigrationReport { store: Store::Sqlite, applied, version: current(&ledger) });
+            return Ok(MigrationReport {
+                store: Store::Sqlite,
+                applied,
+                version: current(&ledger),
+                adoption,
+            });
         };
         let started = Instant::now();
         tx.execute_batch(m.sql).map_err(|e| {
@@ -273,7 +296,7 @@ fn migrate_postgres_locked(client: &mut postgres::Client) -> Result<MigrationRep
         applied.push((m.version, m.name, took));
     }
     let version = applied.last().map(|a| a.0).unwrap_or_else(|| current(&ledger));
-    Ok(MigrationReport { store: Store::Postgres, applied, version })
+    Ok(MigrationReport { store: Store::Postgres, applied, version, adoption: None })
 }
 
 /// The version a PostgreSQL database is at, after checking its ledger against this build.

@@ -23,6 +23,27 @@ use std::time::{Duration, Instant};
 
 /// Above this many remembered writes, forget the ones already applied.
 const PRUNE_AT: usize = 50_000;
+
+/// The writes this process remembers, and the size at which to prune them next.
+struct OwnWrites {
+    rows: HashMap<(&'static str, String), i64>,
+    /// The newest outbox number per table (never pruned: one entry per table), so a list read
+    /// checks its table without scanning `rows`.
+    newest: HashMap<&'static str, i64>,
+    /// At least [`PRUNE_AT`], and twice what the last pruning kept: while PostgreSQL lags (an
+    /// outage, write mode `sqlite`) nothing can be forgotten, and pruning on every write past
+    /// [`PRUNE_AT`] would scan the whole map each time (O(n) per write). Doubling keeps the
+    /// cost amortised O(1) per write, for at most twice the memory.
+    prune_at: usize,
+    /// Tables whose per-row memory was dropped at [`MAX_REMEMBERED`], with the newest outbox
+    /// number dropped: until PostgreSQL passes it, every read of that table is treated as
+    /// possibly this process's own pending write (served from SQLite). Conservative, bounded.
+    dropped: HashMap<&'static str, i64>,
+}
+
+/// The most row-level writes remembered; past it (PostgreSQL down for long under heavy writes)
+/// the memory falls back to one number per table, so it stays bounded (~100 bytes a row).
+const MAX_REMEMBERED: usize = 500_000;
 /// Idle PostgreSQL connections kept for reads.
 const MAX_IDLE_PG: usize = 4;
 /// Shadow comparisons waiting for the background worker; more are dropped (and counted).
@@ -69,7 +90,7 @@ struct ShadowJob {
 pub(crate) struct ReadRouter {
     pg: Option<PgConfig>,
     pool: Mutex<Vec<::postgres::Client>>,
-    own_writes: Mutex<HashMap<(&'static str, String), i64>>,
+    own_writes: Mutex<OwnWrites>,
     counters: Arc<Mutex<BTreeMap<&'static str, ReadCounters>>>,
     shadow: Sender<ShadowJob>,
     last_fallback_log: Mutex<Option<Instant>>,
@@ -82,7 +103,12 @@ impl ReadRouter {
         let router = Arc::new(ReadRouter {
             pg: pg.clone(),
             pool: Mutex::new(Vec::new()),
-            own_writes: Mutex::new(HashMap::new()),
+            own_writes: Mutex::new(OwnWrites {
+                rows: HashMap::new(),
+                newest: HashMap::new(),
+                prune_at: PRUNE_AT,
+                dropped: HashMap::new(),
+            }),
             counters: counters.clone(),
             shadow: tx,
             last_fallback_log: Mutex::new(None),
@@ -107,16 +133,26 @@ impl ReadRouter {
 
     /// Remember rows this process just committed (table, key, outbox number).
     pub(crate) fn remember(&self, writes: Vec<(&'static str, String, i64)>, sqlite: &rusqlite::Connection) {
-        if writes.is_empty() {
+        // Without PostgreSQL no read can go there: nothing to remember.
+        if writes.is_empty() || self.pg.is_none() {
             return;
         }
         let mut own = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
         for (t, k, seq) in writes {
-            own.insert((t, k), seq);
+            let newest = own.newest.entry(t).or_insert(seq);
+            *newest = (*newest).max(seq);
+            own.rows.insert((t, k), seq);
         }
-        if own.len() > PRUNE_AT {
+        if own.rows.len() > own.prune_at {
             if let Ok(low) = lowest_pending(sqlite) {
-                own.retain(|_, seq| *seq >= low);
+                own.rows.retain(|_, seq| *seq >= low);
+            }
+            own.prune_at = PRUNE_AT.max(own.rows.len().saturating_mul(2));
+            if own.rows.len() > MAX_REMEMBERED {
+                let newest: Vec<(&'static str, i64)> = own.newest.iter().map(|(t, s)| (*t, *s)).collect();
+                own.dropped.extend(newest);
+                own.rows.clear();
+                own.prune_at = PRUNE_AT;
             }
         }
     }
@@ -130,8 +166,10 @@ impl ReadRouter {
     ) -> Result<bool> {
         let own = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
         let newest = match key {
-            Some(k) => own.get(&(table, k.to_string())).copied(),
-            None => own.iter().filter(|((t, _), _)| *t == table).map(|(_, s)| *s).max(),
+            Some(k) => {
+                own.rows.get(&(table, k.to_string())).copied().or_else(|| own.dropped.get(table).copied())
+            }
+            None => own.newest.get(table).copied(),
         };
         drop(own);
         let Some(seq) = newest else { return Ok(false) };

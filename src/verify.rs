@@ -240,7 +240,7 @@ impl VerifyReport {
             }
         }
         if !details.is_empty() {
-            out.push_str("\n");
+            out.push('\n');
             out.push_str(&details);
         }
         out.push_str(&format!("\n{}\n", self.summary_line()));
@@ -250,6 +250,11 @@ impl VerifyReport {
 
 /// A row's digest (the first 16 bytes of SHA-256 of its canonical encoding).
 type RowDigest = [u8; 16];
+/// A chunk of (key, digest) in key order, and whether it is the table's last.
+type LiteChunk = (Vec<(String, RowDigest)>, bool);
+/// A located key: its kind of difference and the differing columns (`None`: equal now), and
+/// whether a change to it waits in the outbox.
+type KeyState = (String, Option<(Kind, Vec<String>)>, bool);
 
 /// Verify the tables of `options` and (by default) record the result in PostgreSQL.
 pub fn verify(config: &Config, options: &VerifyOptions) -> Result<VerifyReport> {
@@ -263,6 +268,7 @@ pub fn verify(config: &Config, options: &VerifyOptions) -> Result<VerifyReport> 
     let lite = sqlite::open(&config.sqlite_path)?;
     let (outbox_depth, _) = sqlite::Outbox::depth(&lite)?;
     let mut client = pg.connect()?;
+    crate::backfill::require_bookkeeping(&mut client)?;
     let mut results = Vec::new();
     for t in tables {
         let t0 = Instant::now();
@@ -360,7 +366,7 @@ fn scan_table(
     options: &VerifyOptions,
 ) -> Result<(TableResult, Vec<(String, Kind)>)> {
     let n = options.chunk_size;
-    let (lite_tx, lite_rx) = crossbeam_channel::bounded::<Result<(Vec<(String, RowDigest)>, bool)>>(2);
+    let (lite_tx, lite_rx) = crossbeam_channel::bounded::<Result<LiteChunk>>(2);
     let (pg_tx, pg_rx) = crossbeam_channel::bounded::<Result<Vec<(String, RowDigest)>>>(2);
     std::thread::scope(|s| {
         // Owned by this closure, so an early return drops them and the readers stop sending.
@@ -475,7 +481,7 @@ fn stream_sqlite(
     path: &std::path::Path,
     table: &'static Table,
     n: usize,
-    tx: &crossbeam_channel::Sender<Result<(Vec<(String, RowDigest)>, bool)>>,
+    tx: &crossbeam_channel::Sender<Result<LiteChunk>>,
 ) -> Result<()> {
     let mut conn = sqlite::open(path)?;
     let cols = table.column_names().collect::<Vec<_>>().join(", ");
@@ -567,10 +573,10 @@ fn stream_postgres(
         }
         let d = digest(&key, &buf);
         out.push((key, d));
-        if out.len() == n {
-            if tx.send(Ok(std::mem::replace(&mut out, Vec::with_capacity(n.min(100_000))))).is_err() {
-                return Ok(());
-            }
+        if out.len() == n
+            && tx.send(Ok(std::mem::replace(&mut out, Vec::with_capacity(n.min(100_000))))).is_err()
+        {
+            return Ok(());
         }
     }
     if !out.is_empty() {
@@ -731,13 +737,208 @@ fn canon_decimal(t: &[u8], out: &mut Vec<u8>) {
 }
 
 fn canon_json_bytes(t: &[u8], out: &mut Vec<u8>) {
+    // The direct canonicaliser (no value tree) gives the same bytes as `canon_json` over
+    // serde_json's parse; text it cannot read goes through serde_json, then raw.
+    let mut s = Vec::with_capacity(t.len());
+    let mut p = JsonCanon { b: t, i: 0 };
+    if p.value(&mut s, 0).is_some() && p.end() {
+        return put(out, VALUE, &s);
+    }
     match serde_json::from_slice::<Value>(t) {
         Ok(v) => {
-            let mut s = Vec::with_capacity(t.len());
+            s.clear();
             canon_json(&v, &mut s);
             put(out, VALUE, &s)
         }
         Err(_) => put(out, UNPARSED, t),
+    }
+}
+
+/// A JSON reader that writes the canonical form as it goes (see `canon_json`); only objects
+/// buffer their members, to sort them. `None` on anything unusual (the caller falls back).
+struct JsonCanon<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl JsonCanon<'_> {
+    fn ws(&mut self) {
+        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+
+    fn end(&mut self) -> bool {
+        self.ws();
+        self.i == self.b.len()
+    }
+
+    fn lit(&mut self, word: &[u8], out: &mut Vec<u8>) -> Option<()> {
+        if self.b.get(self.i..self.i + word.len())? != word {
+            return None;
+        }
+        self.i += word.len();
+        out.extend_from_slice(word);
+        Some(())
+    }
+
+    /// A string, decoded, re-escaped the way serde_json writes it.
+    fn string(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        let start = self.i;
+        self.i += 1;
+        let mut plain = true;
+        loop {
+            match *self.b.get(self.i)? {
+                b'"' => break,
+                b'\\' => {
+                    plain = false;
+                    self.i += 2;
+                }
+                c if c < 0x20 => return None,
+                c => {
+                    plain &= c != 0x7f;
+                    self.i += 1;
+                }
+            }
+        }
+        self.i += 1;
+        let raw = &self.b[start..self.i];
+        if plain {
+            std::str::from_utf8(raw).ok()?;
+            out.extend_from_slice(raw);
+        } else {
+            let decoded: String = serde_json::from_slice(raw).ok()?;
+            serde_json::to_writer(&mut *out, &decoded).ok()?;
+        }
+        Some(())
+    }
+
+    fn number(&mut self, out: &mut Vec<u8>) -> Option<()> {
+        let start = self.i;
+        while self.i < self.b.len()
+            && matches!(self.b[self.i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+        {
+            self.i += 1;
+        }
+        let tok = std::str::from_utf8(&self.b[start..self.i]).ok()?;
+        let integral = !tok.contains(['.', 'e', 'E']);
+        let s = if let (true, Ok(i)) = (integral, tok.parse::<i64>()) {
+            i.to_string()
+        } else if let (true, Ok(u)) = (integral, tok.parse::<u64>()) {
+            u.to_string()
+        } else {
+            // serde_json's own float parser, so both paths read a number to the same f64.
+            let f: f64 = serde_json::from_str(tok).ok()?;
+            if !f.is_finite() {
+                return None;
+            }
+            if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+                (f as i64).to_string()
+            } else {
+                format!("{f:e}")
+            }
+        };
+        out.extend_from_slice(s.as_bytes());
+        Some(())
+    }
+
+    fn value(&mut self, out: &mut Vec<u8>, depth: usize) -> Option<()> {
+        if depth > 128 {
+            return None;
+        }
+        self.ws();
+        match *self.b.get(self.i)? {
+            b'{' => {
+                self.i += 1;
+                let mut members: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+                self.ws();
+                if self.b.get(self.i) == Some(&b'}') {
+                    self.i += 1;
+                    out.extend_from_slice(b"{}");
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    if self.b.get(self.i) != Some(&b'"') {
+                        return None;
+                    }
+                    let mut k = Vec::new();
+                    self.string(&mut k)?;
+                    self.ws();
+                    if self.b.get(self.i) != Some(&b':') {
+                        return None;
+                    }
+                    self.i += 1;
+                    let mut v = Vec::new();
+                    self.value(&mut v, depth + 1)?;
+                    members.push((k, v));
+                    self.ws();
+                    match *self.b.get(self.i)? {
+                        b',' => self.i += 1,
+                        b'}' => {
+                            self.i += 1;
+                            break;
+                        }
+                        _ => return None,
+                    }
+                }
+                // Sorted by the escaped key, which orders like the decoded one only without
+                // escapes; keys with escapes or duplicates go the serde_json way.
+                if members.iter().any(|(k, _)| k.contains(&b'\\')) {
+                    return None;
+                }
+                // Without the quotes: the bytes of the decoded key, as `canon_json` sorts.
+                members.sort_by(|a, b| a.0[1..a.0.len() - 1].cmp(&b.0[1..b.0.len() - 1]));
+                if members.windows(2).any(|w| w[0].0 == w[1].0) {
+                    return None;
+                }
+                out.push(b'{');
+                for (n, (k, v)) in members.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(k);
+                    out.push(b':');
+                    out.extend_from_slice(v);
+                }
+                out.push(b'}');
+            }
+            b'[' => {
+                self.i += 1;
+                out.push(b'[');
+                self.ws();
+                if self.b.get(self.i) == Some(&b']') {
+                    self.i += 1;
+                    out.push(b']');
+                    return Some(());
+                }
+                let mut first = true;
+                loop {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    self.value(out, depth + 1)?;
+                    self.ws();
+                    match *self.b.get(self.i)? {
+                        b',' => self.i += 1,
+                        b']' => {
+                            self.i += 1;
+                            out.push(b']');
+                            break;
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'"' => self.string(out)?,
+            b't' => self.lit(b"true", out)?,
+            b'f' => self.lit(b"false", out)?,
+            b'n' => self.lit(b"null", out)?,
+            b'-' | b'0'..=b'9' => self.number(out)?,
+            _ => return None,
+        }
+        Some(())
     }
 }
 
@@ -890,7 +1091,7 @@ fn recheck(
 ) -> Result<()> {
     let mut keys: Vec<String> = suspects.into_iter().map(|(k, _)| k).collect();
     let rounds = options.recheck_rounds.max(1);
-    let mut final_state: Vec<(String, Option<(Kind, Vec<String>)>, bool)> = Vec::new();
+    let mut final_state: Vec<KeyState> = Vec::new();
     for round in 1..=rounds {
         if keys.is_empty() {
             break;
@@ -1030,6 +1231,32 @@ mod tests {
         assert_ne!(json(r#"{"a": 1}"#), json(r#"{"a": 2}"#));
         assert_ne!(json(r#"{"a": "1"}"#), json(r#"{"a": 1}"#));
         assert_ne!(json(r#"[1, 2]"#), json(r#"[2, 1]"#));
+    }
+
+    #[test]
+    fn the_direct_json_canonicaliser_agrees_with_serde_json() {
+        let samples = [
+            r#"{"b": [1, 2.50, -0, 1e2, 12345678901234567890, 0.1, -3.5e-7], "a": {"y": true, "x": null}}"#,
+            r#"[{"k": "caf\u00e9 \"q\" \n"}, "é", [], {}, "\/"]"#,
+            r#"{"a\u0062": 1, "ab": 2}"#,
+            r#"{"a": 1, "a b": 2, "a!": 3, "": 4}"#,
+            r#"{"dup": 1, "dup": 2}"#,
+            r#"  "plain"  "#,
+            r#"{"n": 9007199254740993.0, "m": 1.7976931348623157e308}"#,
+        ];
+        for t in samples {
+            let v: Value = serde_json::from_str(t).unwrap();
+            let mut want = Vec::new();
+            canon_json(&v, &mut want);
+            let mut got = Vec::new();
+            canon_json_bytes(t.as_bytes(), &mut got);
+            let mut expect = Vec::new();
+            put(&mut expect, VALUE, &want);
+            assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&expect), "{t}");
+        }
+        let mut bad = Vec::new();
+        canon_json_bytes(b"{not json", &mut bad);
+        assert_eq!(bad[0], UNPARSED);
     }
 
     #[test]

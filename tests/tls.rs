@@ -192,6 +192,7 @@ fn require_encrypts_and_disable_does_not() {
     let (ssl, version) = session_tls(&mut c);
     assert!(ssl, "sslmode=require must give an encrypted session");
     assert!(version.as_deref().is_some_and(|v| v.starts_with("TLSv1.")), "{version:?}");
+    eprintln!("sslmode=require: encrypted with {}", version.unwrap_or_default());
 
     // require checks nothing about the certificate (as libpq): a name it was not issued for works.
     let url = server.url("127.0.0.1", "sslmode=require");

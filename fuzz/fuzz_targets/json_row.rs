@@ -95,7 +95,7 @@ fuzz_target!(|input: Input<'_>| {
     let count_before = if known { rows(b, &table) } else { 0 };
 
     let wrote = match input.op {
-        Op::Insert => parsed.as_ref().map(|v| b.insert(&table, v).map(|row| Some(row))),
+        Op::Insert => parsed.as_ref().map(|v| b.insert(&table, v).map(Some)),
         Op::Patch => parsed.as_ref().map(|v| b.patch(&table, &key, v).map(|_| None)),
         Op::Delete => Some(b.delete(&table, &key).map(|_| None)),
         Op::Get => {
@@ -131,7 +131,11 @@ fuzz_target!(|input: Input<'_>| {
         }
         Some(Ok(inserted)) => {
             // A delete of a missing row or a patch that changed nothing may add no record.
-            assert!(depth_after - depth_before <= 1, "one write, {} outbox records", depth_after - depth_before);
+            assert!(
+                depth_after - depth_before <= 1,
+                "one write, {} outbox records",
+                depth_after - depth_before
+            );
             if let Some(row) = inserted {
                 let t = dualwrite::schema::table(&table).expect("insert succeeded on a known table");
                 let k = row[t.key].as_str().expect("the key is text").to_string();

@@ -37,6 +37,9 @@ pub struct BackfillArgs {
     /// How rows travel: binary COPY into a staging table (default) or a JSON array parameter.
     #[arg(long, value_enum, default_value = "copy")]
     method: MethodArg,
+    /// PostgreSQL connections applying chunks at once (chunks still commit in key order).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -92,9 +95,12 @@ impl BackfillProgress for Bars {
         let bar = ProgressBar::new(total.max(already));
         bar.set_style(
             ProgressStyle::with_template(
-                "{prefix:<22} [{bar:30}] {human_pos:>11}/{human_len:<11} {per_sec:>14} eta {eta:<5} {msg}",
+                "{prefix:<22} [{bar:30}] {human_pos:>11}/{human_len:<11} {rate:>14} eta {eta:<5} {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key("rate", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} rows/s", s.per_sec());
+            })
             .progress_chars("=> "),
         );
         bar.set_prefix(table.to_string());
@@ -137,6 +143,7 @@ pub fn backfill(config: Config, a: BackfillArgs) -> dualwrite::Result<ExitCode> 
             MethodArg::Copy => ApplyMethod::Copy,
             MethodArg::Json => ApplyMethod::Json,
         },
+        workers: a.workers,
         ..BackfillOptions::default()
     };
     let report = if std::io::stderr().is_terminal() && !a.json {

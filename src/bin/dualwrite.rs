@@ -8,6 +8,9 @@ use std::process::ExitCode;
 // backfill / verify / repair: their arguments and output live beside the library module.
 #[path = "../backfill/cli.rs"]
 mod migration_cli;
+// preflight and the adoption output of migrate: beside the library module too.
+#[path = "../legacy/cli.rs"]
+mod legacy_cli;
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +30,8 @@ struct Cli {
 enum Command {
     /// Copy the rows already in SQLite into PostgreSQL while the application keeps writing (resumable).
     Backfill(migration_cli::BackfillArgs),
+    /// Profile the SQLite file before a backfill (reads only): exit 0 clean, 1 rejects, 2 error.
+    Preflight(legacy_cli::PreflightArgs),
     /// Compare both stores (counts, chunk checksums, located keys); exit 2 when they differ.
     Verify(migration_cli::VerifyArgs),
     /// Re-enqueue the rows the last verify found different, replicate them, and check them again.
@@ -139,11 +144,16 @@ fn inspect(config: Config) -> dualwrite::Result<Bridge> {
 }
 
 fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
+    // Before Config::load: preflight reports its own errors, with exit code 2.
+    if let Command::Preflight(a) = &cli.command {
+        return Ok(legacy_cli::preflight_command(cli.config.as_deref(), a));
+    }
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Backfill(a) => migration_cli::backfill(config, a),
         Command::Verify(a) => migration_cli::verify(config, a),
         Command::Repair(a) => migration_cli::repair(config, a),
+        Command::Preflight(a) => Ok(legacy_cli::preflight_command(cli.config.as_deref(), &a)),
         Command::Migrate { only } => {
             let stores = match only {
                 Some(StoreArg::Sqlite) => vec![Store::Sqlite],
@@ -152,9 +162,7 @@ fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
             };
             for store in stores {
                 let report = match store {
-                    Store::Sqlite => {
-                        dualwrite::migrate_sqlite(&mut rusqlite::Connection::open(&config.sqlite_path)?)?
-                    }
+                    Store::Sqlite => legacy_cli::migrate_sqlite(cli.config.as_deref(), &config.sqlite_path)?,
                     Store::Postgres => {
                         dualwrite::migrate_postgres(&mut config.require_postgres()?.connect()?)?
                     }

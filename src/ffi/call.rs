@@ -60,15 +60,27 @@
 //! | `audit.record` | `action`, `entity`, `entity_id`?, `actor_id`?, `metadata`?, `created_at`?, `id`? | audit event |
 //! | `audit.list_for_entity` | `entity`, `entity_id`?, `limit`?, `offset`? | array of audit events |
 //! | `audit.list_by_actor` | `actor_id`, `limit`?, `offset`? | array of audit events |
+//! | `flags.get` | `{}` | flags in effect in this process |
+//! | `flags.set` | `name` (`write_mode`, `read_source`, `read_source:<table>`), `value`, `who`, `why`, `force`? (default false) | flags after the change |
+//! | `flags.rollback` | `who`, `why` | flags after the rollback (`write_mode` and every read source `sqlite`) |
+//!
+//! Flags (`Bridge::flags`, `Bridge::set_flag`, `Bridge::rollback_to_sqlite`; docs/ARCHITECTURE.md,
+//! "Phases and flags") come back as `{"write_mode", "read_source", "read_source_overrides":
+//! {table: source}, "forced_sqlite"}`. `flags.set` is refused with `DW_CONFLICT` when a guard rail
+//! holds (changes pending, dead letters) unless `force`; `value` `default` removes a per-table
+//! override. Every change is recorded in `audit_events` with `who` and `why`.
+//!
+//! Rust callers reach the same table through [`Bridge::call`] (the C++ binding does).
 //!
 //! Secrets: `api_keys.put`/`rotate` read the secret straight from the argument text into memory
 //! that is wiped when dropped, and no error message quotes an argument's value.
 
 use super::bridge::dw_bridge;
-use super::error::{dw_result, Failure};
-use super::strings::{json_arg, string_out};
+use super::error::dw_result;
+use super::strings::string_out;
 use crate::bridge::Bridge;
 use crate::error::{Error, Result};
+use crate::flags::FlagChange;
 use crate::repo::{
     Cache, GeneratedTextRevision, GeneratedTextStatus, JobStatus, NewAuditEvent, NewEmbedding,
     NewGeneratedText, NewHeading, NewJob, NewJobLog, NewPage, NewSerpApiResult, NewUser, Paging, UserChanges,
@@ -108,27 +120,32 @@ pub unsafe extern "C" fn dw_call(
         let operation = try_str!(operation);
         let args = try_str!(args_json);
         try_out!(result_json_out);
-        let b = h.live()?;
-        let result = dispatch(b, operation, args)?;
+        let result = h.live()?.call(operation, args)?;
         string_out(result_json_out, result)
     })
 }
 
-type Handler = fn(&Bridge, &str) -> Result<String, Failure>;
-
-fn dispatch(b: &Bridge, operation: &str, args: &str) -> Result<String, Failure> {
-    match OPERATIONS.iter().find(|(name, _)| *name == operation) {
-        Some((_, handler)) => handler(b, args),
-        None => Err(Error::invalid(
-            "operation",
-            format!(
-                "unknown operation {:?}; call \"operations\" for the list",
-                truncate_for_message(operation)
-            ),
-        )
-        .into()),
+impl Bridge {
+    /// Run the typed repository operation `operation` with the JSON object `args_json`, exactly
+    /// as `dw_call` does (the table at the top of this file), and return the result as JSON
+    /// text. For bindings that speak JSON (the C++ binding, bindings/cxx); Rust code calls the
+    /// typed methods instead. An unknown operation or argument is `Error::InvalidArgument`; a
+    /// lookup that finds nothing is `Error::NotFound`.
+    pub fn call(&self, operation: &str, args_json: &str) -> Result<String> {
+        match OPERATIONS.iter().find(|(name, _)| *name == operation) {
+            Some((_, handler)) => handler(self, args_json),
+            None => Err(Error::invalid(
+                "operation",
+                format!(
+                    "unknown operation {:?}; call \"operations\" for the list",
+                    truncate_for_message(operation)
+                ),
+            )),
+        }
     }
 }
+
+type Handler = fn(&Bridge, &str) -> Result<String>;
 
 /// Every operation: its name and how it runs. Keep in step with the table at the top.
 static OPERATIONS: &[(&str, Handler)] = &[
@@ -154,9 +171,7 @@ static OPERATIONS: &[(&str, Handler)] = &[
     ("api_keys.rotate", |b, a| {
         let x: SecretArgs = secret_args(a)?;
         if x.metadata.is_some() {
-            return Err(
-                Error::invalid("args_json.metadata", "rotate keeps the metadata; use api_keys.put").into()
-            );
+            return Err(Error::invalid("args_json.metadata", "rotate keeps the metadata; use api_keys.put"));
         }
         reply(b.rotate_api_key(x.owner_id, &x.provider, x.secret()?)?)
     }),
@@ -198,7 +213,7 @@ static OPERATIONS: &[(&str, Handler)] = &[
         let progress = match &x.progress {
             Value::String(s) => s.clone(),
             Value::Number(n) => n.to_string(),
-            _ => return Err(Error::invalid("jobs.progress", "must be a decimal string or a number").into()),
+            _ => return Err(Error::invalid("jobs.progress", "must be a decimal string or a number")),
         };
         reply(b.set_job_progress(x.id, &progress)?)
     }),
@@ -291,6 +306,20 @@ static OPERATIONS: &[(&str, Handler)] = &[
         let x = args::<WithPage<Actor>>(a)?;
         reply(b.list_audit_events_by_actor(x.rest.actor_id, x.page.paging())?)
     }),
+    // flags (the migration phase)
+    ("flags.get", |b, a| {
+        args::<NoArgs>(a)?;
+        reply(&*b.flags())
+    }),
+    ("flags.set", |b, a| {
+        let x = args::<SetFlag>(a)?;
+        let change = FlagChange::parse(&x.name, &x.value)?;
+        reply(b.set_flag(change, &x.who, &x.why, x.force)?)
+    }),
+    ("flags.rollback", |b, a| {
+        let x = args::<WhoWhy>(a)?;
+        reply(b.rollback_to_sqlite(&x.who, &x.why)?)
+    }),
 ];
 
 // ----- arguments -----
@@ -299,10 +328,11 @@ static OPERATIONS: &[(&str, Handler)] = &[
 /// serializing it back: an argument it does not know is missing from that output. (serde's
 /// `deny_unknown_fields` cannot be used: the repo's input types are shared with Rust callers,
 /// and it does not work through `flatten`.)
-fn args<T: DeserializeOwned + Serialize>(text: &str) -> Result<T, Failure> {
-    let given = json_arg(text, "args_json")?;
+fn args<T: DeserializeOwned + Serialize>(text: &str) -> Result<T> {
+    let given: Value = serde_json::from_str(text)
+        .map_err(|e| Error::invalid("args_json", format!("is not valid JSON: {e}")))?;
     let Value::Object(given_fields) = &given else {
-        return Err(Error::invalid("args_json", "must be a JSON object").into());
+        return Err(Error::invalid("args_json", "must be a JSON object"));
     };
     let parsed: T = T::deserialize(&given).map_err(|e| Error::invalid("args_json", serde_message(&e)))?;
     let known = serde_json::to_value(&parsed)
@@ -317,8 +347,7 @@ fn args<T: DeserializeOwned + Serialize>(text: &str) -> Result<T, Failure> {
                 "unknown argument; expected {}",
                 if names.is_empty() { "none".to_string() } else { names.join(", ") }
             ),
-        )
-        .into());
+        ));
     }
     Ok(parsed)
 }
@@ -504,6 +533,22 @@ struct CachePut {
 }
 
 #[derive(Serialize, Deserialize)]
+struct SetFlag {
+    name: String,
+    value: String,
+    who: String,
+    why: String,
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WhoWhy {
+    who: String,
+    why: String,
+}
+
+#[derive(Serialize, Deserialize)]
 struct EntityRef {
     entity: String,
     entity_id: Option<Uuid>,
@@ -554,23 +599,23 @@ impl<'de> Deserialize<'de> for SecretHex {
     }
 }
 
-fn secret_args(text: &str) -> Result<SecretArgs, Failure> {
-    serde_json::from_str(text).map_err(|e| Error::invalid("args_json", serde_message(&e)).into())
+fn secret_args(text: &str) -> Result<SecretArgs> {
+    serde_json::from_str(text).map_err(|e| Error::invalid("args_json", serde_message(&e)))
 }
 
 // ----- results -----
 
-fn reply(value: impl Serialize) -> Result<String, Failure> {
+fn reply(value: impl Serialize) -> Result<String> {
     serde_json::to_string(&value)
-        .map_err(|e| Error::Internal(format!("cannot serialize the result as JSON: {e}")).into())
+        .map_err(|e| Error::Internal(format!("cannot serialize the result as JSON: {e}")))
 }
 
 /// A lookup's result, or `DW_NOT_FOUND` naming what was looked for (the arguments of a lookup
 /// hold no secret).
-fn found(value: Option<impl Serialize>, what: &str, args: &str) -> Result<String, Failure> {
+fn found(value: Option<impl Serialize>, what: &str, args: &str) -> Result<String> {
     match value {
         Some(v) => reply(v),
-        None => Err(Error::not_found(what, truncate_for_message(args)).into()),
+        None => Err(Error::not_found(what, truncate_for_message(args))),
     }
 }
 
@@ -646,13 +691,14 @@ mod tests {
     fn unknown_and_mistyped_arguments_are_refused() {
         let e =
             args::<Id>(r#"{"id": "3f1c1d1e-0000-4000-8000-000000000000", "idd": 1}"#).err().expect("refused");
-        assert_eq!(e.code, dw_result::DW_INVALID_ARGUMENT);
-        assert!(e.message.contains("idd") && e.message.contains("expected id"), "{}", e.message);
+        assert_eq!(super::super::error::map_error(&e), dw_result::DW_INVALID_ARGUMENT);
+        let message = e.to_string();
+        assert!(message.contains("idd") && message.contains("expected id"), "{message}");
 
         let e = args::<WithPage<Owner>>(r#"{"owner_id": "3f1c1d1e-0000-4000-8000-000000000000", "limt": 5}"#)
             .err()
             .expect("refused");
-        assert!(e.message.contains("limt"), "{}", e.message);
+        assert!(e.to_string().contains("limt"), "{e}");
         let ok =
             args::<WithPage<Owner>>(r#"{"owner_id": "3f1c1d1e-0000-4000-8000-000000000000", "limit": 5}"#)
                 .unwrap();
@@ -668,16 +714,16 @@ mod tests {
         let e = secret_args(r#"{"owner_id": "hunter2-not-a-uuid", "provider": "p", "secret": "s"}"#)
             .err()
             .expect("refused");
-        assert!(!e.message.contains("hunter2"), "{}", e.message);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
         let e = secret_args(
             r#"{"owner_id": "3f1c1d1e-0000-4000-8000-000000000000", "provider": "p", "secret": ["hunter2"]}"#,
         )
         .err()
         .expect("refused");
-        assert!(!e.message.contains("hunter2"), "{}", e.message);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
         let e = secret_args(r#"{"owner_id": "3f1c1d1e-0000-4000-8000-000000000000", "provider": "p", "secret_hex": "hunter2"}"#)
             .err().expect("refused");
-        assert!(!e.message.contains("hunter2"), "{}", e.message);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
         let x =
             secret_args(r#"{"owner_id": "3f1c1d1e-0000-4000-8000-000000000000", "provider": "p"}"#).unwrap();
         assert!(x.secret().is_err());

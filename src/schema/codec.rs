@@ -134,7 +134,8 @@ pub fn canonical_value(table: &Table, column: &Column, value: &Value) -> Result<
         }
         ColType::Jsonb => {
             check_json(value, 0).map_err(bad)?;
-            Ok(value.clone())
+            check_json_size(value).map_err(bad)?;
+            Ok(json_as_postgres_keeps_it(value))
         }
         ColType::Timestamptz => {
             let s = value.as_str().ok_or_else(|| bad("must be an RFC 3339 timestamp string".into()))?;
@@ -199,6 +200,61 @@ fn check_json(v: &Value, depth: usize) -> Result<(), String> {
     }
 }
 
+/// The JSON value with every number as PostgreSQL's jsonb gives it back, so both stores hold the
+/// same JSON. jsonb keeps numbers as `numeric`: a float serde_json writes in exponent form without
+/// a fraction (`1e+16`, `2.5e+18`: integral, |x| ≥ 1e16) comes back as an integer
+/// (`10000000000000000`), which serde_json reads as an integer, not equal to the float. Such
+/// floats are stored as the integer they are (while it fits in i64/u64; past that PostgreSQL's
+/// digits read back as the same float).
+fn json_as_postgres_keeps_it(v: &Value) -> Value {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(0.0);
+            if f.fract() == 0.0 && f.abs() >= 1e16 {
+                // 2^64 and -2^63 as f64: the casts below are exact inside these bounds.
+                if f > 0.0 && f < 18_446_744_073_709_551_616.0 {
+                    return Value::from(f as u64);
+                }
+                if f < 0.0 && f >= -9_223_372_036_854_775_808.0 {
+                    return Value::from(f as i64);
+                }
+            }
+            v.clone()
+        }
+        Value::Array(a) => Value::Array(a.iter().map(json_as_postgres_keeps_it).collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, x)| (k.clone(), json_as_postgres_keeps_it(x))).collect())
+        }
+        _ => v.clone(),
+    }
+}
+
+/// A jsonb value is held to the same size as a text value. Without a bound, a value past
+/// PostgreSQL's 256 MB jsonb limit would commit to SQLite and never replicate.
+fn check_json_size(v: &Value) -> Result<(), String> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            if self.0 > MAX_TEXT_BYTES {
+                // Stop serializing: the answer is known.
+                return Err(std::io::Error::other("too large"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    match serde_json::to_writer(&mut n, v) {
+        Ok(()) => Ok(()),
+        Err(_) => Err(format!(
+            "is more than {MAX_TEXT_BYTES} bytes as JSON text; at most {MAX_TEXT_BYTES} are accepted"
+        )),
+    }
+}
+
 /// Accept RFC 3339 with any offset; store UTC with exactly six fraction digits. A value with
 /// sub-microsecond digits is refused: PostgreSQL would round it and the stores would differ.
 pub(crate) fn canonical_timestamp(s: &str) -> Result<String, String> {
@@ -210,6 +266,14 @@ pub(crate) fn canonical_timestamp(s: &str) -> Result<String, String> {
             )
         })?
         .with_timezone(&Utc);
+    // chrono keeps a leap second (:60) as nanoseconds past 1e9; PostgreSQL reads 23:59:60 as
+    // the next minute's :00, so the two stores would hold different instants.
+    if t.nanosecond() >= 1_000_000_000 {
+        return Err(
+            "is a leap second (:60), which PostgreSQL reads as the next minute; give :59 or the next :00"
+                .into(),
+        );
+    }
     if t.nanosecond() % 1000 != 0 {
         return Err("has more than microsecond precision".into());
     }
@@ -359,6 +423,58 @@ mod tests {
         );
         assert!(canonical_timestamp("2026-01-02T03:04:05.1234567Z").is_err());
         assert!(canonical_timestamp("yesterday").is_err());
+    }
+
+    /// Regression (tests/hostile.rs): a float like 2.5e18 was stored as `2.5e18` in SQLite and
+    /// came back from PostgreSQL's jsonb as the integer `2500000000000000000`: the stores differed.
+    #[test]
+    fn integral_floats_past_1e16_are_stored_as_postgres_returns_them() {
+        let logs = table("job_logs").unwrap();
+        let job = uuid::Uuid::new_v4().to_string();
+        let given: Value = serde_json::from_str(
+            "[1e16, 2.5e18, -1e16, -9.2e18, 1e19, 1.5, 1e15, 1e20, -1e19, 9007199254740993, {\"k\": [3e17]}]",
+        )
+        .unwrap();
+        let row = validate_row(
+            logs,
+            &json!({"job_id": job, "level": "info", "message": "m", "context": given}),
+            RowMode::Insert,
+        )
+        .unwrap();
+        assert_eq!(
+            row["context"].to_string(),
+            "[10000000000000000,2500000000000000000,-10000000000000000,-9200000000000000000,10000000000000000000,\
+             1.5,1000000000000000.0,1e+20,-1e+19,9007199254740993,{\"k\":[300000000000000000]}]"
+        );
+    }
+
+    /// Regression (tests/hostile.rs): jsonb had no size bound, so a value past PostgreSQL's 256 MB
+    /// jsonb limit committed to SQLite and could never replicate.
+    #[test]
+    fn jsonb_is_held_to_the_text_limit() {
+        let logs = table("job_logs").unwrap();
+        let job = uuid::Uuid::new_v4().to_string();
+        let piece = "z".repeat(MAX_TEXT_BYTES / 4);
+        let row =
+            |context: Value| json!({"job_id": job, "level": "info", "message": "m", "context": context});
+        assert!(validate_row(logs, &row(json!([piece, piece, piece])), RowMode::Insert).is_ok());
+        let e = validate_row(logs, &row(json!([piece, piece, piece, piece, piece])), RowMode::Insert)
+            .unwrap_err();
+        assert!(e.to_string().contains("job_logs.context") && e.to_string().contains("as JSON text"), "{e}");
+    }
+
+    /// Regression (tests/hostile.rs): a leap second was accepted and stored as `23:59:60` in
+    /// SQLite while PostgreSQL stored the next day's `00:00:00`.
+    #[test]
+    fn leap_seconds_are_refused() {
+        for s in ["2016-12-31T23:59:60Z", "2016-12-31T23:59:60.5Z", "2026-01-02T05:04:60+02:00"] {
+            let e = canonical_timestamp(s).unwrap_err();
+            assert!(e.contains("leap second"), "{s}: {e}");
+        }
+        assert_eq!(
+            canonical_timestamp("2016-12-31T23:59:59.999999Z").unwrap(),
+            "2016-12-31T23:59:59.999999Z"
+        );
     }
 
     #[test]

@@ -246,8 +246,14 @@ impl<'c> WriteTx<'c> {
 /// The outbox as the replicator and `status` see it.
 pub struct Outbox;
 
+/// A batch stops growing once its row images reach this size (it always holds at least one
+/// record): the replicator sends a table's images as one jsonb parameter, which PostgreSQL caps
+/// at 256 MB, and holds the whole batch in memory.
+pub const MAX_BATCH_BYTES: usize = 64 << 20;
+
 impl Outbox {
-    /// Up to `limit` pending records in sequence order.
+    /// Up to `limit` pending records in sequence order; it stops adding records once their row
+    /// images reach [`MAX_BATCH_BYTES`] (so a batch holds at most that plus one record).
     pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<OutboxRecord>> {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, table_name, row_key, op, row_image, created_at FROM _dualwrite_outbox ORDER BY seq LIMIT ?1",
@@ -256,9 +262,14 @@ impl Outbox {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?, r.get(4)?, r.get(5)?))
         })?;
         let mut out = Vec::new();
+        let mut bytes = 0;
         for row in rows {
-            let (seq, table_name, row_key, op, row_image, created_at) = row?;
+            let (seq, table_name, row_key, op, row_image, created_at): (_, _, _, _, Option<String>, _) = row?;
+            bytes += row_image.as_ref().map_or(0, String::len);
             out.push(OutboxRecord { seq, table_name, row_key, op: Op::parse(&op)?, row_image, created_at });
+            if bytes >= MAX_BATCH_BYTES {
+                break;
+            }
         }
         Ok(out)
     }

@@ -139,6 +139,12 @@ def test_every_operation_is_reachable_and_replicated(bridge, pg_url):
     assert event["id"] in [e["id"] for e in call("audit.list_for_entity", entity="users", entity_id=uid)]
     assert event["id"] in [e["id"] for e in call("audit.list_by_actor", actor_id=uid)]
 
+    # flags (in depth: test_flags.py); back to dual before the flush below
+    assert call("flags.get")["write_mode"] == "dual"
+    assert call("flags.set", name="read_source", value="shadow", who="pytest", why="operations")["read_source"] == "shadow"
+    assert call("flags.rollback", who="pytest", why="operations")["write_mode"] == "sqlite"
+    assert call("flags.set", name="write_mode", value="dual", who="pytest", why="operations")["write_mode"] == "dual"
+
     assert call.called >= set(operations), "not exercised: %s" % sorted(set(operations) - call.called)
 
     # Everything reached PostgreSQL, and the secret there is pgcrypto ciphertext of what was put.

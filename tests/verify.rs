@@ -1,0 +1,268 @@
+//! verify against a real PostgreSQL: each kind of planted difference is found and located to its
+//! key and column; JSON that differs only in spelling is not; changes in flight are named as such;
+//! repair makes the stores equal again.
+
+mod common;
+
+use dualwrite::verify::{self, VerifyOptions, VerifyReport};
+use dualwrite::BridgeOptions;
+use serde_json::json;
+use std::time::Duration;
+
+const FLUSH: Duration = Duration::from_secs(60);
+
+fn table<'a>(r: &'a VerifyReport, name: &str) -> &'a verify::TableResult {
+    r.tables.iter().find(|t| t.table == name).unwrap()
+}
+
+fn fast() -> VerifyOptions {
+    // Small chunks, so the differences land in several chunks; quick rechecks.
+    VerifyOptions { chunk_size: 7, recheck_wait: Duration::from_millis(50), ..Default::default() }
+}
+
+#[test]
+fn verify_locates_planted_differences_ignores_json_spelling_names_in_flight_and_repair_fixes_them() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::bridge(&db, dir.path());
+    let config = common::config(&db, dir.path());
+    let job = b
+        .insert(
+            "jobs",
+            &json!({"type": "crawl", "payload": {"kw": ["a", "b"], "n": 1.5}, "progress": "12.50"}),
+        )
+        .unwrap();
+    let jid = job["id"].as_str().unwrap().to_string();
+    let mut logs = Vec::new();
+    for i in 0..40 {
+        let r = b
+            .insert(
+                "job_logs",
+                &json!({"job_id": jid, "level": "info", "message": format!("m{i}"),
+                "context": {"attempt": i, "nested": {"b": [1, 2], "a": "x"}}}),
+            )
+            .unwrap();
+        logs.push(r["id"].as_str().unwrap().to_string());
+    }
+    let mut embs = Vec::new();
+    for i in 0..10 {
+        let r = b
+            .insert(
+                "embeddings",
+                &json!({"text_hash": format!("h{i}"), "model": "m", "vector": [0.1, i as f64, -3.5]}),
+            )
+            .unwrap();
+        embs.push(r["id"].as_str().unwrap().to_string());
+    }
+    b.insert(
+        "wordstat_cache",
+        &json!({"cache_key": "Ünïcode key", "value": {"a": 1}, "expires_at": "2030-01-01T00:00:00Z"}),
+    )
+    .unwrap();
+    b.insert(
+        "wordstat_cache",
+        &json!({"cache_key": "Zebra", "value": {"a": 2}, "expires_at": "2030-01-01T00:00:00Z"}),
+    )
+    .unwrap();
+    b.insert(
+        "wordstat_cache",
+        &json!({"cache_key": "apple", "value": {"a": 3}, "expires_at": "2030-01-01T00:00:00Z"}),
+    )
+    .unwrap();
+    b.flush(FLUSH).unwrap();
+
+    let clean = verify::verify(&config, &fast()).unwrap();
+    assert!(clean.ok, "{}", clean.render_text());
+    assert_eq!(table(&clean, "job_logs").sqlite_rows, 40);
+    assert_eq!(table(&clean, "job_logs").postgres_rows, 40);
+    assert!(table(&clean, "job_logs").chunks >= 6);
+
+    // JSON that differs only in key order, whitespace and number spelling: written into SQLite
+    // directly (PostgreSQL's jsonb has its own spelling anyway). Not a difference.
+    let lite = dualwrite::store::sqlite::open(&dir.path().join("monolith.sqlite3")).unwrap();
+    lite.execute(
+        "UPDATE job_logs SET context = ?1 WHERE id = ?2",
+        rusqlite::params!["{ \"nested\" : { \"a\":\"x\",  \"b\" : [1.0, 2] },\n  \"attempt\": 3 }", logs[3]],
+    )
+    .unwrap();
+    lite.execute(
+        "UPDATE jobs SET payload = ?1 WHERE id = ?2",
+        rusqlite::params!["{\"n\":1.50,\"kw\":[\"a\",\"b\"]}", jid],
+    )
+    .unwrap();
+
+    // Plant one of each difference in PostgreSQL, bypassing the bridge.
+    let extra = uuid::Uuid::new_v4().to_string();
+    let mut pg = db.connect();
+    pg.batch_execute(&format!(
+        "DELETE FROM job_logs WHERE id = '{missing}';
+         INSERT INTO job_logs (id, job_id, level, message, context, created_at)
+             VALUES ('{extra}', '{jid}', 'info', 'planted', '{{}}', now());
+         UPDATE job_logs SET context = jsonb_set(context, '{{nested,a}}', '\"y\"') WHERE id = '{json}';
+         UPDATE job_logs SET created_at = created_at + interval '1 microsecond' WHERE id = '{ts}';
+         UPDATE embeddings SET vector = '[0.1,5.0001,-3.5]' WHERE id = '{vec}';
+         UPDATE wordstat_cache SET value = '{{\"a\": 10}}' WHERE cache_key = 'Zebra';",
+        missing = logs[10],
+        json = logs[20],
+        ts = logs[30],
+        vec = embs[5],
+    ))
+    .unwrap();
+
+    // A change still in the outbox is in flight, not a difference.
+    b.shutdown(Duration::from_secs(5));
+    b.patch("job_logs", &logs[35], &json!({"message": "changed, not replicated yet"})).unwrap();
+
+    let r = verify::verify(&config, &fast()).unwrap();
+    let text = r.render_text();
+    assert!(!r.ok, "{text}");
+    let t = table(&r, "job_logs");
+    assert_eq!(t.missing, vec![logs[10].clone()], "{text}");
+    assert_eq!(t.extra, vec![extra.clone()], "{text}");
+    let mut diff: Vec<(String, Vec<String>)> =
+        t.different.iter().map(|d| (d.key.clone(), d.columns.clone())).collect();
+    diff.sort();
+    let mut want = vec![
+        (logs[20].clone(), vec!["context".to_string()]),
+        (logs[30].clone(), vec!["created_at".to_string()]),
+    ];
+    want.sort();
+    assert_eq!(diff, want, "{text}");
+    assert_eq!(t.in_flight, vec![logs[35].clone()], "{text}");
+    assert_eq!(t.differences, 4);
+    assert!(t.chunks_differing >= 1 && t.chunks_differing <= 4, "{text}");
+    let e = table(&r, "embeddings");
+    assert_eq!(e.different.len(), 1, "{text}");
+    assert_eq!(
+        (e.different[0].key.as_str(), e.different[0].columns.clone()),
+        (embs[5].as_str(), vec!["vector".to_string()])
+    );
+    let w = table(&r, "wordstat_cache");
+    assert_eq!(w.different.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(), vec!["Zebra"], "{text}");
+    assert!(table(&r, "jobs").ok(), "JSON spelling is not a difference: {text}");
+    assert_eq!(r.differences(), 6);
+    assert_eq!(r.in_flight(), 1);
+    assert!(r.render_markdown().contains("| job_logs | 40 | 40 |"), "{}", r.render_markdown());
+    assert!(text.contains(&format!("{} (context)", logs[20])), "{text}");
+
+    // Recorded, for repair and for the phase guard rails.
+    let last = verify::last_run(&mut pg).unwrap().expect("a recorded run");
+    assert_eq!(last.id, r.id);
+    assert!(!last.ok);
+    let failed: bool = pg
+        .query_one("SELECT NOT ok FROM dualwrite.verify_runs WHERE id = $1", &[&r.id.unwrap()])
+        .unwrap()
+        .get(0);
+    assert!(failed);
+
+    // Repair through the outbox with a replicating bridge; the keys check out; a full verify passes.
+    let b2 = dualwrite::Bridge::open(
+        config.clone(),
+        BridgeOptions { migrate_sqlite: false, ..Default::default() },
+    )
+    .unwrap();
+    let fixed = verify::repair(&b2, &last, FLUSH).unwrap();
+    assert_eq!(fixed.requeued, 6);
+    assert!(fixed.ok, "{fixed:?}");
+    b2.flush(FLUSH).unwrap();
+    let after = verify::verify(&config, &fast()).unwrap();
+    assert!(after.ok, "{}", after.render_text());
+    assert_eq!(after.in_flight(), 0);
+    assert!(verify::last_run(&mut pg).unwrap().unwrap().ok);
+    b2.shutdown(Duration::from_secs(1));
+}
+
+#[test]
+fn verify_reads_secrets_only_as_bytes_and_never_prints_values() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::bridge(&db, dir.path());
+    let config = common::config(&db, dir.path());
+    let u = b.insert("users", &json!({"email": "ann@example.com", "display_name": "Ann"})).unwrap();
+    let owner = uuid::Uuid::parse_str(u["id"].as_str().unwrap()).unwrap();
+    b.put_api_key(owner, "serpapi", b"s3cr3t-value", None).unwrap();
+    b.flush(FLUSH).unwrap();
+    let clean = verify::verify(&config, &VerifyOptions { record: false, ..fast() }).unwrap();
+    assert!(clean.ok, "ciphertext compared as bytes: {}", clean.render_text());
+    let mut pg = db.connect();
+    pg.batch_execute("UPDATE api_keys SET secret_ciphertext = secret_ciphertext || '\\x00'::bytea").unwrap();
+    let r = verify::verify(&config, &VerifyOptions { record: false, ..fast() }).unwrap();
+    let t = table(&r, "api_keys");
+    assert_eq!(t.different.len(), 1);
+    assert_eq!(t.different[0].columns, vec!["secret_ciphertext".to_string()]);
+    let out = format!("{}{}{}", r.render_text(), r.render_markdown(), serde_json::to_string(&r).unwrap());
+    assert!(!out.contains("s3cr3t"));
+    b.shutdown(Duration::from_secs(1));
+}
+
+/// The commands as an operator runs them: exit codes, `--json`, `--markdown`, `repair`.
+#[test]
+fn the_cli_backfills_verifies_with_exit_codes_and_repairs() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("monolith.sqlite3");
+    // History written before the bridge: only a backfill brings it over.
+    {
+        let mut c = dualwrite::store::sqlite::open(&path).unwrap();
+        dualwrite::migrate_sqlite(&mut c).unwrap();
+        for i in 0..30 {
+            c.execute(
+                "INSERT INTO wordstat_cache (cache_key, value, expires_at) VALUES (?1, ?2, '2030-01-01T00:00:00.000000Z')",
+                rusqlite::params![format!("k{i:02}"), json!({"i": i}).to_string()],
+            )
+            .unwrap();
+        }
+    }
+    let key = common::key_file(dir.path());
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dualwrite"))
+            .args(args)
+            .env("DUALWRITE_SQLITE_PATH", &path)
+            .env("DUALWRITE_SECRET_KEY_FILE", &key)
+            .env("PGDATABASE", db.config.dbname().unwrap())
+            .env_remove("DUALWRITE_PG_URL")
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["verify", "--tables", "wordstat_cache"]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(out.contains("DIFFERENT") && out.contains("missing in postgres: k00"), "{out}");
+
+    let (code, out, err) =
+        run(&["backfill", "--tables", "wordstat_cache", "--chunk-size", "10", "--stop-after-chunks", "2"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("interrupted"), "{out}");
+    let (code, out, err) = run(&["backfill", "--chunk-size", "10", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let w = report["tables"].as_array().unwrap().iter().find(|t| t["table"] == "wordstat_cache").unwrap();
+    assert_eq!(w["rows_copied"], 10, "{out}");
+    assert_eq!(w["rows_total"], 30, "{out}");
+
+    let (code, out, err) = run(&["verify", "--json"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let r: VerifyReport = serde_json::from_str(&out).unwrap();
+    assert!(r.ok && r.id.is_some());
+
+    db.connect()
+        .batch_execute("UPDATE wordstat_cache SET value = '{\"i\": -1}' WHERE cache_key = 'k07'")
+        .unwrap();
+    let (code, out, _) = run(&["verify", "--markdown"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("| wordstat_cache | 30 | 30 |") && out.contains("`k07`: different (value)"),
+        "{out}"
+    );
+    let (code, out, err) = run(&["repair", "--timeout", "60"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("re-enqueued 1 row(s)") && out.contains("repaired"), "{out}");
+    let (code, out, err) = run(&["verify"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("MATCH"), "{out}");
+}
