@@ -414,3 +414,61 @@ fn an_unmigrated_postgres_is_named_not_a_missing_relation() {
     let err = verify::verify(&config, &VerifyOptions::default()).unwrap_err();
     assert!(err.to_string().contains("dualwrite migrate"), "{err}");
 }
+
+#[test]
+fn a_backfill_killed_with_sigkill_resumes_without_copying_committed_chunks_again() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("monolith.sqlite3");
+    seed_history(&path, 0, 100, 20_000, 0, 0);
+    let config = common::config(&db, dir.path());
+    let dualwrite::KeySource::File(key) = &config.key_source else { unreachable!("tests use key files") };
+    let cli = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_dualwrite"));
+        c.args(args)
+            .env("DUALWRITE_SQLITE_PATH", &path)
+            .env("DUALWRITE_PG_URL", common::url_of(&db))
+            .env("DUALWRITE_SECRET_KEY_FILE", key)
+            .env_remove("DUALWRITE_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    };
+    // Throttled so the kill lands half-way through job_logs.
+    let mut child = cli(&["backfill", "--chunk-size", "500", "--max-rows-per-sec", "4000"]).spawn().unwrap();
+    let mut pg = db.connect();
+    let copied_logs = |pg: &mut postgres::Client| -> i64 {
+        pg.query_opt(
+            "SELECT rows_copied FROM dualwrite.backfill_checkpoints WHERE table_name = 'job_logs'",
+            &[],
+        )
+        .unwrap()
+        .map_or(0, |r| r.get(0))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while copied_logs(&mut pg) < 3_000 {
+        assert!(std::time::Instant::now() < deadline, "the backfill did not get going");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let committed = copied_logs(&mut pg);
+    let in_pg: i64 = pg.query_one("SELECT count(*) FROM job_logs", &[]).unwrap().get(0);
+    assert_eq!(in_pg, committed, "each chunk commits with its checkpoint: nothing half-applied");
+    assert!(committed < 20_000, "killed half-way");
+
+    let out = cli(&["backfill", "--chunk-size", "500", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("backfill --json prints its summary");
+    let logs = summary["tables"].as_array().unwrap().iter().find(|t| t["table"] == "job_logs").unwrap();
+    assert_eq!(
+        logs["rows_copied"].as_i64().unwrap(),
+        20_000 - committed,
+        "only the uncommitted rest was copied"
+    );
+    assert_eq!(copied_logs(&mut pg), 20_000);
+    assert_tables_equal(&path, &db, &["jobs", "job_logs"]);
+}

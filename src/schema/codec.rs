@@ -212,10 +212,10 @@ fn json_as_postgres_keeps_it(v: &Value) -> Value {
             let f = n.as_f64().unwrap_or(0.0);
             if f.fract() == 0.0 && f.abs() >= 1e16 {
                 // 2^64 and -2^63 as f64: the casts below are exact inside these bounds.
-                if f > 0.0 && f < 18_446_744_073_709_551_616.0 {
+                if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
                     return Value::from(f as u64);
                 }
-                if f < 0.0 && f >= -9_223_372_036_854_775_808.0 {
+                if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
                     return Value::from(f as i64);
                 }
             }
