@@ -132,7 +132,10 @@ fn reads_fall_back_to_sqlite_when_postgres_is_unreachable() {
     );
     let b = Bridge::open(config, no_replication()).unwrap();
     let job = b.insert("jobs", &json!({"type": "t"})).unwrap();
-    set(&b, FlagChange::ReadSource(ReadSource::Postgres));
+    // Forced: the guard rails rightly refuse a switch they cannot check with PostgreSQL down.
+    let refused = b.set_flag(FlagChange::ReadSource(ReadSource::Postgres), "test", "fallback test", false);
+    assert!(matches!(refused, Err(dualwrite::Error::Conflict(_))), "{refused:?}");
+    b.set_flag(FlagChange::ReadSource(ReadSource::Postgres), "test", "fallback test", true).unwrap();
     // Not this process's pending write any more in the router's eyes? It is: prove the fallback
     // with a row written directly to SQLite by another connection.
     let other = rusqlite::Connection::open(&b.config().sqlite_path).unwrap();
