@@ -180,28 +180,6 @@ fn printed(stdout: &str, name: &str) -> String {
         .to_string()
 }
 
-/// A libpq `key=value` string for the test database, for the C program's configuration.
-fn conninfo(db: &common::TestDb) -> String {
-    let c = db.config.postgres_config();
-    let q = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
-    let host = match c.get_hosts().first() {
-        Some(postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let mut s = format!(
-        "host={} port={} user={} dbname={}",
-        q(&host),
-        c.get_ports().first().copied().unwrap_or(5432),
-        q(c.get_user().unwrap_or("postgres")),
-        q(c.get_dbname().unwrap_or("postgres"))
-    );
-    if let Some(pw) = c.get_password() {
-        s.push_str(&format!(" password={}", q(&String::from_utf8_lossy(pw))));
-    }
-    s
-}
-
 /// The same database as libpq `PG*` variables (and nothing that would override them).
 fn pg_env(db: &common::TestDb) -> HashMap<String, String> {
     let c = db.config.postgres_config();
@@ -225,7 +203,7 @@ fn pg_env(db: &common::TestDb) -> HashMap<String, String> {
 fn config_json(db: &common::TestDb, dir: &Path) -> String {
     json!({
         "sqlite_path": dir.join("monolith.sqlite3"),
-        "postgres_url": conninfo(db),
+        "postgres_url": common::url_of(db),
         "key_file": common::key_file(dir),
     })
     .to_string()

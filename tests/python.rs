@@ -55,28 +55,6 @@ fn python_with_pytest() -> String {
     );
 }
 
-/// A libpq `key=value` string for the test database.
-fn conninfo(db: &common::TestDb) -> String {
-    let c = db.config.postgres_config();
-    let q = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
-    let host = match c.get_hosts().first() {
-        Some(postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let mut s = format!(
-        "host={} port={} user={} dbname={}",
-        q(&host),
-        c.get_ports().first().copied().unwrap_or(5432),
-        q(c.get_user().unwrap_or("postgres")),
-        q(c.get_dbname().unwrap_or("postgres"))
-    );
-    if let Some(pw) = c.get_password() {
-        s.push_str(&format!(" password={}", q(&String::from_utf8_lossy(pw))));
-    }
-    s
-}
-
 #[test]
 fn the_python_binding_s_pytest_suite_passes() {
     let so = cdylib();
@@ -86,7 +64,7 @@ fn the_python_binding_s_pytest_suite_passes() {
         .args(["-m", "pytest", "-v", "-p", "no:cacheprovider", "tests"])
         .current_dir(manifest_dir().join("bindings/python"))
         .env("DUALWRITE_LIB", &so)
-        .env("DUALWRITE_TEST_PG_URL", conninfo(&db))
+        .env("DUALWRITE_TEST_PG_URL", common::url_of(&db))
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env_remove("DUALWRITE_CONFIG")
         .env_remove("DUALWRITE_SQLITE_PATH")

@@ -147,19 +147,22 @@ pub fn assert_stores_equal(bridge: &dualwrite::Bridge, db: &TestDb) {
 /// A libpq key=value connection string for the test database (for child processes and the CLI).
 pub fn url_of(db: &TestDb) -> String {
     let c = db.config.postgres_config();
-    let host = match &c.get_hosts()[0] {
-        postgres::config::Host::Tcp(h) => h.clone(),
-        postgres::config::Host::Unix(p) => p.display().to_string(),
+    // libpq quoting: values in single quotes, backslash and quote escaped.
+    let q = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+    let host = match c.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
     };
     let mut s = format!(
         "host={} port={} user={} dbname={}",
-        host,
+        q(&host),
         c.get_ports().first().copied().unwrap_or(5432),
-        c.get_user().unwrap_or("postgres"),
-        c.get_dbname().unwrap_or("postgres")
+        q(c.get_user().unwrap_or("postgres")),
+        q(c.get_dbname().unwrap_or("postgres"))
     );
     if let Some(pw) = c.get_password() {
-        s.push_str(&format!(" password={}", String::from_utf8_lossy(pw)));
+        s.push_str(&format!(" password={}", q(&String::from_utf8_lossy(pw))));
     }
     s
 }
