@@ -59,6 +59,11 @@ pub static POSTGRES_MIGRATIONS: &[Migration] = &[
         name: "backfill_verify",
         sql: include_str!("../migrations/postgres/0004_backfill_verify.sql"),
     },
+    Migration {
+        version: 5,
+        name: "postgres_primary",
+        sql: include_str!("../migrations/postgres/0005_postgres_primary.sql"),
+    },
 ];
 
 pub static SQLITE_MIGRATIONS: &[Migration] = &[
@@ -70,6 +75,11 @@ pub static SQLITE_MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0003_replication_state.sql"),
     },
     Migration { version: 4, name: "phases", sql: include_str!("../migrations/sqlite/0004_phases.sql") },
+    Migration {
+        version: 5,
+        name: "postgres_primary",
+        sql: include_str!("../migrations/sqlite/0005_postgres_primary.sql"),
+    },
 ];
 
 pub fn migrations(store: Store) -> &'static [Migration] {

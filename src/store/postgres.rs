@@ -23,12 +23,13 @@ pub struct Applied {
 
 /// Whether a PostgreSQL failure is worth retrying as it is (connection, shutdown, contention,
 /// resources; also a schema not migrated yet) or is a property of one change that will fail the
-/// same way every time (data exceptions, integrity violations: SQLSTATE classes 22 and 23).
+/// same way every time (data exceptions, integrity violations, program limits such as an index
+/// row too large: SQLSTATE classes 22, 23 and 54).
 pub fn is_permanent(e: &postgres::Error) -> bool {
     match e.code() {
         Some(code) => {
             let c = code.code();
-            c.starts_with("22") || c.starts_with("23")
+            c.starts_with("22") || c.starts_with("23") || c.starts_with("54")
         }
         None => false,
     }
