@@ -12,7 +12,8 @@ use crate::flags::{FlagCache, FlagChange, Flags, ReadSource, WriteMode};
 use crate::reads::{ReadCounters, ReadRouter, ReadSpec};
 use crate::replicator::{ReplicationStats, Replicator, ReplicatorOptions};
 use crate::schema::{self, validate_row, RowMode, Table};
-use crate::store::sqlite::{self, DeadLetter, DeadLetters, Outbox, Rows, WriteTx};
+use crate::store::pg_primary::PgWrite;
+use crate::store::sqlite::{self, DeadLetter, DeadLetters, Outbox, PgCatchUp, Rows, WriteTx};
 use crossbeam_channel::Sender;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -79,6 +80,9 @@ struct Inner {
     replicator: Mutex<Option<Replicator>>,
     flags: Arc<FlagCache>,
     router: Arc<ReadRouter>,
+    /// The PostgreSQL connection writes use while PostgreSQL is the primary (writes are
+    /// serialised on `writer`, so one is enough).
+    primary: Mutex<Option<postgres::Client>>,
     /// The process that opened the bridge. After fork() the child has none of its threads (the
     /// replicator, the flag watcher) and shares its SQLite file descriptors, so the child must
     /// open its own bridge; calls through the inherited handle fail with a clear error.
@@ -138,6 +142,7 @@ impl Bridge {
                 replicator: Mutex::new(replicator),
                 flags,
                 router,
+                primary: Mutex::new(None),
                 pid: std::process::id(),
             }),
         })
@@ -170,12 +175,38 @@ impl Bridge {
         Ok(self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Run `f` in one SQLite write transaction; every change it makes is recorded in the outbox
-    /// in that transaction. Returns only after the commit (invariant 1); then wakes the
-    /// replicator. An error from `f` rolls everything back.
+    /// Run `f` as one write, in the write mode the file holds at that moment (read inside the
+    /// transaction, under SQLite's write lock, so no write is made in a mode already left).
+    ///
+    /// SQLite first (`sqlite`, `dual`): one SQLite transaction; every change it makes is recorded
+    /// in the outbox in that transaction. Returns only after the commit (invariant 1); then
+    /// wakes the replicator. PostgreSQL first: see [`Bridge::write_primary`]. An error from `f`
+    /// rolls everything back.
     pub(crate) fn write<T>(&self, f: impl FnOnce(&mut WriteTx<'_>) -> Result<T>) -> Result<T> {
+        self.write_routed(true, f)
+    }
+
+    /// A write to SQLite alone whatever the write mode: the bridge's own bookkeeping (flags and
+    /// their audit events, dead letters). Its changes still go through SQLite's outbox.
+    fn write_local<T>(&self, f: impl FnOnce(&mut WriteTx<'_>) -> Result<T>) -> Result<T> {
+        self.write_routed(false, f)
+    }
+
+    fn write_routed<T>(&self, by_mode: bool, f: impl FnOnce(&mut WriteTx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.lock_writer()?;
         let mut tx = WriteTx::begin(&mut conn)?;
+        if by_mode {
+            let mode = crate::flags::stored_write_mode(tx.conn())?;
+            if mode != self.inner.flags.get().write_mode {
+                // This process has not seen the change yet: take it now, for its reads too.
+                if let Ok(flags) = Flags::load(tx.conn()) {
+                    self.inner.flags.set(flags);
+                }
+            }
+            if mode.postgres_first() {
+                return self.write_primary(tx, mode, f);
+            }
+        }
         let out = f(&mut tx)?;
         let changed = tx.changes > 0;
         let written = std::mem::take(&mut tx.written);
@@ -187,6 +218,78 @@ impl Bridge {
             let _ = self.inner.wake.try_send(());
         }
         Ok(out)
+    }
+
+    /// A write while PostgreSQL is the primary: `f`'s reads and writes go to one PostgreSQL
+    /// transaction (each change revisioned and recorded in PostgreSQL's outbox), committed before
+    /// this returns. In `postgres_primary` SQLite then applies the changes (and any an earlier
+    /// crash left behind) from that outbox in its still-open transaction; if that fails the
+    /// write still stands — PostgreSQL has it — and SQLite catches up with the next write. In
+    /// `postgres` SQLite is frozen: its transaction only held the lock and writes nothing.
+    fn write_primary<T>(
+        &self,
+        mut tx: WriteTx<'_>,
+        mode: WriteMode,
+        f: impl FnOnce(&mut WriteTx<'_>) -> Result<T>,
+    ) -> Result<T> {
+        if crate::flags::forced_by_env() {
+            return Err(Error::Unavailable(format!(
+                "{} is set in this process but PostgreSQL is the primary store (write_mode {mode}): a SQLite-only \
+                 write would split the data. Roll back first (`dualwrite rollback`); the brake applies from then on",
+                crate::flags::FORCE_SQLITE_ENV
+            )));
+        }
+        let sqlite_holds =
+            if mode == WriteMode::PostgresPrimary { Some(PgCatchUp::applied(tx.conn())?) } else { None };
+        tx.attach_primary(PgWrite::begin(self.primary_client(mode)?)?);
+        let out = f(&mut tx);
+        let pg =
+            tx.detach_primary().ok_or_else(|| Error::Internal("the PostgreSQL write vanished".into()))?;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                self.keep_primary_client(pg.abort());
+                return Err(e);
+            }
+        };
+        let (client, records) = pg.commit(sqlite_holds);
+        let records = records?;
+        if mode == WriteMode::PostgresPrimary {
+            let newest = records.last().map(|r| r.seq);
+            match PgCatchUp::apply(tx.conn(), &records).and_then(|()| tx.commit()) {
+                Ok(()) => {
+                    if let (Some(client), Some(newest)) = (client, newest) {
+                        self.keep_primary_client(trim_primary_outbox(client, newest, records.len()));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "SQLite could not follow a write PostgreSQL took; it catches up from PostgreSQL's outbox with the next write");
+                    self.keep_primary_client(client);
+                }
+            }
+        } else {
+            self.keep_primary_client(client);
+        }
+        Ok(out)
+    }
+
+    fn primary_client(&self, mode: WriteMode) -> Result<postgres::Client> {
+        let kept = self.inner.primary.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(c) = kept.filter(|c| !c.is_closed()) {
+            return Ok(c);
+        }
+        let pg = self.inner.config.postgres.as_ref().ok_or_else(|| {
+            Error::Config(format!("write_mode is {mode}, which needs PostgreSQL, and none is configured"))
+        })?;
+        pg.connect().map_err(|e| {
+            Error::Unavailable(format!(
+                "PostgreSQL, the primary store (write_mode {mode}), is unreachable: {e}"
+            ))
+        })
+    }
+
+    fn keep_primary_client(&self, client: Option<postgres::Client>) {
+        *self.inner.primary.lock().unwrap_or_else(|p| p.into_inner()) = client;
     }
 
     /// Run `f` with a reader connection from the pool.
@@ -226,7 +329,12 @@ impl Bridge {
 
     /// Serve a read from the source the flags name for `table` (see `src/reads.rs`).
     pub(crate) fn routed_read(&self, t: &'static Table, spec: ReadSpec) -> Result<Vec<Row>> {
-        let source = self.inner.flags.get().effective_read_source(t.name);
+        let flags = self.inner.flags.get();
+        if flags.write_mode == WriteMode::Postgres {
+            // SQLite is frozen: no fallback to it, it would serve old rows as current.
+            return self.inner.router.read_primary(t, &spec);
+        }
+        let source = flags.effective_read_source(t.name);
         self.read(|c| self.inner.router.read(source, t, spec, c))
     }
 
@@ -243,12 +351,6 @@ impl Bridge {
     pub fn set_flag(&self, change: FlagChange, who: &str, why: &str, force: bool) -> Result<Flags> {
         if who.trim().is_empty() || why.trim().is_empty() {
             return Err(Error::invalid("flag change", "say who changes the flag and why"));
-        }
-        if let FlagChange::WriteMode(m @ (WriteMode::PostgresPrimary | WriteMode::Postgres)) = change {
-            return Err(Error::invalid(
-                "write_mode",
-                format!("{m} is not available in this version: PostgreSQL cannot yet be the primary store (see docs/ARCHITECTURE.md, Phases)"),
-            ));
         }
         if change.leaves_sqlite() && !force {
             let st = self.status()?;
@@ -277,9 +379,17 @@ impl Bridge {
                 )));
             }
         }
-        let before = self.flags();
         let audit = schema::require_table("audit_events")?;
-        self.write(|tx| {
+        let pg = self.inner.config.postgres.as_ref();
+        let notes = self.write_local(|tx| {
+            // The stored flags, under the write lock: what every process writes by right now.
+            let before = Flags::load(tx.conn())?;
+            let notes = match change {
+                FlagChange::WriteMode(to) => {
+                    crate::phases::prepare_write_mode(tx.conn(), pg, before.write_mode, to, force)?
+                }
+                _ => Vec::new(),
+            };
             crate::flags::store(tx.conn(), &change, who, why)?;
             let event = validate_row(
                 audit,
@@ -297,16 +407,17 @@ impl Bridge {
                         "who": who,
                         "why": why,
                         "forced": force,
+                        "notes": notes,
                     }
                 }),
                 RowMode::Insert,
             )?;
             tx.insert(audit, &event)?;
-            Ok(())
+            Ok(notes)
         })?;
         let now = self.read(Flags::load)?;
         self.inner.flags.set(now.clone());
-        tracing::info!(flag = %change.stored_name(), to = ?change.stored_value(), who, "flag changed");
+        tracing::info!(flag = %change.stored_name(), to = ?change.stored_value(), who, ?notes, "flag changed");
         Ok(now)
     }
 
@@ -319,16 +430,19 @@ impl Bridge {
 
     /// Roll back to SQLite-only in one step: writes stay in SQLite (still captured in the outbox,
     /// so returning to `dual` replays only what PostgreSQL missed) and every read comes from
-    /// SQLite. Never refused.
-    pub fn rollback_to_sqlite(&self, who: &str, why: &str) -> Result<Flags> {
+    /// SQLite. From `postgres_primary` or `postgres`, SQLite first catches up with the changes
+    /// PostgreSQL took; with PostgreSQL unreachable that cannot be lossless and is refused unless
+    /// `force`. From any other mode it is never refused.
+    pub fn rollback_to_sqlite(&self, who: &str, why: &str, force: bool) -> Result<Flags> {
+        // Writes first: if the catch-up is refused, nothing has changed.
+        self.set_flag(FlagChange::WriteMode(WriteMode::Sqlite), who, why, force)?;
         for (t, source) in self.flags().read_source_overrides.clone() {
             if source != ReadSource::Sqlite {
                 let table = schema::require_table(&t)?;
                 self.set_flag(FlagChange::TableReadSource(table.name, None), who, why, true)?;
             }
         }
-        self.set_flag(FlagChange::ReadSource(ReadSource::Sqlite), who, why, true)?;
-        self.set_flag(FlagChange::WriteMode(WriteMode::Sqlite), who, why, true)
+        self.set_flag(FlagChange::ReadSource(ReadSource::Sqlite), who, why, true)
     }
 
     /// Insert a row given as JSON; missing ids, timestamps and defaults are filled in. Returns the
@@ -425,7 +539,7 @@ impl Bridge {
     }
 
     pub fn drop_dead_letter(&self, seq: i64) -> Result<bool> {
-        self.write(|tx| DeadLetters::drop(tx.conn(), seq))
+        self.write_local(|tx| DeadLetters::drop(tx.conn(), seq))
     }
 
     /// Stop the replicator after draining what it can within `timeout`; the rest stays in the
@@ -575,4 +689,19 @@ impl ListQuery {
         let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
         conn.query_rows(t, &sql, &refs)
     }
+}
+
+/// Delete PostgreSQL's outbox records SQLite holds, now and then (every 256 records, or when a
+/// write caught up with more than its own): the catch-up needs only the ones after SQLite's mark.
+fn trim_primary_outbox(
+    mut client: postgres::Client,
+    applied: i64,
+    records: usize,
+) -> Option<postgres::Client> {
+    if applied % 256 == 0 || records > 8 {
+        if let Err(e) = client.execute("DELETE FROM dualwrite.outbox WHERE seq <= $1", &[&applied]) {
+            tracing::debug!(error = %e, "cannot trim PostgreSQL's outbox now; the next trim or catch-up does it");
+        }
+    }
+    (!client.is_closed()).then_some(client)
 }

@@ -13,7 +13,7 @@
 
 use crate::error::{Error, Result};
 use crate::schema;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -32,10 +32,17 @@ pub enum WriteMode {
     Sqlite,
     /// SQLite, then PostgreSQL in the background.
     Dual,
-    /// PostgreSQL synchronously first, then SQLite (not available yet: refused when set).
+    /// PostgreSQL synchronously first (with its own outbox), then SQLite right behind it.
     PostgresPrimary,
-    /// PostgreSQL only, SQLite frozen (not available yet: refused when set).
+    /// PostgreSQL only; SQLite is frozen and caught up from PostgreSQL's outbox on rollback.
     Postgres,
+}
+
+impl WriteMode {
+    /// Does PostgreSQL take the writes first (and serve every read)?
+    pub fn postgres_first(self) -> bool {
+        matches!(self, WriteMode::PostgresPrimary | WriteMode::Postgres)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,17 +93,22 @@ pub struct Flags {
 }
 
 impl Flags {
-    /// The write mode in effect in this process.
+    /// The write mode in effect in this process (the brake cannot make SQLite the primary
+    /// again behind PostgreSQL's back: see the module comment).
     pub fn effective_write_mode(&self) -> WriteMode {
-        if self.forced_sqlite {
+        if self.forced_sqlite && !self.write_mode.postgres_first() {
             WriteMode::Sqlite
         } else {
             self.write_mode
         }
     }
 
-    /// The read source in effect for `table` in this process.
+    /// The read source in effect for `table` in this process. While PostgreSQL is the primary
+    /// every read comes from it, whatever the read flags say.
     pub fn effective_read_source(&self, table: &str) -> ReadSource {
+        if self.write_mode.postgres_first() {
+            return ReadSource::Postgres;
+        }
         if self.forced_sqlite {
             return ReadSource::Sqlite;
         }
@@ -129,7 +141,15 @@ impl Flags {
     }
 }
 
-fn forced_by_env() -> bool {
+/// The write mode as stored, read inside the caller's write transaction: the authoritative value
+/// for that write, so no write is made in a mode the file has already left.
+pub(crate) fn stored_write_mode(conn: &Connection) -> Result<WriteMode> {
+    let mut stmt = conn.prepare_cached("SELECT value FROM _dualwrite_flags WHERE name = 'write_mode'")?;
+    let value: Option<String> = stmt.query_row([], |r| r.get(0)).optional()?;
+    value.map_or(Ok(WriteMode::Dual), |v| v.parse())
+}
+
+pub(crate) fn forced_by_env() -> bool {
     std::env::var(FORCE_SQLITE_ENV).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
 

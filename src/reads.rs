@@ -77,6 +77,9 @@ pub(crate) enum ReadSpec {
         limit: i64,
         offset: i64,
     },
+    /// A condition this crate writes for SQLite (`store::pg_primary::translate_where` carries it
+    /// to PostgreSQL) with its arguments: for the reads plain equality cannot express.
+    Where(String, Vec<rusqlite::types::Value>),
 }
 
 struct ShadowJob {
@@ -220,7 +223,7 @@ impl ReadRouter {
             ReadSource::Postgres => {
                 let key = match &spec {
                     ReadSpec::Key(k) => Some(k.as_str()),
-                    ReadSpec::List { .. } => None,
+                    ReadSpec::List { .. } | ReadSpec::Where(..) => None,
                 };
                 if self.has_unapplied(sqlite, table.name, key)? {
                     self.count(table.name, |c| c.own_writes_from_sqlite += 1);
@@ -238,6 +241,24 @@ impl ReadRouter {
                     }
                 }
             }
+        }
+    }
+
+    /// A read while SQLite is frozen (write_mode `postgres`): PostgreSQL or an error, never a
+    /// fallback to SQLite's old rows.
+    pub(crate) fn read_primary(
+        &self,
+        table: &'static Table,
+        spec: &ReadSpec,
+    ) -> Result<Vec<crate::bridge::Row>> {
+        match self.read_postgres(table, spec) {
+            Ok(rows) => {
+                self.count(table.name, |c| c.postgres += 1);
+                Ok(rows)
+            }
+            Err(e) => Err(crate::Error::Unavailable(format!(
+                "PostgreSQL, the only store written in write_mode postgres, is unreachable: {e}"
+            ))),
         }
     }
 
@@ -289,6 +310,7 @@ fn read_sqlite(
             crate::bridge::ListQuery::from_parts(filters.clone(), order_by.clone(), *desc, *limit, *offset)
                 .run(table, sqlite)
         }
+        ReadSpec::Where(sql, args) => sqlite.query_rows(table, sql, &arg_refs(args)),
     }
 }
 
@@ -304,7 +326,14 @@ fn read_pg(
         ReadSpec::List { filters, order_by, desc, limit, offset } => {
             postgres::select_rows(client, table, filters, order_by, *desc, *limit, *offset)
         }
+        ReadSpec::Where(sql, args) => {
+            crate::store::pg_primary::select_where(client, table, sql, &arg_refs(args))
+        }
     }
+}
+
+fn arg_refs(args: &[rusqlite::types::Value]) -> Vec<&dyn rusqlite::ToSql> {
+    args.iter().map(|a| a as &dyn rusqlite::ToSql).collect()
 }
 
 /// Two wire rows hold the same data: JSON compared parsed (it already is), vectors as f32.

@@ -3,7 +3,11 @@
 
 mod common;
 
-use dualwrite::{Bridge, BridgeOptions, FlagChange, ReadSource, WriteMode};
+use dualwrite::{
+    Bridge, BridgeOptions, Cache, FlagChange, JobPriority, JobStatus, LogLevel, NewEmbedding,
+    NewGeneratedText, NewHeading, NewJob, NewJobLog, NewPage, NewSerpApiResult, NewUser, ReadSource,
+    SectionType, UserChanges, WriteMode,
+};
 use serde_json::json;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -205,8 +209,9 @@ fn guard_rails_refuse_switching_reads_with_dead_letters_unless_forced() {
     assert_eq!(b.flags().read_source, ReadSource::Sqlite, "a refused change changes nothing");
     b.set_flag(FlagChange::ReadSource(ReadSource::Postgres), "t", "accepting the risk", true).unwrap();
     assert_eq!(b.flags().read_source, ReadSource::Postgres);
-    let err = b.set_flag(FlagChange::WriteMode(WriteMode::Postgres), "t", "w", true).unwrap_err();
-    assert!(err.to_string().contains("not available"), "{err}");
+    let err = b.set_flag(FlagChange::WriteMode(WriteMode::PostgresPrimary), "t", "w", false).unwrap_err();
+    assert!(err.to_string().contains("dead letters"), "{err}");
+    assert_eq!(b.flags().write_mode, WriteMode::Dual);
 }
 
 #[test]
@@ -223,7 +228,7 @@ fn rollback_to_sqlite_loses_nothing_and_dual_replays_only_what_postgres_missed()
     }
     b.flush(FLUSH).unwrap();
     set(&b, FlagChange::ReadSource(ReadSource::Postgres));
-    b.rollback_to_sqlite("ops", "postgres incident").unwrap();
+    b.rollback_to_sqlite("ops", "postgres incident", false).unwrap();
     let f = b.flags();
     assert_eq!((f.write_mode, f.read_source), (WriteMode::Sqlite, ReadSource::Sqlite));
     // A batch already in flight when the flag flipped may still land; then nothing more does.
@@ -271,4 +276,291 @@ fn typed_reads_follow_the_read_source_too() {
     // A per-table override sends this table back to SQLite.
     set(&b, FlagChange::TableReadSource("jobs", Some(ReadSource::Sqlite)));
     assert!(b.get_job(id).unwrap().is_none());
+}
+
+/// The rows a phase wrote, so later phases change and delete them.
+#[derive(Default)]
+struct Written {
+    users: Vec<uuid::Uuid>,
+    cache_keys: Vec<String>,
+    prompt_versions: i32,
+}
+
+/// Writes of every kind the monolith makes, read-check-write operations included (claim, state
+/// transitions, upserts by a natural key, the next prompt version, purge), tagged with the phase.
+/// Each phase also changes a row the previous phase wrote and deletes one.
+fn phase_writes(b: &Bridge, tag: &str, w: &mut Written) -> uuid::Uuid {
+    let user = b.create_user(&NewUser::new(format!("{tag}@example.com"), tag)).unwrap();
+    if let Some(prev) = w.users.last() {
+        let renamed = UserChanges { display_name: Some(format!("renamed in {tag}")), ..Default::default() };
+        assert_eq!(b.update_user(*prev, &renamed).unwrap().display_name, format!("renamed in {tag}"));
+    }
+    w.users.push(user.id);
+    b.put_api_key(user.id, "serpapi", format!("sk-{tag}").as_bytes(), Some(&json!({"tag": tag}))).unwrap();
+    b.rotate_api_key(user.id, "serpapi", format!("sk-{tag}-rotated").as_bytes()).unwrap();
+    assert_eq!(
+        b.api_key_secret(user.id, "serpapi").unwrap().expose_str().unwrap(),
+        format!("sk-{tag}-rotated")
+    );
+    b.put_api_key(user.id, "openai", b"sk-short-lived", None).unwrap();
+    assert!(b.delete_api_key(user.id, "openai").unwrap());
+
+    let job = b
+        .submit_job(&NewJob {
+            owner_id: Some(user.id),
+            priority: Some(JobPriority::Urgent),
+            ..NewJob::new(tag)
+        })
+        .unwrap();
+    let claimed = b.claim_next_job().unwrap().expect("a job to claim");
+    assert_eq!(claimed.id, job.id, "{tag}: the urgent job is claimed");
+    b.set_job_progress(job.id, "50").unwrap();
+    b.append_job_log(&NewJobLog::new(job.id, LogLevel::Info, format!("{tag} halfway"))).unwrap();
+    assert_eq!(b.set_job_status(job.id, JobStatus::Succeeded).unwrap().status, JobStatus::Succeeded);
+    assert!(b.set_job_status(job.id, JobStatus::Running).is_err(), "a finished job stays finished");
+
+    w.prompt_versions += 1;
+    let prompt = b.publish_prompt("greeting", &format!("hello from {tag}"), Some(user.id)).unwrap();
+    assert_eq!(prompt.version, w.prompt_versions, "{tag}: the next version is read from the primary store");
+
+    let key = format!("{tag}-key");
+    b.cache_put(Cache::Wordstat, &key, &json!({"tag": tag}), Duration::from_secs(3600)).unwrap();
+    b.cache_put(Cache::Wordstat, "shared", &json!({"last": tag}), Duration::from_secs(3600)).unwrap();
+    if let Some(old) = w.cache_keys.first().cloned() {
+        assert!(b.cache_delete(Cache::Wordstat, &old).unwrap(), "{tag}: delete {old}");
+        w.cache_keys.remove(0);
+    }
+    w.cache_keys.push(key);
+    b.insert(
+        "wordstat_cache",
+        &json!({"cache_key": format!("{tag}-stale"), "value": {}, "expires_at": "2020-01-01T00:00:00Z"}),
+    )
+    .unwrap();
+    assert_eq!(b.purge_expired(Cache::Wordstat).unwrap(), 1, "{tag}: the stale entry is purged");
+
+    let emb = b
+        .upsert_embedding(&NewEmbedding {
+            text_hash: "shared-hash".into(),
+            model: "m".into(),
+            vector: vec![w.prompt_versions as f32, 0.5],
+            meta: None,
+            id: None,
+        })
+        .unwrap();
+    let serp = b
+        .record_serpapi_result(&NewSerpApiResult {
+            keyword: "shared".into(),
+            raw_json: json!({"seen_in": tag}),
+            job_id: Some(job.id),
+            ..Default::default()
+        })
+        .unwrap();
+    let page = b
+        .add_page(&NewPage {
+            source_job_id: Some(job.id),
+            serpapi_result_id: Some(serp.id),
+            ..NewPage::new(format!("https://{tag}.example/"))
+        })
+        .unwrap();
+    let heads = b
+        .add_headings(
+            page.id,
+            &[
+                NewHeading {
+                    embeddings_ref: Some(emb.id),
+                    ..NewHeading::new(dualwrite::HeadingLevel::H1, tag)
+                },
+                NewHeading::new(dualwrite::HeadingLevel::H2, "details"),
+            ],
+        )
+        .unwrap();
+    let text = b
+        .create_generated_text(&NewGeneratedText {
+            source_heading_id: Some(heads[0].id),
+            owner_id: Some(user.id),
+            ..NewGeneratedText::new(SectionType::Section, format!("{tag} v1"))
+        })
+        .unwrap();
+    let v2 = b
+        .add_generated_text_version(text.id, &dualwrite::GeneratedTextRevision::new(format!("{tag} v2")))
+        .unwrap();
+    assert_eq!(v2.version, 2);
+
+    let generic = b.insert("jobs", &json!({"type": format!("{tag}-generic")})).unwrap();
+    let id = generic["id"].as_str().unwrap();
+    b.patch("jobs", id, &json!({"progress": "10"})).unwrap();
+    assert_eq!(b.get("jobs", id).unwrap().unwrap()["progress"], "10", "{tag}: a write is read back at once");
+    assert!(b.delete("jobs", id).unwrap());
+    assert!(b.get("jobs", id).unwrap().is_none());
+    user.id
+}
+
+/// A user's row as SQLite holds it, read from the file directly (the bridge's reads follow the
+/// flags).
+fn sqlite_user(b: &Bridge, id: uuid::Uuid) -> Option<dualwrite::Row> {
+    let conn = rusqlite::Connection::open(&b.config().sqlite_path).unwrap();
+    let users = dualwrite::schema::table("users").unwrap();
+    dualwrite::store::sqlite::Rows::get_row(&conn, users, &id.to_string()).unwrap()
+}
+
+fn postgres_user(db: &common::TestDb, id: uuid::Uuid) -> Option<String> {
+    db.connect()
+        .query_opt("SELECT display_name FROM users WHERE id = $1::text::uuid", &[&id.to_string()])
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+#[test]
+fn the_full_round_trip_from_sqlite_to_postgres_and_back_keeps_every_write() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::bridge(&db, dir.path());
+    let mut w = Written::default();
+
+    // sqlite: captured, not replicated.
+    set(&b, FlagChange::WriteMode(WriteMode::Sqlite));
+    let u = phase_writes(&b, "sqlite", &mut w);
+    assert!(postgres_user(&db, u).is_none(), "nothing reaches PostgreSQL in sqlite mode");
+
+    // dual: what sqlite mode captured replays, then everything replicates.
+    set(&b, FlagChange::WriteMode(WriteMode::Dual));
+    phase_writes(&b, "dual", &mut w);
+    b.flush(FLUSH).unwrap();
+    common::assert_stores_equal(&b, &db);
+
+    // reads from PostgreSQL.
+    set(&b, FlagChange::ReadSource(ReadSource::Postgres));
+    let u = phase_writes(&b, "read-postgres", &mut w);
+    b.flush(FLUSH).unwrap();
+    common::assert_stores_equal(&b, &db);
+    assert!(b.get_user(u).unwrap().is_some());
+    assert!(b.status().unwrap().reads["users"].postgres > 0, "served by PostgreSQL once replicated");
+
+    // postgres_primary: PostgreSQL first, SQLite right behind each write (no flush needed).
+    set(&b, FlagChange::WriteMode(WriteMode::PostgresPrimary));
+    let u = phase_writes(&b, "postgres-primary", &mut w);
+    assert!(postgres_user(&db, u).is_some());
+    assert!(sqlite_user(&b, u).is_some(), "SQLite follows each write synchronously");
+    b.flush(FLUSH).unwrap(); // the flag changes' own audit events travel through SQLite's outbox
+    common::assert_stores_equal(&b, &db);
+
+    // postgres: SQLite frozen; reads come from PostgreSQL.
+    set(&b, FlagChange::WriteMode(WriteMode::Postgres));
+    let frozen_user = phase_writes(&b, "postgres", &mut w);
+    assert!(sqlite_user(&b, frozen_user).is_none(), "SQLite is frozen in postgres mode");
+    assert!(b.get_user(frozen_user).unwrap().is_some(), "reads come from PostgreSQL");
+    let renamed_only_in_pg = w.users[w.users.len() - 2];
+    assert_eq!(sqlite_user(&b, renamed_only_in_pg).unwrap()["display_name"], "postgres-primary");
+
+    // rollback: SQLite catches up with everything PostgreSQL alone took, in one step.
+    let flags = b.rollback_to_sqlite("ops", "round trip", false).unwrap();
+    assert_eq!((flags.write_mode, flags.read_source), (WriteMode::Sqlite, ReadSource::Sqlite));
+    assert!(sqlite_user(&b, frozen_user).is_some(), "caught up: the postgres-mode user is in SQLite");
+    assert_eq!(sqlite_user(&b, renamed_only_in_pg).unwrap()["display_name"], "renamed in postgres");
+    let events = b.list("audit_events", &json!({"where": {"action": "flags.set"}, "limit": 100})).unwrap();
+    let rollback = events
+        .iter()
+        .rev()
+        .find(|e| e["metadata"]["flag"] == "write_mode" && e["metadata"]["to"] == "sqlite")
+        .unwrap();
+    assert!(rollback["metadata"]["notes"][0].as_str().unwrap().contains("caught up"), "{rollback:?}");
+
+    // SQLite takes writes again (and rewrites rows PostgreSQL took alone); back to dual, those
+    // changes outrank PostgreSQL's revisions and everything converges row by row.
+    phase_writes(&b, "back-in-sqlite", &mut w);
+    set(&b, FlagChange::WriteMode(WriteMode::Dual));
+    b.flush(FLUSH).unwrap();
+    common::assert_stores_equal(&b, &db);
+    assert_eq!(postgres_user(&db, frozen_user).as_deref(), Some("renamed in back-in-sqlite"));
+    assert_eq!(b.status().unwrap().dead_letters, 0);
+}
+
+#[test]
+fn a_process_that_has_not_seen_the_switch_yet_still_writes_in_the_new_mode() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let stale = common::bridge_with(&db, dir.path(), no_replication());
+    let ops = common::bridge(&db, dir.path());
+    set(&ops, FlagChange::WriteMode(WriteMode::PostgresPrimary));
+    // At once, well inside the watcher's interval: the write checks the stored mode itself.
+    let job = stale.insert("jobs", &json!({"type": "written-right-after-the-switch"})).unwrap();
+    let id = job["id"].as_str().unwrap();
+    let in_pg: i64 =
+        db.connect().query_one("SELECT count(*) FROM jobs WHERE id = $1::text::uuid", &[&id]).unwrap().get(0);
+    assert_eq!(in_pg, 1, "PostgreSQL took the write first, without replication");
+    let outbox: i64 = rusqlite::Connection::open(&stale.config().sqlite_path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM _dualwrite_outbox WHERE row_key = ?1", [id], |r| r.get(0))
+        .unwrap();
+    assert_eq!(outbox, 0, "no SQLite-first write after the switch");
+    assert_eq!(stale.flags().write_mode, WriteMode::PostgresPrimary, "and the process now knows");
+}
+
+#[test]
+fn sqlite_catches_up_with_a_write_a_crashed_process_left_in_postgres() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::bridge(&db, dir.path());
+    set(&b, FlagChange::WriteMode(WriteMode::PostgresPrimary));
+    // What a process leaves when it dies after PostgreSQL's commit and before SQLite's: the row
+    // and its outbox record in PostgreSQL only.
+    let orphan = "00000000-0000-4000-8000-0000000000c1";
+    let mut pg = db.connect();
+    pg.batch_execute(&format!(
+        "INSERT INTO jobs (id, type) VALUES ('{orphan}', 'orphan');
+         INSERT INTO dualwrite.outbox (revision, table_name, row_key, op, row_image)
+         SELECT nextval('dualwrite.revision_seq'), 'jobs', '{orphan}', 'upsert', {wire}::text
+         FROM jobs WHERE id = '{orphan}'",
+        wire = dualwrite::store::postgres::wire_expr(dualwrite::schema::table("jobs").unwrap())
+    ))
+    .unwrap();
+    b.insert("jobs", &json!({"type": "next write"})).unwrap();
+    let conn = rusqlite::Connection::open(&b.config().sqlite_path).unwrap();
+    let jobs = dualwrite::schema::table("jobs").unwrap();
+    let caught = dualwrite::store::sqlite::Rows::get_row(&conn, jobs, orphan).unwrap();
+    assert_eq!(caught.expect("the next write applied it first")["type"], "orphan");
+    b.flush(FLUSH).unwrap();
+    common::assert_stores_equal(&b, &db);
+}
+
+#[test]
+fn a_rollback_from_postgres_is_refused_while_postgresql_is_unreachable_unless_forced() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::bridge(&db, dir.path());
+    set(&b, FlagChange::WriteMode(WriteMode::Postgres));
+    let only_in_pg = b.insert("jobs", &json!({"type": "only in postgres"})).unwrap();
+    // Another process of the monolith on the same file, whose PostgreSQL is unreachable.
+    let mut config = common::config(&db, dir.path());
+    config.postgres = Some(
+        dualwrite::PgConfig::from_url("host=127.0.0.1 port=1 user=x dbname=x connect_timeout=1").unwrap(),
+    );
+    let cut_off = Bridge::open(config, no_replication()).unwrap();
+    let err = cut_off.insert("jobs", &json!({"type": "x"})).unwrap_err();
+    assert!(matches!(err, dualwrite::Error::Unavailable(_)), "PostgreSQL is the primary: {err}");
+    let err = cut_off.get("jobs", only_in_pg["id"].as_str().unwrap()).unwrap_err();
+    assert!(matches!(err, dualwrite::Error::Unavailable(_)), "no stale read from frozen SQLite: {err}");
+    let err = cut_off.rollback_to_sqlite("ops", "incident", false).unwrap_err();
+    assert!(matches!(err, dualwrite::Error::Conflict(_)) && err.to_string().contains("--force"), "{err}");
+    assert_eq!(cut_off.flags().write_mode, WriteMode::Postgres, "a refused rollback changes nothing");
+
+    let flags = cut_off.rollback_to_sqlite("ops", "incident, accepting the loss", true).unwrap();
+    assert_eq!(flags.write_mode, WriteMode::Sqlite);
+    let later = cut_off.insert("jobs", &json!({"type": "after the forced rollback"})).unwrap();
+    // Back in dual (PostgreSQL reachable again), SQLite's later changes outrank every revision
+    // PostgreSQL handed out, though the forced rollback could not learn them.
+    set(&b, FlagChange::WriteMode(WriteMode::Dual));
+    b.flush(FLUSH).unwrap();
+    let mut pg = db.connect();
+    let mut count = |id: &str| -> i64 {
+        pg.query_one("SELECT count(*) FROM jobs WHERE id = $1::text::uuid", &[&id]).unwrap().get(0)
+    };
+    assert_eq!(count(later["id"].as_str().unwrap()), 1);
+    assert_eq!(count(only_in_pg["id"].as_str().unwrap()), 1, "PostgreSQL keeps what it took");
+    let audit = b.list("audit_events", &json!({"where": {"action": "flags.set"}, "limit": 100})).unwrap();
+    let forced = audit
+        .iter()
+        .find(|e| e["metadata"]["flag"] == "write_mode" && e["metadata"]["forced"] == true)
+        .unwrap();
+    assert!(forced["metadata"]["notes"][0].as_str().unwrap().contains("FORCED"), "{forced:?}");
 }

@@ -10,7 +10,7 @@ mod common;
 
 use dualwrite::backfill::{backfill, BackfillOptions, NoProgress};
 use dualwrite::verify::{verify, VerifyOptions};
-use dualwrite::{Bridge, BridgeOptions, Config, FlagChange, KeySource, PgConfig, ReadSource};
+use dualwrite::{Bridge, BridgeOptions, Config, FlagChange, KeySource, PgConfig, ReadSource, WriteMode};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -165,6 +165,24 @@ fn migration_role_migrates_and_runtime_role_replicates_but_cannot_change_the_sch
     b.flush(Duration::from_secs(60)).unwrap();
     let report = verify(&config, &VerifyOptions::default()).expect("verify as the runtime role");
     assert!(report.ok, "{}", report.render_text());
+    common::assert_stores_equal(&b, &db);
+
+    // PostgreSQL as the primary and back, as the runtime role (the outbox and revision sequence
+    // grants of migrations 0005).
+    b.set_flag(
+        FlagChange::WriteMode(WriteMode::PostgresPrimary),
+        "tests/roles.rs",
+        "primary as runtime",
+        false,
+    )
+    .unwrap();
+    b.patch("jobs", &jid, &json!({"progress": "60"})).unwrap();
+    b.set_flag(FlagChange::WriteMode(WriteMode::Postgres), "tests/roles.rs", "postgres as runtime", false)
+        .unwrap();
+    b.patch("jobs", &jid, &json!({"progress": "70"})).unwrap();
+    b.rollback_to_sqlite("tests/roles.rs", "back as runtime", false).unwrap();
+    b.set_flag(FlagChange::WriteMode(WriteMode::Dual), "tests/roles.rs", "dual again", false).unwrap();
+    b.flush(Duration::from_secs(60)).unwrap();
     common::assert_stores_equal(&b, &db);
     b.shutdown(Duration::from_secs(5));
 

@@ -54,6 +54,9 @@ enum Command {
         who: String,
         #[arg(long)]
         why: String,
+        /// Switch even when SQLite cannot catch up (PostgreSQL unreachable): its changes are then not in SQLite.
+        #[arg(long)]
+        force: bool,
     },
     /// Replication health: outbox depth, lag, applied, retries, dead letters, last error.
     Status {
@@ -251,9 +254,9 @@ fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Flags { action } => flags_command(inspect(config)?, action),
-        Command::Rollback { who, why } => {
+        Command::Rollback { who, why, force } => {
             let bridge = inspect(config)?;
-            let flags = bridge.rollback_to_sqlite(&who, &why)?;
+            let flags = bridge.rollback_to_sqlite(&who, &why, force)?;
             let st = bridge.status()?;
             println!("rolled back: write_mode={} read_source={}", flags.write_mode, flags.read_source);
             println!(

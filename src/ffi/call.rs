@@ -317,8 +317,8 @@ static OPERATIONS: &[(&str, Handler)] = &[
         reply(b.set_flag(change, &x.who, &x.why, x.force)?)
     }),
     ("flags.rollback", |b, a| {
-        let x = args::<WhoWhy>(a)?;
-        reply(b.rollback_to_sqlite(&x.who, &x.why)?)
+        let x = args::<Rollback>(a)?;
+        reply(b.rollback_to_sqlite(&x.who, &x.why, x.force)?)
     }),
 ];
 
@@ -543,9 +543,12 @@ struct SetFlag {
 }
 
 #[derive(Serialize, Deserialize)]
-struct WhoWhy {
+struct Rollback {
     who: String,
     why: String,
+    /// Roll back even when SQLite cannot catch up from PostgreSQL (it is unreachable).
+    #[serde(default)]
+    force: bool,
 }
 
 #[derive(Serialize, Deserialize)]

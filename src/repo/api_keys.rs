@@ -5,10 +5,9 @@
 //! the OpenPGP ciphertext that pgcrypto's `pgp_sym_decrypt` reads. No function here logs, and no
 //! error built here carries the plaintext or the ciphertext.
 
-use super::{changes, new_row, now, Entity, TypedRows, TypedWrite};
+use super::{changes, new_row, now, registry_table, Entity, TypedRows, TypedWrite};
 use crate::bridge::{Bridge, Row};
 use crate::error::{Error, Result};
-use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -117,23 +116,23 @@ impl Bridge {
     pub fn api_key_secret(&self, owner_id: Uuid, provider: &str) -> Result<Secret> {
         let key = self.key()?;
         let owner = owner_id.to_string();
-        let ciphertext: Option<Vec<u8>> = self.read(|c| {
-            Ok(c.query_row(
-                "SELECT secret_ciphertext FROM api_keys WHERE owner_id = ?1 AND provider = ?2",
-                [&owner, provider],
-                |r| r.get(0),
-            )
-            .optional()?)
-        })?;
-        let ciphertext =
-            ciphertext.ok_or_else(|| Error::not_found("api_keys", describe(owner_id, provider)))?;
+        let t = registry_table("api_keys")?;
+        let row = self.query_routed(t, BY_OWNER_PROVIDER, &[&owner, &provider])?.into_iter().next();
+        let row = row.ok_or_else(|| Error::not_found("api_keys", describe(owner_id, provider)))?;
+        // The wire form of bytea: `\x` and hex.
+        let ciphertext = row
+            .get("secret_ciphertext")
+            .and_then(Value::as_str)
+            .and_then(|s| s.strip_prefix("\\x"))
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or_else(|| Error::Internal("an api key row without a readable secret_ciphertext".into()))?;
         Ok(Secret(Zeroizing::new(key.decrypt(&ciphertext)?)))
     }
 
     /// The key record of (`owner_id`, `provider`), without the secret.
     pub fn get_api_key(&self, owner_id: Uuid, provider: &str) -> Result<Option<ApiKey>> {
         let owner = owner_id.to_string();
-        self.read(|c| c.first_as(BY_OWNER_PROVIDER, &[&owner, &provider]))
+        Ok(self.query_entities(BY_OWNER_PROVIDER, &[&owner, &provider])?.into_iter().next())
     }
 
     /// An owner's keys, by provider, without their secrets.

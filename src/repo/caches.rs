@@ -55,7 +55,7 @@ impl Bridge {
     pub fn cache_get(&self, cache: Cache, key: &str) -> Result<Option<CacheEntry>> {
         let t = cache.table()?;
         let now = super::now();
-        let rows = self.read(|c| c.query_rows(t, "cache_key = ?1 AND expires_at > ?2", &[&key, &now]))?;
+        let rows = self.query_routed(t, "cache_key = ?1 AND expires_at > ?2", &[&key, &now])?;
         rows.into_iter().next().map(|r| decode(t, r)).transpose()
     }
 

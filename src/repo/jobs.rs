@@ -251,14 +251,15 @@ impl Bridge {
         let Some(after) = after else {
             return self.query_entities(&format!("job_id = ?1 ORDER BY created_at, id{paging}"), &[&job]);
         };
-        self.read(|c| {
-            let cursor: JobLog = c.require(&after.to_string())?;
-            if cursor.job_id != job_id {
-                return Err(Error::invalid("after", format!("log {after} belongs to another job")));
-            }
-            let sql = format!("job_id = ?1 AND (created_at, id) > (?2, ?3) ORDER BY created_at, id{paging}");
-            c.query_as(&sql, &[&job, &cursor.created_at, &cursor.id.to_string()])
-        })
+        let cursor: JobLog = self.get_entity(after)?.ok_or_else(|| Error::not_found("job_logs", after))?;
+        if cursor.job_id != job_id {
+            return Err(Error::invalid("after", format!("log {after} belongs to another job")));
+        }
+        // (created_at, id) > (?2, ?3), spelled out so it reads the same in both dialects.
+        let sql = format!(
+            "job_id = ?1 AND ( created_at > ?2 OR ( created_at = ?2 AND id > ?3 ) ) ORDER BY created_at, id{paging}"
+        );
+        self.query_entities(&sql, &[&job, &cursor.created_at, &cursor.id.to_string()])
     }
 }
 

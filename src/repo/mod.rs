@@ -260,8 +260,32 @@ impl Bridge {
         Ok(self.find_entities(filters, order, desc, Paging::first(1))?.into_iter().next())
     }
 
+    /// Rows of `E`'s table matching `where_sql` (SQL text of this crate, spaced so that
+    /// `store::pg_primary::translate_where` can carry it to PostgreSQL; values in `args`),
+    /// served from the source the read flags name, like [`Bridge::find_entities`].
     pub(crate) fn query_entities<E: Entity>(&self, where_sql: &str, args: &[&dyn ToSql]) -> Result<Vec<E>> {
-        self.read(|c| c.query_as(where_sql, args))
+        let t = E::table()?;
+        self.query_routed(t, where_sql, args)?.into_iter().map(|r| decode(t, r)).collect()
+    }
+
+    /// [`Bridge::query_entities`] as wire rows.
+    pub(crate) fn query_routed(
+        &self,
+        t: &'static Table,
+        where_sql: &str,
+        args: &[&dyn ToSql],
+    ) -> Result<Vec<Row>> {
+        let owned = args
+            .iter()
+            .map(|a| {
+                Ok(match a.to_sql()? {
+                    rusqlite::types::ToSqlOutput::Borrowed(v) => v.into(),
+                    rusqlite::types::ToSqlOutput::Owned(v) => v,
+                    _ => return Err(Error::Internal("an argument type a routed read cannot take".into())),
+                })
+            })
+            .collect::<Result<Vec<rusqlite::types::Value>>>()?;
+        self.routed_read(t, ReadSpec::Where(where_sql.to_string(), owned))
     }
 
     /// Validate a typed input as a new row and insert it in its own transaction.

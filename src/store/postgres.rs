@@ -36,7 +36,7 @@ pub fn is_permanent(e: &postgres::Error) -> bool {
 }
 
 /// The key column's SQL type, for casting the text keys of a batch.
-fn key_type(table: &Table) -> &'static str {
+pub(crate) fn key_type(table: &Table) -> &'static str {
     match table.key_column().ty {
         ColType::Uuid => "uuid",
         _ => "text",
@@ -154,6 +154,12 @@ pub fn apply_batch(
 /// Read one row of a table from PostgreSQL in the wire form (timestamps in UTC microseconds,
 /// numeric as text, bytea as `\x…`, vectors as arrays), for tests, shadow reads and verify.
 pub fn row_to_wire_sql(table: &Table) -> String {
+    format!("SELECT {}::text FROM public.{}", wire_expr(table), table.name)
+}
+
+/// The `jsonb_build_object(...)` expression of a row of `table` in the wire form, over its bare
+/// column names (usable in a SELECT list or a RETURNING clause).
+pub fn wire_expr(table: &Table) -> String {
     let fields = table
         .columns
         .iter()
@@ -173,7 +179,7 @@ pub fn row_to_wire_sql(table: &Table) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    format!("SELECT jsonb_build_object({fields})::text FROM public.{}", table.name)
+    format!("jsonb_build_object({fields})")
 }
 
 /// All rows of a table from PostgreSQL in the wire form, keyed by row key.
@@ -190,7 +196,7 @@ pub fn all_rows(client: &mut postgres::Client, table: &Table) -> Result<HashMap<
 
 /// A parameter placeholder for a wire value of `column`: every value travels as text and is cast
 /// by PostgreSQL, so the comparison uses the column's own type (and its indexes).
-fn typed_placeholder(column: &crate::schema::Column, n: usize) -> String {
+pub(crate) fn typed_placeholder(column: &crate::schema::Column, n: usize) -> String {
     match column.ty {
         ColType::Uuid => format!("${n}::text::uuid"),
         ColType::Text => format!("${n}::text"),

@@ -47,7 +47,7 @@ def test_set_changes_flags_and_records_who_and_why(bridge):
         ({"name": "write_mode", "value": "sideways", **WHO}, "sideways"),
         ({"name": "colour", "value": "red", **WHO}, "unknown flag"),
         ({"name": "read_source:no_such_table", "value": "postgres", **WHO}, "no_such_table"),
-        ({"name": "write_mode", "value": "postgres", **WHO}, "not available"),
+        ({"name": "write_mode", "value": "Postgres", **WHO}, "postgres_primary"),
         ({"name": "read_source", "value": "shadow", "who": " ", "why": "x"}, "who"),
         ({"name": "read_source", "value": "shadow", "who": "t"}, "why"),
         ({"name": "read_source", "value": "shadow", "force": "yes", **WHO}, "boolean"),
