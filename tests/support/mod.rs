@@ -1,8 +1,12 @@
-//! Helpers for the fault tests (tests/faults.rs): a TCP proxy that can take PostgreSQL down, and
-//! libpq connection strings for a test database (direct or through the proxy).
+//! Helpers for the fault tests (tests/faults.rs, tests/faults_more.rs): a TCP proxy that can take
+//! PostgreSQL down, a private PostgreSQL cluster that can be stopped and started, the seeded
+//! workload with its checks, and libpq connection strings for a test database (direct or through
+//! the proxy).
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod proxy;
+pub mod workload;
 
 use dualwrite::PgConfig;
 
