@@ -34,13 +34,26 @@ pub struct BridgeOptions {
     /// Run the replicator in this process (when PostgreSQL is configured).
     pub replicate: bool,
     pub replicator: ReplicatorOptions,
+    /// In write_mode `sqlite` the outbox keeps capturing changes, so that returning to `dual`
+    /// replays only what PostgreSQL missed. It may hold this many; from 80 % on a warning is logged
+    /// (once a minute), and at the limit capture stops — the file must not grow without bound —
+    /// and the way back to `dual` needs `dualwrite verify` + `repair` (refused unless forced).
+    pub capture_limit: i64,
 }
 
 impl Default for BridgeOptions {
     fn default() -> Self {
-        BridgeOptions { migrate_sqlite: true, replicate: true, replicator: ReplicatorOptions::default() }
+        BridgeOptions {
+            migrate_sqlite: true,
+            replicate: true,
+            replicator: ReplicatorOptions::default(),
+            capture_limit: DEFAULT_CAPTURE_LIMIT,
+        }
     }
 }
+
+/// [`BridgeOptions::capture_limit`] by default: a few hundred MB of outbox for typical rows.
+pub const DEFAULT_CAPTURE_LIMIT: i64 = 1_000_000;
 
 /// Replication health, from the API and `dualwrite status`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -66,6 +79,9 @@ pub struct Status {
     pub postgres_connected: bool,
     /// The flags in effect in this process.
     pub flags: Flags,
+    /// Since when changes are not captured any more: SQLite-only mode reached its capture limit
+    /// (`BridgeOptions::capture_limit`); returning to dual then needs verify and repair.
+    pub capture_overflow_since: Option<String>,
     /// Reads served by this process, per table: where from, fallbacks, shadow results.
     pub reads: BTreeMap<String, ReadCounters>,
 }
@@ -80,6 +96,8 @@ struct Inner {
     replicator: Mutex<Option<Replicator>>,
     flags: Arc<FlagCache>,
     router: Arc<ReadRouter>,
+    capture_limit: i64,
+    last_capture_warning: Mutex<Option<Instant>>,
     /// The PostgreSQL connection writes use while PostgreSQL is the primary (writes are
     /// serialised on `writer`, so one is enough).
     primary: Mutex<Option<postgres::Client>>,
@@ -143,6 +161,8 @@ impl Bridge {
                 flags,
                 router,
                 primary: Mutex::new(None),
+                capture_limit: options.capture_limit,
+                last_capture_warning: Mutex::new(None),
                 pid: std::process::id(),
             }),
         })
@@ -206,6 +226,9 @@ impl Bridge {
             if mode.postgres_first() {
                 return self.write_primary(tx, mode, f);
             }
+            if mode == WriteMode::Sqlite || crate::flags::forced_by_env() {
+                self.bound_capture(&mut tx)?;
+            }
         }
         let out = f(&mut tx)?;
         let changed = tx.changes > 0;
@@ -218,6 +241,38 @@ impl Bridge {
             let _ = self.inner.wake.try_send(());
         }
         Ok(out)
+    }
+
+    /// Nothing replicates in SQLite-only mode, so the outbox only grows: warn near the limit, and
+    /// at the limit stop capturing (remembered in the flags, so every process stops) rather than
+    /// fill the disk. The writes themselves always go on.
+    fn bound_capture(&self, tx: &mut WriteTx<'_>) -> Result<()> {
+        if crate::flags::capture_overflow(tx.conn())?.is_some() {
+            tx.stop_capturing();
+            return Ok(());
+        }
+        let span = Outbox::span(tx.conn())?;
+        let limit = self.inner.capture_limit;
+        if span >= limit {
+            crate::flags::set_capture_overflow(tx.conn())?;
+            tx.stop_capturing();
+            tracing::error!(
+                limit,
+                "write_mode sqlite: the outbox reached its capture limit; changes from now on are not captured, \
+                 and returning to dual will need `dualwrite verify` and `dualwrite repair`"
+            );
+        } else if span.saturating_mul(5) >= limit.saturating_mul(4) {
+            let mut last = self.inner.last_capture_warning.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                *last = Some(Instant::now());
+                tracing::warn!(
+                    captured = span,
+                    limit,
+                    "write_mode sqlite: the outbox is near its capture limit; return to dual soon"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// A write while PostgreSQL is the primary: `f`'s reads and writes go to one PostgreSQL
@@ -525,6 +580,7 @@ impl Bridge {
             replicator_holds_lease: s.holds_lease.load(Ordering::Relaxed),
             postgres_connected: s.connected.load(Ordering::Relaxed),
             flags: (*self.flags()).clone(),
+            capture_overflow_since: self.read(crate::flags::capture_overflow)?,
             reads: self.inner.router.counters(),
         })
     }

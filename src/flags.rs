@@ -149,6 +149,29 @@ pub(crate) fn stored_write_mode(conn: &Connection) -> Result<WriteMode> {
     value.map_or(Ok(WriteMode::Dual), |v| v.parse())
 }
 
+/// The flag row that says SQLite-only mode reached its capture limit (the value: since when).
+const CAPTURE_OVERFLOW: &str = "capture_overflow";
+
+/// Since when changes are no longer captured (SQLite-only mode reached its capture limit), if so.
+pub(crate) fn capture_overflow(conn: &Connection) -> Result<Option<String>> {
+    let mut stmt = conn.prepare_cached("SELECT value FROM _dualwrite_flags WHERE name = ?1")?;
+    Ok(stmt.query_row([CAPTURE_OVERFLOW], |r| r.get(0)).optional()?)
+}
+
+pub(crate) fn set_capture_overflow(conn: &Connection) -> Result<()> {
+    conn.execute(
+        "INSERT INTO _dualwrite_flags (name, value, updated_at, updated_by, reason) VALUES (?1, ?2, ?2, 'dualwrite', ?3)
+         ON CONFLICT (name) DO NOTHING",
+        params![CAPTURE_OVERFLOW, schema::now_timestamp(), "the outbox reached its capture limit in write_mode sqlite"],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn clear_capture_overflow(conn: &Connection) -> Result<()> {
+    conn.execute("DELETE FROM _dualwrite_flags WHERE name = ?1", [CAPTURE_OVERFLOW])?;
+    Ok(())
+}
+
 pub(crate) fn forced_by_env() -> bool {
     std::env::var(FORCE_SQLITE_ENV).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }

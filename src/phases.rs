@@ -38,6 +38,33 @@ pub(crate) fn prepare_write_mode(
     to: WriteMode,
     force: bool,
 ) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    if from == WriteMode::Sqlite && to != WriteMode::Sqlite {
+        if let Some(since) = crate::flags::capture_overflow(conn)? {
+            if !force {
+                return Err(Error::Conflict(format!(
+                    "refusing write_mode: in write_mode sqlite the outbox reached its capture limit at {since} and \
+                     later changes were not captured, so replaying it cannot make PostgreSQL whole; switch with \
+                     --force, then run `dualwrite verify` and `dualwrite repair`"
+                )));
+            }
+            crate::flags::clear_capture_overflow(conn)?;
+            notes.push(format!(
+                "changes since {since} were not captured (capture limit): run `dualwrite verify` and `dualwrite repair`"
+            ));
+        }
+    }
+    notes.extend(write_mode_steps(conn, pg, from, to, force)?);
+    Ok(notes)
+}
+
+fn write_mode_steps(
+    conn: &Connection,
+    pg: Option<&PgConfig>,
+    from: WriteMode,
+    to: WriteMode,
+    force: bool,
+) -> Result<Vec<String>> {
     match (from.postgres_first(), to.postgres_first()) {
         (false, false) => Ok(Vec::new()),
         (false, true) => {

@@ -417,8 +417,9 @@ fn the_full_round_trip_from_sqlite_to_postgres_and_back_keeps_every_write() {
     let b = common::bridge(&db, dir.path());
     let mut w = Written::default();
 
-    // sqlite: captured, not replicated.
+    // sqlite: captured, not replicated (once a batch in flight at the switch has landed).
     set(&b, FlagChange::WriteMode(WriteMode::Sqlite));
+    std::thread::sleep(Duration::from_millis(500));
     let u = phase_writes(&b, "sqlite", &mut w);
     assert!(postgres_user(&db, u).is_none(), "nothing reaches PostgreSQL in sqlite mode");
 
@@ -563,4 +564,40 @@ fn a_rollback_from_postgres_is_refused_while_postgresql_is_unreachable_unless_fo
         .find(|e| e["metadata"]["flag"] == "write_mode" && e["metadata"]["forced"] == true)
         .unwrap();
     assert!(forced["metadata"]["notes"][0].as_str().unwrap().contains("FORCED"), "{forced:?}");
+}
+
+#[test]
+fn capture_in_sqlite_mode_is_bounded_and_the_way_back_says_how_to_repair() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::bridge_with(&db, dir.path(), BridgeOptions { capture_limit: 50, ..Default::default() });
+    let kept = b.insert("jobs", &json!({"type": "before"})).unwrap();
+    let doomed = b.insert("jobs", &json!({"type": "doomed"})).unwrap();
+    b.flush(FLUSH).unwrap();
+    set(&b, FlagChange::WriteMode(WriteMode::Sqlite));
+    for i in 0..80 {
+        let row =
+            json!({"cache_key": format!("k{i}"), "value": {"i": i}, "expires_at": "2030-01-01T00:00:00Z"});
+        b.insert("wordstat_cache", &row).expect("writes go on past the capture limit");
+    }
+    b.patch("jobs", kept["id"].as_str().unwrap(), &json!({"progress": "99"})).unwrap();
+    assert!(b.delete("jobs", doomed["id"].as_str().unwrap()).unwrap());
+    let st = b.status().unwrap();
+    assert!(st.outbox_depth <= 50, "capture stops at the limit: {}", st.outbox_depth);
+    assert!(st.capture_overflow_since.is_some());
+
+    let err = b.set_flag(FlagChange::WriteMode(WriteMode::Dual), "ops", "back", false).unwrap_err();
+    assert!(matches!(err, dualwrite::Error::Conflict(_)) && err.to_string().contains("repair"), "{err}");
+    assert_eq!(b.flags().write_mode, WriteMode::Sqlite, "a refused change changes nothing");
+    b.set_flag(FlagChange::WriteMode(WriteMode::Dual), "ops", "back, then repair", true).unwrap();
+    assert!(b.status().unwrap().capture_overflow_since.is_none());
+    b.flush(FLUSH).unwrap();
+
+    // What was not captured is exactly what verify finds and repair sends.
+    let config = common::config(&db, dir.path());
+    let report = dualwrite::verify::verify(&config, &dualwrite::verify::VerifyOptions::default()).unwrap();
+    assert!(!report.ok, "the uncaptured changes show as differences");
+    let repaired = dualwrite::verify::repair(&b, &report, FLUSH).unwrap();
+    assert!(repaired.ok && repaired.requeued >= 32, "{} requeued", repaired.requeued);
+    common::assert_stores_equal(&b, &db);
 }

@@ -132,6 +132,8 @@ pub struct WriteTx<'c> {
     /// (table, key, outbox number) of every change, for read-your-writes.
     pub(crate) written: Vec<(&'static str, String, i64)>,
     primary: Option<PgWrite>,
+    /// Off once SQLite-only mode has captured as many changes as it may (`Bridge::write`).
+    capture: bool,
 }
 
 impl Rows for WriteTx<'_> {
@@ -164,7 +166,7 @@ impl<'c> WriteTx<'c> {
         // IMMEDIATE takes the write lock up front, so a transaction that read first never fails
         // to upgrade (SQLITE_BUSY without a retry) when another process writes.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        Ok(WriteTx { tx, changes: 0, written: Vec::new(), primary: None })
+        Ok(WriteTx { tx, changes: 0, written: Vec::new(), primary: None, capture: true })
     }
 
     pub(crate) fn commit(self) -> Result<()> {
@@ -180,6 +182,12 @@ impl<'c> WriteTx<'c> {
 
     pub(crate) fn detach_primary(&mut self) -> Option<PgWrite> {
         self.primary.take()
+    }
+
+    /// Commit this transaction's changes without outbox records (the capture limit of
+    /// SQLite-only mode was reached).
+    pub(crate) fn stop_capturing(&mut self) {
+        self.capture = false;
     }
 
     /// Insert a complete, validated row (see `schema::validate_row`) and return it as stored.
@@ -285,6 +293,9 @@ impl<'c> WriteTx<'c> {
 
     fn append_outbox(&mut self, table: &'static str, key: &str, op: Op, image: Option<&str>) -> Result<()> {
         self.changes += 1;
+        if !self.capture {
+            return Ok(());
+        }
         self.tx
             .prepare_cached(
                 "INSERT INTO _dualwrite_outbox (table_name, row_key, op, row_image, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -414,6 +425,14 @@ impl Outbox {
         Ok(conn.query_row("SELECT count(*), min(created_at) FROM _dualwrite_outbox", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?)
+    }
+
+    /// How many records the outbox spans, from its oldest to the newest number handed out: an
+    /// upper bound of its depth at the cost of two index lookups (`depth` counts every row).
+    pub fn span(conn: &Connection) -> Result<i64> {
+        let oldest: Option<i64> =
+            conn.prepare_cached("SELECT min(seq) FROM _dualwrite_outbox")?.query_row([], |r| r.get(0))?;
+        Ok(oldest.map_or(0, |o| Self::last_seq(conn).map_or(0, |l| l - o + 1)))
     }
 
     /// The highest sequence number committed so far (0 when none).
