@@ -296,7 +296,13 @@ impl Bridge {
         }
         let sqlite_holds =
             if mode == WriteMode::PostgresPrimary { Some(PgCatchUp::applied(tx.conn())?) } else { None };
-        tx.attach_primary(PgWrite::begin(self.primary_client(mode)?)?);
+        let pg = match PgWrite::begin(self.primary_client(mode)?) {
+            Ok(pg) => pg,
+            // A kept connection the server dropped meanwhile (a restart) is only found out now:
+            // one fresh connection before giving up.
+            Err(_) => PgWrite::begin(self.primary_client(mode)?)?,
+        };
+        tx.attach_primary(pg);
         let out = f(&mut tx);
         let pg =
             tx.detach_primary().ok_or_else(|| Error::Internal("the PostgreSQL write vanished".into()))?;

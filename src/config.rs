@@ -150,6 +150,7 @@ impl PgConfig {
         if inner.get_connect_timeout().is_none() {
             inner.connect_timeout(std::time::Duration::from_secs(5));
         }
+        detect_dead_peers(&mut inner, |name| rest.contains(name));
         let get = |k: &str| tls_params.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
         for unsupported in ["sslcert", "sslkey", "sslpassword", "sslcrl", "sslcrldir"] {
             if get(unsupported).is_some() {
@@ -188,6 +189,7 @@ impl PgConfig {
         let db = vars.get("PGDATABASE").cloned().unwrap_or_else(|| user.clone());
         inner.dbname(&db);
         inner.connect_timeout(std::time::Duration::from_secs(5));
+        detect_dead_peers(&mut inner, |_| false);
         let mut description = format!("host={host} port={port} user={user} dbname={db}");
         let tls = match TlsSettings::resolve(None, None, vars) {
             Ok(t) => t,
@@ -691,6 +693,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_vanished_server_is_noticed_by_tcp_unless_the_url_says_otherwise() {
+        let c = PgConfig::from_url("host=db user=u dbname=d").unwrap();
+        assert_eq!(c.postgres_config().get_tcp_user_timeout(), Some(&std::time::Duration::from_secs(30)));
+        assert_eq!(c.postgres_config().get_keepalives_idle(), std::time::Duration::from_secs(10));
+        let own =
+            PgConfig::from_url("host=db user=u dbname=d tcp_user_timeout=5 keepalives_idle=60").unwrap();
+        assert_eq!(own.postgres_config().get_tcp_user_timeout(), Some(&std::time::Duration::from_secs(5)));
+        assert_eq!(own.postgres_config().get_keepalives_idle(), std::time::Duration::from_secs(60));
+    }
+
+    #[test]
     fn url_password_is_masked() {
         assert_eq!(mask_password("postgres://bob:hunter2@db:5432/x"), "postgres://bob:***@db:5432/x");
         assert_eq!(mask_password("host=db password=hunter2 user=bob"), "host=db password=*** user=bob");
@@ -842,5 +855,25 @@ mod tests {
         std::fs::write(&f, "[sqlite]\npaht = \"typo.db\"\n").unwrap();
         let err = Config::load_with_env(Some(&f), &HashMap::new()).unwrap_err();
         assert!(err.to_string().contains("paht"), "{err}");
+    }
+}
+
+/// A PostgreSQL that vanishes without closing the connection (a network partition, a host
+/// powered off) must be noticed in seconds, not after the kernel's retransmission timeout (about
+/// 15 minutes): a replicator would stall that long, and while PostgreSQL is the primary a write
+/// would hold SQLite's write lock that long. TCP keepalives after 10 s idle (3 probes 5 s apart)
+/// and a 30 s limit on unacknowledged data. Settings the URL gives itself (`keepalives_idle`,
+/// `tcp_user_timeout`, ...) win; note that the postgres crate reads `tcp_user_timeout` in seconds,
+/// where libpq reads milliseconds.
+fn detect_dead_peers(inner: &mut postgres::Config, url_sets: impl Fn(&str) -> bool) {
+    use std::time::Duration;
+    if !url_sets("keepalives") {
+        inner.keepalives(true);
+        inner.keepalives_idle(Duration::from_secs(10));
+        inner.keepalives_interval(Duration::from_secs(5));
+        inner.keepalives_retries(3);
+    }
+    if !url_sets("tcp_user_timeout") && inner.get_tcp_user_timeout().is_none() {
+        inner.tcp_user_timeout(Duration::from_secs(30));
     }
 }
