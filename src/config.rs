@@ -688,6 +688,26 @@ impl Config {
     }
 }
 
+/// A PostgreSQL that vanishes without closing the connection (a network partition, a host
+/// powered off) must be noticed in seconds, not after the kernel's retransmission timeout (about
+/// 15 minutes): a replicator would stall that long, and while PostgreSQL is the primary a write
+/// would hold SQLite's write lock that long. TCP keepalives after 10 s idle (3 probes 5 s apart)
+/// and a 30 s limit on unacknowledged data. Settings the URL gives itself (`keepalives_idle`,
+/// `tcp_user_timeout`, ...) win; note that the postgres crate reads `tcp_user_timeout` in seconds,
+/// where libpq reads milliseconds.
+fn detect_dead_peers(inner: &mut postgres::Config, url_sets: impl Fn(&str) -> bool) {
+    use std::time::Duration;
+    if !url_sets("keepalives") {
+        inner.keepalives(true);
+        inner.keepalives_idle(Duration::from_secs(10));
+        inner.keepalives_interval(Duration::from_secs(5));
+        inner.keepalives_retries(3);
+    }
+    if !url_sets("tcp_user_timeout") && inner.get_tcp_user_timeout().is_none() {
+        inner.tcp_user_timeout(Duration::from_secs(30));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -855,25 +875,5 @@ mod tests {
         std::fs::write(&f, "[sqlite]\npaht = \"typo.db\"\n").unwrap();
         let err = Config::load_with_env(Some(&f), &HashMap::new()).unwrap_err();
         assert!(err.to_string().contains("paht"), "{err}");
-    }
-}
-
-/// A PostgreSQL that vanishes without closing the connection (a network partition, a host
-/// powered off) must be noticed in seconds, not after the kernel's retransmission timeout (about
-/// 15 minutes): a replicator would stall that long, and while PostgreSQL is the primary a write
-/// would hold SQLite's write lock that long. TCP keepalives after 10 s idle (3 probes 5 s apart)
-/// and a 30 s limit on unacknowledged data. Settings the URL gives itself (`keepalives_idle`,
-/// `tcp_user_timeout`, ...) win; note that the postgres crate reads `tcp_user_timeout` in seconds,
-/// where libpq reads milliseconds.
-fn detect_dead_peers(inner: &mut postgres::Config, url_sets: impl Fn(&str) -> bool) {
-    use std::time::Duration;
-    if !url_sets("keepalives") {
-        inner.keepalives(true);
-        inner.keepalives_idle(Duration::from_secs(10));
-        inner.keepalives_interval(Duration::from_secs(5));
-        inner.keepalives_retries(3);
-    }
-    if !url_sets("tcp_user_timeout") && inner.get_tcp_user_timeout().is_none() {
-        inner.tcp_user_timeout(Duration::from_secs(30));
     }
 }
