@@ -62,13 +62,15 @@
 //! | `audit.list_by_actor` | `actor_id`, `limit`?, `offset`? | array of audit events |
 //! | `flags.get` | `{}` | flags in effect in this process |
 //! | `flags.set` | `name` (`write_mode`, `read_source`, `read_source:<table>`), `value`, `who`, `why`, `force`? (default false) | flags after the change |
-//! | `flags.rollback` | `who`, `why` | flags after the rollback (`write_mode` and every read source `sqlite`) |
+//! | `flags.rollback` | `who`, `why`, `force`? (default false) | flags after the rollback (`write_mode` and every read source `sqlite`) |
 //!
 //! Flags (`Bridge::flags`, `Bridge::set_flag`, `Bridge::rollback_to_sqlite`; docs/ARCHITECTURE.md,
 //! "Phases and flags") come back as `{"write_mode", "read_source", "read_source_overrides":
 //! {table: source}, "forced_sqlite"}`. `flags.set` is refused with `DW_CONFLICT` when a guard rail
 //! holds (changes pending, dead letters) unless `force`; `value` `default` removes a per-table
-//! override. Every change is recorded in `audit_events` with `who` and `why`.
+//! override. Every change is recorded in `audit_events` with `who` and `why`. Leaving
+//! `postgres_primary`/`postgres` (`flags.rollback` too) first catches SQLite up from PostgreSQL
+//! and is refused with `DW_CONFLICT` while PostgreSQL is unreachable, unless `force`.
 //!
 //! Rust callers reach the same table through [`Bridge::call`] (the C++ binding does).
 //!
