@@ -15,15 +15,28 @@
 //! statement claims the revisions (the claim as a CTE) and upserts only the winners. The chunk's
 //! rows and the table's checkpoint (`dualwrite.backfill_checkpoints`) commit in one transaction,
 //! so an interrupted run resumes after the last committed chunk and never copies it again.
-//! Memory is bounded by the chunk size. See docs/ARCHITECTURE.md, "Backfill and verify".
+//! Memory is bounded by the chunk size.
+//!
+//! Every row read is converted with the legacy conversion rules (`legacy::convert_sqlite_row`,
+//! with the configuration's `[conversions]`), so a value SQLite's CHECKs let through but the
+//! target type cannot hold never stops a table: such a row becomes a reject
+//! (`dualwrite.backfill_rejects` and the reject file, `legacy::RejectStore`), committed with the
+//! chunk, and the checkpoint still moves past it. A chunk PostgreSQL refuses for its data (SQLSTATE
+//! classes 22 and 23) is applied again row by row under savepoints, and only the refused rows
+//! become rejects. `retry_rejects` copies exactly the rows still listed as rejects again. See
+//! docs/ARCHITECTURE.md, "Backfill and verify".
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::schema::{self, decode_sqlite_row, ColType, Table};
+use crate::legacy::{self, ColumnRules, Overrides, RejectStore, RejectedRow};
+use crate::schema::{self, ColType, SqlValue, Table};
 use crate::store::postgres::claim_sql;
 use crate::store::sqlite::{self, Outbox};
 use rusqlite::types::ValueRef;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,6 +78,14 @@ pub struct BackfillOptions {
     pub catch_up_timeout: Duration,
     /// PostgreSQL connections applying chunks at once (chunks still commit in key order).
     pub workers: usize,
+    /// Per-column conversion rules from the configuration (`[conversions]`, `LegacyConfig`).
+    pub conversions: Overrides,
+    /// Also append every rejected row to this file, one JSON line each (the table
+    /// `dualwrite.backfill_rejects` is always written).
+    pub reject_file: Option<PathBuf>,
+    /// Copy only the rows still listed as rejects (after their data was fixed), read again from
+    /// SQLite by key; checkpoints are neither read nor moved.
+    pub retry_rejects: bool,
 }
 
 impl Default for BackfillOptions {
@@ -80,6 +101,9 @@ impl Default for BackfillOptions {
             method: ApplyMethod::Copy,
             catch_up_timeout: Duration::from_secs(300),
             workers: 2,
+            conversions: Overrides::none(),
+            reject_file: None,
+            retry_rejects: false,
         }
     }
 }
@@ -88,11 +112,15 @@ impl Default for BackfillOptions {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TableSummary {
     pub table: String,
-    /// Rows read from SQLite and sent by this run.
+    /// Rows read from SQLite and accepted by PostgreSQL in this run (rejects not included).
     pub rows_copied: u64,
     /// Of those, rows that won the revision claim (the rest had a newer live revision).
     pub rows_written: u64,
     pub chunks: u64,
+    /// Rows this run sent to the rejects (not convertible, or refused by PostgreSQL).
+    pub rows_rejected: u64,
+    /// Rejects this run took off the list: copied at last, or gone from SQLite.
+    pub rejects_resolved: u64,
     /// Rows copied by every run so far (the checkpoint's count).
     pub rows_total: u64,
     /// Finished before this run; nothing was copied.
@@ -109,6 +137,13 @@ pub struct BackfillReport {
     /// Stopped before every table was finished (cancel or `stop_after_chunks`).
     pub interrupted: bool,
     pub elapsed_ms: u64,
+    /// A `retry_rejects` run.
+    pub retry_rejects: bool,
+    /// Rows rejected by this run, per table (tables without rejects are left out).
+    pub rejects: BTreeMap<String, u64>,
+    /// Rejects still pending after this run, per table (this run's and earlier runs').
+    pub rejects_pending: BTreeMap<String, u64>,
+    pub reject_file: Option<PathBuf>,
 }
 
 impl BackfillReport {
@@ -116,11 +151,16 @@ impl BackfillReport {
         self.tables.iter().map(|t| t.rows_copied).sum()
     }
 
-    /// A plain text table: rows per table, time, rows/s.
+    pub fn rows_rejected(&self) -> u64 {
+        self.rejects.values().sum()
+    }
+
+    /// A plain text table: rows copied and rejected per table, time, rows/s; then where the
+    /// rejects are and how to take them again.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "{:<22} {:>10} {:>10} {:>7} {:>10} {:>12}  state\n",
-            "table", "copied", "written", "chunks", "seconds", "rows/s"
+            "{:<22} {:>10} {:>10} {:>9} {:>9} {:>7} {:>10} {:>12}  state\n",
+            "table", "copied", "written", "rejected", "resolved", "chunks", "seconds", "rows/s"
         );
         for t in &self.tables {
             let state = if t.skipped {
@@ -131,10 +171,12 @@ impl BackfillReport {
                 "interrupted"
             };
             out.push_str(&format!(
-                "{:<22} {:>10} {:>10} {:>7} {:>10.2} {:>12.0}  {state}\n",
+                "{:<22} {:>10} {:>10} {:>9} {:>9} {:>7} {:>10.2} {:>12.0}  {state}\n",
                 t.table,
                 t.rows_copied,
                 t.rows_written,
+                t.rows_rejected,
+                t.rejects_resolved,
                 t.chunks,
                 t.elapsed_ms as f64 / 1000.0,
                 t.rows_per_sec
@@ -142,12 +184,23 @@ impl BackfillReport {
         }
         let secs = self.elapsed_ms as f64 / 1000.0;
         out.push_str(&format!(
-            "total: {} rows in {:.2} s ({:.0} rows/s){}\n",
+            "total: {} rows in {:.2} s ({:.0} rows/s), {} rejected{}\n",
             self.rows_copied(),
             secs,
             if secs > 0.0 { self.rows_copied() as f64 / secs } else { 0.0 },
+            self.rows_rejected(),
             if self.interrupted { "; interrupted: run again to resume" } else { "" }
         ));
+        let pending: u64 = self.rejects_pending.values().sum();
+        if pending > 0 {
+            let per_table =
+                self.rejects_pending.iter().map(|(t, n)| format!("{t} {n}")).collect::<Vec<_>>().join(", ");
+            out.push_str(&format!(
+                "rejects pending: {pending} ({per_table}); reasons in dualwrite.backfill_rejects{}. \
+                 Fix the data in SQLite, then run `dualwrite backfill --retry-rejects`\n",
+                self.reject_file.as_ref().map(|f| format!(" and {}", f.display())).unwrap_or_default()
+            ));
+        }
         out
     }
 }
@@ -291,6 +344,7 @@ pub fn backfill(
     let pg = config.require_postgres()?.clone();
     let mut run = Run {
         lite: sqlite::open(&config.sqlite_path)?,
+        sqlite_path: config.sqlite_path.clone(),
         pg_config: pg,
         client: None,
         options,
@@ -300,9 +354,22 @@ pub fn backfill(
     };
     run.connect()?;
     require_bookkeeping(run.client()?)?;
-    let mut report = BackfillReport { tables: Vec::new(), interrupted: false, elapsed_ms: 0 };
+    let mut store = RejectStore::open(run.client()?, options.reject_file.as_deref())?;
+    let mut report = BackfillReport {
+        tables: Vec::new(),
+        interrupted: false,
+        elapsed_ms: 0,
+        retry_rejects: options.retry_rejects,
+        rejects: BTreeMap::new(),
+        rejects_pending: BTreeMap::new(),
+        reject_file: options.reject_file.clone(),
+    };
     for t in tables {
-        let summary = run.copy_table(t, progress)?;
+        let summary = if options.retry_rejects {
+            run.retry_table(t, &mut store, progress)?
+        } else {
+            run.copy_table(t, &mut store, progress)?
+        };
         progress.table_done(&summary);
         let stopped = !summary.finished;
         report.tables.push(summary);
@@ -311,6 +378,8 @@ pub fn backfill(
             break;
         }
     }
+    report.rejects = store.counts().clone();
+    report.rejects_pending = RejectStore::pending_counts(run.client()?)?;
     if let Some(c) = run.client.as_mut() {
         let _ = c.execute("SELECT pg_advisory_unlock($1)", &[&BACKFILL_LOCK]);
     }
@@ -320,6 +389,7 @@ pub fn backfill(
 
 struct Run<'o> {
     lite: rusqlite::Connection,
+    sqlite_path: PathBuf,
     pg_config: crate::config::PgConfig,
     /// Holds the advisory lock; reads and resets checkpoints.
     client: Option<postgres::Client>,
@@ -334,27 +404,139 @@ struct Chunk {
     /// Position in this pipeline run: chunks commit in this order.
     index: u64,
     snapshot: i64,
+    /// Keys of the rows sent (converted), in key order.
     keys: Vec<String>,
     /// COPY binary rows (without header/trailer) or a JSON array, per method.
     payload: Vec<u8>,
+    /// Where each sent row is in `payload` (a COPY tuple, or a JSON object), for the row-by-row
+    /// retry of a refused chunk.
+    spans: Vec<std::ops::Range<usize>>,
+    /// Rows the conversion rules refused; they commit with the chunk.
+    rejects: Vec<RejectedRow>,
+    /// Rows read, sent or not: fewer than a full chunk means the table ends here.
+    rows_read: usize,
+    /// The key of the last row read (sent or rejected): where the checkpoint moves to.
+    last_key: Option<String>,
     /// Fewer rows than a full chunk: the table ends here.
     last: bool,
 }
 
+impl Chunk {
+    fn new(method: ApplyMethod, snapshot: i64, capacity: usize) -> Chunk {
+        let mut payload = Vec::with_capacity(capacity * 256);
+        if method == ApplyMethod::Json {
+            payload.push(b'[');
+        }
+        Chunk {
+            index: 0,
+            snapshot,
+            keys: Vec::with_capacity(capacity),
+            payload,
+            spans: Vec::with_capacity(capacity),
+            rejects: Vec::new(),
+            rows_read: 0,
+            last_key: None,
+            last: false,
+        }
+    }
+
+    /// Convert one SQLite row (the table's columns in registry order) and add it to the payload,
+    /// or to the rejects when a rule refuses a value.
+    fn add(
+        &mut self,
+        table: &Table,
+        method: ApplyMethod,
+        r: &rusqlite::Row<'_>,
+        key: String,
+        rules: &ColumnRules,
+    ) {
+        self.rows_read += 1;
+        self.last_key = Some(key.clone());
+        let converted = legacy::convert_sqlite_row(table, r, 0, rules).and_then(|row| {
+            let start = self.payload.len();
+            if method == ApplyMethod::Json && !self.keys.is_empty() {
+                self.payload.push(b',');
+            }
+            let body = self.payload.len();
+            let encoded = match method {
+                ApplyMethod::Copy => legacy::to_sqlite_values(table, &row)
+                    .and_then(|values| encode_copy_row(table, &values, &key, &mut self.payload)),
+                ApplyMethod::Json => {
+                    serde_json::to_writer(&mut self.payload, &row).map_err(|e| Error::Internal(e.to_string()))
+                }
+            };
+            match encoded {
+                Ok(()) => Ok(body..self.payload.len()),
+                Err(e) => {
+                    // The rules produced a value the encoder cannot send: a bug, but one row's.
+                    self.payload.truncate(start);
+                    Err(vec![legacy::Reject {
+                        table: table.name.into(),
+                        key: key.clone(),
+                        column: None,
+                        value: None,
+                        reason: format!("converted, but cannot be encoded for PostgreSQL: {e}"),
+                    }])
+                }
+            }
+        });
+        match converted {
+            Ok(span) => {
+                self.spans.push(span);
+                self.keys.push(key);
+            }
+            Err(problems) => {
+                let mut rejected = RejectedRow::conversion(table, problems);
+                rejected.key = key;
+                self.rejects.push(rejected);
+            }
+        }
+    }
+
+    fn finish(&mut self, method: ApplyMethod) {
+        if method == ApplyMethod::Json {
+            self.payload.push(b']');
+        }
+    }
+
+    /// What travels for every row of the chunk (`None`) or for row `i` alone.
+    fn body(&self, method: ApplyMethod, row: Option<usize>) -> Cow<'_, [u8]> {
+        match (method, row) {
+            (_, None) => Cow::Borrowed(&self.payload),
+            (ApplyMethod::Copy, Some(i)) => Cow::Borrowed(&self.payload[self.spans[i].clone()]),
+            (ApplyMethod::Json, Some(i)) => {
+                let mut one = Vec::with_capacity(self.spans[i].len() + 2);
+                one.push(b'[');
+                one.extend_from_slice(&self.payload[self.spans[i].clone()]);
+                one.push(b']');
+                Cow::Owned(one)
+            }
+        }
+    }
+}
+
 /// Why a chunk did not commit.
 enum Attempt {
-    /// PostgreSQL refused the chunk for a constraint; wait for the outbox to reach the snapshot.
-    Constraint(Error),
+    /// PostgreSQL refused the chunk for a foreign key or a unique value while the outbox still
+    /// held changes up to its snapshot: wait for the replicator to apply them, then start again
+    /// from the checkpoint (every uncommitted chunk rolled back, so no lock is held meanwhile).
+    Constraint { error: Error, snapshot: i64 },
     /// Connection or concurrency failure: reconnect and try again.
     Transient(Error),
-    /// The data or the schema is wrong: stop.
+    /// The schema or the bookkeeping is wrong, or replication did not catch up: stop.
     Permanent(Error),
 }
 
 /// What a worker reports to the reader.
 enum Outcome {
-    Committed { rows: u64, written: u64 },
-    Failed { attempt: Attempt, snapshot: i64 },
+    /// Committed: rows PostgreSQL took, rows that won the claim, and the chunk's rejects (to be
+    /// logged to the reject file now that they are committed).
+    Committed {
+        rows: u64,
+        written: u64,
+        rejects: Vec<RejectedRow>,
+    },
+    Failed(Attempt),
 }
 
 /// Commit order across the workers: chunk `next` is the only one allowed to commit.
@@ -405,6 +587,7 @@ impl Run<'_> {
     fn copy_table(
         &mut self,
         table: &'static Table,
+        store: &mut RejectStore,
         progress: &mut dyn BackfillProgress,
     ) -> Result<TableSummary> {
         let started = Instant::now();
@@ -420,6 +603,8 @@ impl Run<'_> {
             rows_copied: 0,
             rows_written: 0,
             chunks: 0,
+            rows_rejected: 0,
+            rejects_resolved: 0,
             rows_total: rows_before as u64,
             skipped: finished,
             finished,
@@ -432,120 +617,125 @@ impl Run<'_> {
         let total: i64 =
             self.lite.query_row(&format!("SELECT count(*) FROM {}", table.name), [], |r| r.get(0))?;
         progress.table_started(table.name, total as u64, rows_before as u64);
-        // Consecutive failures without a committed chunk in between (a long table under live
-        // writes may wait for the replicator many times, each time making progress after).
+        let rules = ColumnRules::new(table, &self.options.conversions);
+        let rejected_before = store.counts().get(table.name).copied().unwrap_or(0);
+        // Consecutive failures without a committed chunk in between.
         let mut failures = 0u32;
         let mut chunks_at_failure = 0;
         loop {
             // Always (re)start from what PostgreSQL says is committed.
             let (last_key, rows_total, _) = self.checkpoint(table)?;
-            match self.pipeline(table, last_key, rows_total as u64, &mut summary, progress)? {
-                None => break,
-                Some((attempt, snapshot)) => {
-                    failures = if summary.chunks > chunks_at_failure { 1 } else { failures + 1 };
-                    chunks_at_failure = summary.chunks;
-                    match attempt {
-                        Attempt::Constraint(e) if failures < 6 => {
-                            progress.paused(
-                                table.name,
-                                "waiting for the replicator to apply the outbox up to the chunk's snapshot",
-                            );
-                            tracing::info!(table = table.name, error = %e, snapshot,
-                                "backfill chunk refused by a constraint; waiting for the replicator to catch up");
-                            self.wait_for_outbox(snapshot).map_err(|w| {
-                                Error::Unavailable(format!(
-                                    "{}: PostgreSQL refused a backfill chunk ({e}) and the outbox did not reach its \
-                                     snapshot: {w}. Is replication running (a process with the bridge open, or `dualwrite drain`)?",
-                                    table.name
-                                ))
-                            })?;
-                        }
-                        Attempt::Transient(e) if failures < 6 => {
-                            tracing::warn!(table = table.name, error = %e, attempt = failures, "backfill chunk failed; retrying");
-                            std::thread::sleep(Duration::from_millis(100 << failures.min(6)));
-                        }
-                        Attempt::Constraint(e) | Attempt::Transient(e) | Attempt::Permanent(e) => {
-                            tracing::error!(table = table.name, error = %e, "backfill chunk failed");
-                            return Err(e);
-                        }
-                    }
+            let failure =
+                self.pipeline(table, &rules, last_key, rows_total as u64, &mut summary, store, progress)?;
+            let Some(attempt) = failure else { break };
+            failures = if summary.chunks > chunks_at_failure { 1 } else { failures + 1 };
+            chunks_at_failure = summary.chunks;
+            match attempt {
+                Attempt::Constraint { error, snapshot } if failures < 6 => {
+                    progress.paused(
+                        table.name,
+                        "waiting for the replicator to apply the outbox up to the chunk's snapshot",
+                    );
+                    tracing::info!(table = table.name, %error, snapshot,
+                        "backfill chunk refused by a constraint; waiting for the replicator to catch up");
+                    wait_for_outbox(&self.lite, snapshot, self.options.catch_up_timeout, table)?;
+                }
+                Attempt::Transient(e) if failures < 6 => {
+                    tracing::warn!(table = table.name, error = %e, attempt = failures, "backfill chunk failed; retrying");
+                    std::thread::sleep(Duration::from_millis(100 << failures.min(6)));
+                }
+                Attempt::Constraint { error: e, .. } | Attempt::Transient(e) | Attempt::Permanent(e) => {
+                    tracing::error!(table = table.name, error = %e, "backfill chunk failed");
+                    return Err(e);
                 }
             }
         }
         let (_, rows_total, finished) = self.checkpoint(table)?;
         summary.rows_total = rows_total as u64;
         summary.finished = finished;
+        summary.rows_rejected = store.counts().get(table.name).copied().unwrap_or(0) - rejected_before;
         summary.elapsed_ms = started.elapsed().as_millis() as u64;
         summary.rows_per_sec = summary.rows_copied as f64 / started.elapsed().as_secs_f64().max(1e-9);
         Ok(summary)
     }
 
     /// Read chunks in key order on this thread while `workers` connections apply them; each
-    /// chunk commits (with its checkpoint) only after the one before it, so the checkpoint always
-    /// marks a prefix of the table and a resumed run never copies a committed chunk again.
-    /// Returns the first failure, after every worker has stopped (uncommitted chunks roll back).
+    /// chunk commits (with its checkpoint and its rejects) only after the one before it, so the
+    /// checkpoint always marks a prefix of the table and a resumed run never copies a committed
+    /// chunk again. Returns the first failure, after every worker has stopped (uncommitted chunks
+    /// roll back).
+    #[allow(clippy::too_many_arguments)]
     fn pipeline(
         &mut self,
         table: &'static Table,
+        rules: &ColumnRules,
         mut last_key: Option<String>,
         mut rows_total: u64,
         summary: &mut TableSummary,
+        store: &mut RejectStore,
         progress: &mut dyn BackfillProgress,
-    ) -> Result<Option<(Attempt, i64)>> {
+    ) -> Result<Option<Attempt>> {
         let n = self.options.chunk_size;
         let method = self.options.method;
         let workers = self.options.workers.max(1);
         let shared: Shared = Default::default();
         let (job_tx, job_rx) = crossbeam_channel::bounded::<Chunk>(workers);
         let (out_tx, out_rx) = crossbeam_channel::unbounded::<Outcome>();
-        let pg_config = self.pg_config.clone();
-        std::thread::scope(|s| -> Result<Option<(Attempt, i64)>> {
+        let ctx =
+            WorkerCtx { pg: self.pg_config.clone(), sqlite_path: self.sqlite_path.clone(), table, method };
+        std::thread::scope(|s| -> Result<Option<Attempt>> {
             for w in 0..workers {
-                let (job_rx, out_tx, shared, pg_config) =
-                    (job_rx.clone(), out_tx.clone(), &shared, &pg_config);
+                let (job_rx, out_tx, shared, ctx) = (job_rx.clone(), out_tx.clone(), &shared, &ctx);
                 std::thread::Builder::new()
                     .name(format!("dualwrite-backfill-{w}"))
-                    .spawn_scoped(s, move || worker(pg_config, table, method, &job_rx, &out_tx, shared))
+                    .spawn_scoped(s, move || worker(ctx, &job_rx, &out_tx, shared))
                     .map_err(Error::Io)?;
             }
             drop(job_rx);
             drop(out_tx);
             let mut failure = None;
             let mut note = |o: Outcome,
-                            failure: &mut Option<(Attempt, i64)>,
-                            progress: &mut dyn BackfillProgress| match o {
-                Outcome::Committed { rows, written } => {
-                    summary.chunks += 1;
-                    summary.rows_copied += rows;
-                    summary.rows_written += written;
-                    rows_total += rows;
-                    progress.chunk_done(table.name, rows_total);
-                }
-                Outcome::Failed { attempt, snapshot } => {
-                    if failure.is_none() {
-                        *failure = Some((attempt, snapshot));
+                            failure: &mut Option<Attempt>,
+                            progress: &mut dyn BackfillProgress|
+             -> Result<()> {
+                match o {
+                    Outcome::Committed { rows, written, rejects } => {
+                        summary.chunks += 1;
+                        summary.rows_copied += rows;
+                        summary.rows_written += written;
+                        rows_total += rows;
+                        // Committed, so the file never names a row the table does not have.
+                        store.log(&rejects)?;
+                        let rejected = store.counts().get(table.name).copied().unwrap_or(0);
+                        progress.chunk_done(table.name, rows_total + rejected);
+                    }
+                    Outcome::Failed(f) => {
+                        if failure.is_none() {
+                            *failure = Some(f);
+                        }
                     }
                 }
+                Ok(())
             };
             let mut index = 0;
             loop {
                 while let Ok(o) = out_rx.try_recv() {
-                    note(o, &mut failure, progress);
+                    note(o, &mut failure, progress)?;
                 }
                 let failed = shared.0.lock().unwrap_or_else(|p| p.into_inner()).failed;
                 if failed || failure.is_some() || self.stop_requested() {
                     break;
                 }
                 self.throttle(table, progress)?;
-                let mut chunk = self.read_chunk(table, last_key.as_deref(), n)?;
+                let mut chunk = self.read_chunk(table, rules, last_key.as_deref(), n)?;
                 chunk.index = index;
-                chunk.last = chunk.keys.len() < n;
+                chunk.last = chunk.rows_read < n;
                 let last = chunk.last;
-                if let Some(k) = chunk.keys.last() {
+                if let Some(k) = &chunk.last_key {
                     last_key = Some(k.clone());
                 }
-                self.rows_this_run += chunk.keys.len() as u64;
-                if !chunk.keys.is_empty() {
+                self.rows_this_run += chunk.rows_read as u64;
+                if chunk.rows_read > 0 {
                     self.chunks_this_run += 1;
                 }
                 if job_tx.send(chunk).is_err() {
@@ -559,10 +749,95 @@ impl Run<'_> {
             drop(job_tx);
             // The workers finish (or roll back) what they hold, then close the channel.
             for o in out_rx.iter() {
-                note(o, &mut failure, progress);
+                note(o, &mut failure, progress)?;
             }
             Ok(failure)
         })
+    }
+
+    /// `retry_rejects`: read the rows still listed as rejects of `table` again from SQLite, by key,
+    /// convert and apply them; what goes through (or is gone from SQLite) is resolved, what is
+    /// still refused stays a reject with the new reason. Checkpoints are not touched.
+    fn retry_table(
+        &mut self,
+        table: &'static Table,
+        store: &mut RejectStore,
+        progress: &mut dyn BackfillProgress,
+    ) -> Result<TableSummary> {
+        let started = Instant::now();
+        let keys = RejectStore::pending_keys(self.client()?, table.name)?;
+        let mut summary = TableSummary {
+            table: table.name.to_string(),
+            rows_copied: 0,
+            rows_written: 0,
+            chunks: 0,
+            rows_rejected: 0,
+            rejects_resolved: 0,
+            rows_total: keys.len() as u64,
+            skipped: false,
+            finished: true,
+            elapsed_ms: 0,
+            rows_per_sec: 0.0,
+        };
+        if keys.is_empty() {
+            return Ok(summary);
+        }
+        progress.table_started(table.name, keys.len() as u64, 0);
+        let method = self.options.method;
+        let rules = ColumnRules::new(table, &self.options.conversions);
+        // Its own connection, with its own staging table, as a worker's.
+        let mut client = self.pg_config.connect()?;
+        if method == ApplyMethod::Copy {
+            client.batch_execute(&stage_ddl(table))?;
+        }
+        let rejected_before = store.counts().get(table.name).copied().unwrap_or(0);
+        let mut done = 0;
+        for batch in keys.chunks(self.options.chunk_size) {
+            if self.stop_requested() {
+                summary.finished = false;
+                break;
+            }
+            let (mut chunk, gone) = self.read_keys(table, &rules, batch)?;
+            let timeout = self.options.catch_up_timeout;
+            // No transaction is open while waiting: the replicator may need the rows it would lock.
+            let mut attempts = 0;
+            let (mut tx, applied) = loop {
+                wait_for_outbox(&self.lite, chunk.snapshot, timeout, table)?;
+                let mut tx = client.transaction()?;
+                let lite = &self.lite;
+                match apply_rows(&mut tx, table, &chunk, method, &mut |upto| {
+                    Outbox::any_pending_upto(lite, upto)
+                }) {
+                    Ok(applied) => break (tx, applied),
+                    Err(e) if attempts < 5 && is_lag(&e) => {
+                        tx.rollback()?;
+                        attempts += 1;
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            let mut rejects = std::mem::take(&mut chunk.rejects);
+            rejects.extend(applied.refused);
+            for r in &rejects {
+                RejectStore::insert(&mut tx, r)?;
+            }
+            let mut resolved = applied.keys;
+            let copied = resolved.len() as u64;
+            resolved.extend(gone);
+            let n = RejectStore::resolve(&mut tx, table.name, &resolved)?;
+            tx.commit()?;
+            store.log(&rejects)?;
+            summary.chunks += 1;
+            summary.rows_copied += copied;
+            summary.rows_written += applied.written;
+            summary.rejects_resolved += n;
+            done += batch.len() as u64;
+            progress.chunk_done(table.name, done);
+        }
+        summary.rows_rejected = store.counts().get(table.name).copied().unwrap_or(0) - rejected_before;
+        summary.elapsed_ms = started.elapsed().as_millis() as u64;
+        summary.rows_per_sec = summary.rows_copied as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        Ok(summary)
     }
 
     /// Sleep to hold the rows/s cap; pause while the outbox is deeper than the bound.
@@ -591,26 +866,15 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn wait_for_outbox(&self, upto: i64) -> std::result::Result<(), String> {
-        let deadline = Instant::now() + self.options.catch_up_timeout;
-        loop {
-            match Outbox::any_pending_upto(&self.lite, upto) {
-                Ok(false) => return Ok(()),
-                Ok(true) => {}
-                Err(e) => return Err(e.to_string()),
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "changes up to {upto} still pending after {:?}",
-                    self.options.catch_up_timeout
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Read up to `n` rows after `after` from one SQLite snapshot, with its high-water mark.
-    fn read_chunk(&mut self, table: &'static Table, after: Option<&str>, n: usize) -> Result<Chunk> {
+    /// Read up to `n` rows after `after` from one SQLite snapshot, with its high-water mark, each
+    /// converted by `rules`.
+    fn read_chunk(
+        &mut self,
+        table: &'static Table,
+        rules: &ColumnRules,
+        after: Option<&str>,
+        n: usize,
+    ) -> Result<Chunk> {
         let cols = table.column_names().collect::<Vec<_>>().join(", ");
         let sql = match after {
             Some(_) => {
@@ -626,151 +890,338 @@ impl Run<'_> {
         // Deferred: the snapshot starts at the first read, which is the high-water mark.
         let tx = self.lite.transaction()?;
         let snapshot = Outbox::last_seq(&tx)?;
-        let key_index = table.columns.iter().position(|c| c.name == table.key).unwrap_or(0);
-        let mut keys = Vec::with_capacity(n.min(100_000));
-        let mut payload = Vec::with_capacity(n.min(100_000) * 256);
+        let mut chunk = Chunk::new(method, snapshot, n.min(100_000));
         {
             let mut stmt = tx.prepare_cached(&sql)?;
             let mut rows = match after {
                 Some(k) => stmt.query(rusqlite::params![k, n as i64])?,
                 None => stmt.query([n as i64])?,
             };
-            if method == ApplyMethod::Json {
-                payload.push(b'[');
-            }
             while let Some(r) = rows.next()? {
-                let key = match r.get_ref(key_index)? {
-                    ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
-                    other => {
-                        return Err(Error::Internal(format!(
-                            "{}: key of type {:?}",
-                            table.name,
-                            other.data_type()
-                        )))
-                    }
-                };
-                match method {
-                    ApplyMethod::Copy => encode_copy_row(table, r, &key, &mut payload)?,
-                    ApplyMethod::Json => {
-                        if !keys.is_empty() {
-                            payload.push(b',');
-                        }
-                        let row = decode_sqlite_row(table, r)?;
-                        serde_json::to_writer(&mut payload, &row)
-                            .map_err(|e| Error::Internal(e.to_string()))?;
-                    }
-                }
-                keys.push(key);
-            }
-            if method == ApplyMethod::Json {
-                payload.push(b']');
+                let key = row_key(table, r)?;
+                chunk.add(table, method, r, key, rules);
             }
         }
+        chunk.finish(method);
         tx.commit()?;
-        Ok(Chunk { index: 0, snapshot, keys, payload, last: false })
+        Ok(chunk)
+    }
+
+    /// The rows of `keys` from one SQLite snapshot, converted; and the keys no longer there.
+    fn read_keys(
+        &mut self,
+        table: &'static Table,
+        rules: &ColumnRules,
+        keys: &[String],
+    ) -> Result<(Chunk, Vec<String>)> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} = ?1",
+            table.column_names().collect::<Vec<_>>().join(", "),
+            table.name,
+            table.key
+        );
+        let method = self.options.method;
+        let tx = self.lite.transaction()?;
+        let snapshot = Outbox::last_seq(&tx)?;
+        let mut chunk = Chunk::new(method, snapshot, keys.len());
+        let mut gone = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached(&sql)?;
+            for k in keys {
+                let mut rows = stmt.query([k])?;
+                match rows.next()? {
+                    Some(r) => chunk.add(table, method, r, k.clone(), rules),
+                    None => gone.push(k.clone()),
+                }
+            }
+        }
+        chunk.finish(method);
+        tx.commit()?;
+        Ok((chunk, gone))
     }
 }
 
-/// A worker: its own connection (asynchronous commit, its own staging table), applying chunks
-/// as they come and committing each in its turn.
-fn worker(
-    pg: &crate::config::PgConfig,
+/// The key of a SQLite row as text (the column in registry position).
+fn row_key(table: &Table, r: &rusqlite::Row<'_>) -> Result<String> {
+    let key_index = table.columns.iter().position(|c| c.name == table.key).unwrap_or(0);
+    match r.get_ref(key_index)? {
+        ValueRef::Text(t) => Ok(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Integer(n) => Ok(n.to_string()),
+        other => Err(Error::Internal(format!("{}: key of type {:?}", table.name, other.data_type()))),
+    }
+}
+
+/// Wait until the outbox holds nothing at or below `upto`: every change up to a snapshot has
+/// reached PostgreSQL, so a foreign-key or unique refusal of that snapshot's rows is their own.
+fn wait_for_outbox(lite: &rusqlite::Connection, upto: i64, timeout: Duration, table: &Table) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Outbox::any_pending_upto(lite, upto)? {
+        if Instant::now() >= deadline {
+            return Err(Error::Unavailable(format!(
+                "{}: PostgreSQL refused backfill rows for a foreign key or unique value, and the outbox \
+                 still held changes up to their snapshot ({upto}) after {timeout:?}. Is replication \
+                 running (a process with the bridge open, or `dualwrite drain`)?",
+                table.name
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// A read-only SQLite connection that only looks at the outbox.
+fn open_outbox_reader(path: &std::path::Path) -> Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+/// What every worker of one table's pipeline shares.
+struct WorkerCtx {
+    pg: crate::config::PgConfig,
+    sqlite_path: PathBuf,
     table: &'static Table,
     method: ApplyMethod,
+}
+
+/// A worker: its own PostgreSQL connection (asynchronous commit, its own staging table) and a
+/// read-only SQLite connection (to see the outbox), applying chunks as they come and committing
+/// each in its turn.
+fn worker(
+    ctx: &WorkerCtx,
     jobs: &crossbeam_channel::Receiver<Chunk>,
     out: &crossbeam_channel::Sender<Outcome>,
     shared: &Shared,
 ) {
-    let fail = |attempt: Attempt, snapshot: i64| {
+    let fail = |attempt: Attempt| {
         let (m, cv) = shared;
         m.lock().unwrap_or_else(|p| p.into_inner()).failed = true;
         cv.notify_all();
-        let _ = out.send(Outcome::Failed { attempt, snapshot });
+        let _ = out.send(Outcome::Failed(attempt));
     };
-    let mut client = match pg.connect() {
+    let lite = match open_outbox_reader(&ctx.sqlite_path) {
         Ok(c) => c,
-        Err(e) => return fail(Attempt::Transient(e), 0),
+        Err(e) => return fail(Attempt::Permanent(e)),
+    };
+    let mut client = match ctx.pg.connect() {
+        Ok(c) => c,
+        Err(e) => return fail(Attempt::Transient(e)),
     };
     // A chunk and its checkpoint commit together, so an asynchronous commit lost in a PostgreSQL
     // crash only means those chunks are copied again by the resumed run (still revision-guarded).
     let mut setup = String::from("SET synchronous_commit = off;");
-    if method == ApplyMethod::Copy {
-        setup.push_str(&stage_ddl(table));
+    if ctx.method == ApplyMethod::Copy {
+        setup.push_str(&stage_ddl(ctx.table));
     }
     if let Err(e) = client.batch_execute(&setup) {
-        return fail(classify(e), 0);
+        return fail(classify(Error::Postgres(e)));
     }
+    let mut pending = |upto: i64| Outbox::any_pending_upto(&lite, upto);
     for chunk in jobs.iter() {
-        match apply_chunk_tx(&mut client, table, &chunk, method, shared) {
-            Ok(Some(written)) => {
-                let _ = out.send(Outcome::Committed { rows: chunk.keys.len() as u64, written });
+        match apply_chunk_tx(&mut client, ctx.table, &chunk, ctx.method, shared, &mut pending) {
+            Ok(Some(outcome)) => {
+                let _ = out.send(outcome);
             }
             // Another chunk failed first: this one rolled back; stop.
             Ok(None) => return,
-            Err(e) => return fail(classify(e), chunk.snapshot),
+            Err(e) if is_lag(&e) => return fail(Attempt::Constraint { error: e, snapshot: chunk.snapshot }),
+            Err(e) => return fail(classify(e)),
         }
     }
 }
 
-fn classify(e: postgres::Error) -> Attempt {
-    match e.code().map(|c| c.code().to_string()) {
-        // A referenced row or a unique value that the replicator has not applied yet.
-        Some(c) if c == "23503" || c == "23505" => Attempt::Constraint(Error::Postgres(e)),
-        // A property of the data or the schema: retrying the same rows cannot help.
+fn classify(e: Error) -> Attempt {
+    let Error::Postgres(pe) = e else {
+        return match e {
+            Error::Io(_) => Attempt::Transient(e),
+            _ => Attempt::Permanent(e),
+        };
+    };
+    match pe.code().map(|c| c.code().to_string()) {
+        // A property of the data or the schema that the row-by-row retry could not take apart
+        // (or the bookkeeping's own statements): retrying the same rows cannot help.
         Some(c) if c.starts_with("22") || c.starts_with("23") || c.starts_with("42") => {
-            Attempt::Permanent(Error::Postgres(e))
+            Attempt::Permanent(Error::Postgres(pe))
         }
-        _ => Attempt::Transient(Error::Postgres(e)),
+        _ => Attempt::Transient(Error::Postgres(pe)),
     }
 }
 
-/// Apply one chunk, wait for its turn, advance the checkpoint, commit. `None`: another chunk
-/// failed while this one waited, and this one was rolled back.
+/// PostgreSQL refused rows for their data (SQLSTATE classes 22 and 23), not for the connection
+/// or the schema.
+fn refused_for_data(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
+}
+
+/// A foreign-key or unique refusal (23503, 23505) may only mean a parent, or the change that freed
+/// a value, is still in the outbox.
+fn maybe_replication_lag(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|c| matches!(c.code(), "23503" | "23505"))
+}
+
+/// What [`apply_rows`] returns when a refusal may be replication lag: the outbox still holds
+/// changes up to the chunk's snapshot.
+fn is_lag(e: &Error) -> bool {
+    matches!(e, Error::Postgres(pe) if maybe_replication_lag(pe))
+}
+
+/// What PostgreSQL took of a chunk.
+struct Applied {
+    /// Rows that won the revision claim.
+    written: u64,
+    /// Keys of the rows PostgreSQL accepted (won or lost the claim).
+    keys: Vec<String>,
+    /// Rows PostgreSQL refused, one by one.
+    refused: Vec<RejectedRow>,
+}
+
+/// Apply a chunk in the caller's transaction: the whole chunk under a savepoint; if PostgreSQL
+/// refuses it for its data, again row by row, each under its own savepoint, and the refused rows
+/// are returned as rejects.
+///
+/// A foreign-key or unique refusal is believed only when `pending(snapshot)` says the outbox holds
+/// nothing at or below the chunk's snapshot any more (a parent inserted after its table was copied,
+/// or the change that freed a value, may still be on its way), and only after one more try, since
+/// the outbox may have drained between the refusal and the look. Otherwise the refusal is returned
+/// (see [`is_lag`]): the caller rolls back and waits without holding locks — never inside this
+/// transaction, where other chunks' uncommitted rows could block the replicator it waits for.
+fn apply_rows(
+    tx: &mut postgres::Transaction<'_>,
+    table: &'static Table,
+    chunk: &Chunk,
+    method: ApplyMethod,
+    pending: &mut dyn FnMut(i64) -> Result<bool>,
+) -> Result<Applied> {
+    let mut applied = Applied { written: 0, keys: Vec::new(), refused: Vec::new() };
+    if chunk.keys.is_empty() {
+        return Ok(applied);
+    }
+    // Set once the outbox was seen empty up to the snapshot: constraint refusals are then real.
+    let mut caught_up = false;
+    loop {
+        let mut whole = tx.savepoint("dw_chunk")?;
+        match send(&mut whole, table, method, chunk.snapshot, &chunk.keys, &chunk.body(method, None)) {
+            Ok(written) => {
+                whole.commit()?;
+                applied.written = written;
+                applied.keys = chunk.keys.clone();
+                return Ok(applied);
+            }
+            Err(e) if maybe_replication_lag(&e) && !caught_up => {
+                whole.rollback()?;
+                if pending(chunk.snapshot)? {
+                    return Err(Error::Postgres(e));
+                }
+                caught_up = true;
+            }
+            Err(e) if refused_for_data(&e) => {
+                whole.rollback()?;
+                tracing::info!(table = table.name, error = %e, rows = chunk.keys.len(),
+                    "backfill chunk refused for its data; applying it row by row");
+                break;
+            }
+            Err(e) => return Err(Error::Postgres(e)),
+        }
+    }
+    for (i, key) in chunk.keys.iter().enumerate() {
+        loop {
+            let mut one = tx.savepoint("dw_row")?;
+            let body = chunk.body(method, Some(i));
+            match send(&mut one, table, method, chunk.snapshot, std::slice::from_ref(key), &body) {
+                Ok(written) => {
+                    one.commit()?;
+                    applied.written += written;
+                    applied.keys.push(key.clone());
+                }
+                Err(e) if maybe_replication_lag(&e) && !caught_up => {
+                    one.rollback()?;
+                    if pending(chunk.snapshot)? {
+                        return Err(Error::Postgres(e));
+                    }
+                    caught_up = true;
+                    continue;
+                }
+                Err(e) if refused_for_data(&e) => {
+                    one.rollback()?;
+                    applied.refused.push(RejectedRow::postgres(table, key, &e));
+                }
+                Err(e) => return Err(Error::Postgres(e)),
+            }
+            break;
+        }
+    }
+    Ok(applied)
+}
+
+/// Stage `body` (COPY tuples or a JSON array holding exactly the rows of `keys`) and run the
+/// claim + upsert with revision `snapshot`. Returns the rows written (claims won).
+fn send(
+    tx: &mut postgres::Transaction<'_>,
+    table: &'static Table,
+    method: ApplyMethod,
+    snapshot: i64,
+    keys: &[String],
+    body: &[u8],
+) -> std::result::Result<u64, postgres::Error> {
+    let revs = vec![snapshot; keys.len()];
+    let dels = vec![false; keys.len()];
+    match method {
+        ApplyMethod::Copy => {
+            let mut w = tx.copy_in(&format!(
+                "COPY pg_temp.dw_stage_{} ({}) FROM STDIN (FORMAT binary)",
+                table.name,
+                table.column_names().collect::<Vec<_>>().join(", ")
+            ))?;
+            let mut header = Vec::with_capacity(19);
+            header.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+            header.extend_from_slice(&0i32.to_be_bytes());
+            header.extend_from_slice(&0i32.to_be_bytes());
+            let res = w
+                .write_all(&header)
+                .and_then(|_| w.write_all(body))
+                .and_then(|_| w.write_all(&(-1i16).to_be_bytes()));
+            if let Err(e) = res {
+                // The server's error, if it sent one, comes from finish().
+                tracing::debug!(error = %e, "COPY write failed");
+            }
+            w.finish()?;
+            // The staging table may still hold rows from earlier savepoints of this transaction
+            // (it empties at commit): the join with the claimed keys takes only these rows.
+            tx.execute(&apply_sql(table, ApplyMethod::Copy), &[&table.name, &keys, &revs, &dels])
+        }
+        ApplyMethod::Json => {
+            let json = std::str::from_utf8(body).unwrap_or("[]");
+            tx.execute(&apply_sql(table, ApplyMethod::Json), &[&table.name, &keys, &revs, &dels, &json])
+        }
+    }
+}
+
+/// Apply one chunk with its rejects, wait for its turn, advance the checkpoint past every row
+/// read (rejected ones too), commit. `None`: another chunk failed while this one waited, and
+/// this one was rolled back.
 fn apply_chunk_tx(
     client: &mut postgres::Client,
     table: &'static Table,
     chunk: &Chunk,
     method: ApplyMethod,
     shared: &Shared,
-) -> std::result::Result<Option<u64>, postgres::Error> {
+    pending: &mut dyn FnMut(i64) -> Result<bool>,
+) -> Result<Option<Outcome>> {
     let t0 = Instant::now();
     let mut tx = client.transaction()?;
-    let mut written = 0;
-    if !chunk.keys.is_empty() {
-        let revs = vec![chunk.snapshot; chunk.keys.len()];
-        let dels = vec![false; chunk.keys.len()];
-        written = match method {
-            ApplyMethod::Copy => {
-                let mut w = tx.copy_in(&format!(
-                    "COPY pg_temp.dw_stage_{} ({}) FROM STDIN (FORMAT binary)",
-                    table.name,
-                    table.column_names().collect::<Vec<_>>().join(", ")
-                ))?;
-                let mut header = Vec::with_capacity(19);
-                header.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-                header.extend_from_slice(&0i32.to_be_bytes());
-                header.extend_from_slice(&0i32.to_be_bytes());
-                let res = w
-                    .write_all(&header)
-                    .and_then(|_| w.write_all(&chunk.payload))
-                    .and_then(|_| w.write_all(&(-1i16).to_be_bytes()));
-                if let Err(e) = res {
-                    // The server's error, if it sent one, comes from finish().
-                    tracing::debug!(error = %e, "COPY write failed");
-                }
-                w.finish()?;
-                tx.execute(&apply_sql(table, ApplyMethod::Copy), &[&table.name, &chunk.keys, &revs, &dels])?
-            }
-            ApplyMethod::Json => {
-                let json = std::str::from_utf8(&chunk.payload).unwrap_or("[]");
-                tx.execute(
-                    &apply_sql(table, ApplyMethod::Json),
-                    &[&table.name, &chunk.keys, &revs, &dels, &json],
-                )?
-            }
-        };
+    let applied = apply_rows(&mut tx, table, chunk, method, pending)?;
+    let mut rejects = chunk.rejects.clone();
+    rejects.extend(applied.refused);
+    for r in &rejects {
+        RejectStore::insert(&mut tx, r)?;
     }
-    let applied = t0.elapsed();
+    // Rows rejected by an earlier run that now went through (e.g. with --restart).
+    RejectStore::resolve(&mut tx, table.name, &applied.keys)?;
+    let apply_ms = t0.elapsed().as_millis() as u64;
     {
         let (m, cv) = shared;
         let mut turn = m.lock().unwrap_or_else(|p| p.into_inner());
@@ -781,6 +1232,7 @@ fn apply_chunk_tx(
             return Ok(None);
         }
     }
+    let rows = applied.keys.len() as u64;
     tx.execute(
         "INSERT INTO dualwrite.backfill_checkpoints (table_name, last_key, rows_copied, chunks, finished)
          VALUES ($1, $2, $3, 1, $4)
@@ -789,7 +1241,7 @@ fn apply_chunk_tx(
              rows_copied = dualwrite.backfill_checkpoints.rows_copied + EXCLUDED.rows_copied,
              chunks = dualwrite.backfill_checkpoints.chunks + 1,
              finished = EXCLUDED.finished, updated_at = now()",
-        &[&table.name, &chunk.keys.last(), &(chunk.keys.len() as i64), &chunk.last],
+        &[&table.name, &chunk.last_key, &(rows as i64), &chunk.last],
     )?;
     tx.commit()?;
     {
@@ -799,12 +1251,13 @@ fn apply_chunk_tx(
     }
     tracing::debug!(
         table = table.name,
-        rows = chunk.keys.len(),
-        apply_ms = applied.as_millis() as u64,
+        rows,
+        rejected = rejects.len(),
+        apply_ms,
         total_ms = t0.elapsed().as_millis() as u64,
         "backfill chunk committed"
     );
-    Ok(Some(written))
+    Ok(Some(Outcome::Committed { rows, written: applied.written, rejects }))
 }
 
 /// The staging table's type for a column: the target type, except numeric, which travels as text
@@ -869,11 +1322,24 @@ fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend_from_slice(bytes);
 }
 
-/// One row of a SQLite result (the table's columns in registry order) as a binary COPY tuple.
-fn encode_copy_row(table: &Table, r: &rusqlite::Row<'_>, key: &str, buf: &mut Vec<u8>) -> Result<()> {
+/// One converted row (the values SQLite stores for it, in registry order) as a binary COPY tuple.
+fn encode_copy_row(table: &Table, values: &[SqlValue], key: &str, buf: &mut Vec<u8>) -> Result<()> {
+    if values.len() != table.columns.len() {
+        return Err(Error::Internal(format!(
+            "{}: {} values for {} columns",
+            table.name,
+            values.len(),
+            table.columns.len()
+        )));
+    }
     buf.extend_from_slice(&(table.columns.len() as i16).to_be_bytes());
-    for (i, c) in table.columns.iter().enumerate() {
-        let v = r.get_ref(i)?;
+    for (c, value) in table.columns.iter().zip(values) {
+        let v = match value {
+            SqlValue::Null => ValueRef::Null,
+            SqlValue::Integer(n) => ValueRef::Integer(*n),
+            SqlValue::Text(t) => ValueRef::Text(t.as_bytes()),
+            SqlValue::Blob(b) => ValueRef::Blob(b),
+        };
         let bad = |what: &str| {
             Error::Internal(format!(
                 "{}.{} of row {key}: {what} (SQLite holds {:?})",

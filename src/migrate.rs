@@ -64,6 +64,11 @@ pub static POSTGRES_MIGRATIONS: &[Migration] = &[
         name: "postgres_primary",
         sql: include_str!("../migrations/postgres/0005_postgres_primary.sql"),
     },
+    Migration {
+        version: 6,
+        name: "backfill_rejects",
+        sql: include_str!("../migrations/postgres/0006_backfill_rejects.sql"),
+    },
 ];
 
 pub static SQLITE_MIGRATIONS: &[Migration] = &[

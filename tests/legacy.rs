@@ -1258,3 +1258,307 @@ fn converted_rows_land_in_postgres_and_the_rest_become_rejects() {
     assert_eq!(RejectStore::pending_keys(&mut pg, "jobs").unwrap().len(), 450);
     assert_eq!(RejectStage::Convert.as_str(), "convert");
 }
+
+/// Rows written into the adopted file behind the bridge's back (the monolith's old code or a
+/// manual fix, with SQLite's default `foreign_keys = OFF`), which SQLite's CHECKs let through but
+/// no rule converts; returns their keys per table. Hundreds per case.
+fn write_past_the_checks(c: &Connection) -> BTreeMap<&'static str, Vec<String>> {
+    // SQLite's own default, which the monolith's code never changed.
+    c.execute_batch("PRAGMA foreign_keys = OFF").unwrap();
+    let mut keys: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let ts = iso(BASE_S * 1_000_000);
+    let mut job = c
+        .prepare(
+            "INSERT INTO jobs (id, type, payload, status, progress, owner_id, queued_at, priority)
+             VALUES (?1, 'crawl', '{}', 'queued', ?2, ?3, ?4, 'normal')",
+        )
+        .unwrap();
+    for i in 0..200u128 {
+        // Not a number: the CHECK casts it to 0.
+        job.execute(rusqlite::params![uid(2, 10, i), "n/a", Option::<String>::None, ts]).unwrap();
+        // Not a uuid in a foreign-key column.
+        job.execute(rusqlite::params![uid(2, 11, i), "0", format!("legacy-owner-{i}"), ts]).unwrap();
+        // Matches the CHECK's GLOB, is no date.
+        job.execute(rusqlite::params![
+            uid(2, 12, i),
+            "0",
+            Option::<String>::None,
+            "2024-02-30T10:00:00.000000Z"
+        ])
+        .unwrap();
+        keys.entry("jobs").or_default().extend([uid(2, 10, i), uid(2, 11, i), uid(2, 12, i)]);
+    }
+    let nan = f32::NAN.to_le_bytes().repeat(4);
+    for i in 0..100u128 {
+        c.execute(
+            "INSERT INTO embeddings (id, text_hash, vector, model, meta, created_at) VALUES (?1, ?2, ?3, 'm', '{}', ?4)",
+            rusqlite::params![uid(6, 1, i), format!("h{i}"), nan, ts],
+        )
+        .unwrap();
+        keys.entry("embeddings").or_default().push(uid(6, 1, i));
+    }
+    // A plaintext secret, written with the CHECKs off: rejected, never shown.
+    c.execute_batch("PRAGMA ignore_check_constraints = ON").unwrap();
+    let mut key = c.prepare("INSERT INTO api_keys VALUES (?1, ?2, ?3, ?4, '{}', NULL, ?5, ?5)").unwrap();
+    for i in 0..100u128 {
+        key.execute(rusqlite::params![
+            uid(5, 3, i),
+            uid(1, 1, i),
+            format!("legacy-{i}"),
+            format!("sk-live-{i}"),
+            ts
+        ])
+        .unwrap();
+        keys.entry("api_keys").or_default().push(uid(5, 3, i));
+    }
+    c.execute_batch("PRAGMA ignore_check_constraints = OFF").unwrap();
+    keys
+}
+
+/// The whole path on real data: the legacy file is profiled (preflight's counts asserted),
+/// adopted (messy values converted, unconvertible rows held out), then rows that only PostgreSQL
+/// or the rules refuse are backfilled: the table goes on, every one of them is a reject with its
+/// reason (table and file, secrets redacted), verify reports exactly those keys as missing, and
+/// after the data is fixed `backfill --retry-rejects` takes only them, until verify is clean.
+#[test]
+fn the_backfill_converts_rejects_and_retries_only_the_rejects() {
+    let db = common::migrated_db();
+    let mut pg = db.connect();
+    let (dir, path) = common::temp_sqlite();
+    let legacy_expect = build_legacy(&path);
+    let config = common::config(&db, dir.path());
+    let dualwrite::KeySource::File(key) = &config.key_source else { unreachable!("tests use key files") };
+
+    // Before: preflight on the monolith's own file.
+    let before = preflight(&path, &PreflightOptions::default()).unwrap();
+    assert_eq!((before.rows, before.rows_rejected), (3050, 1350));
+    let split = |r: &PreflightReport, t: &str| {
+        let t = table_report(r, t);
+        (t.rows, t.rows_clean, t.rows_rejected)
+    };
+    assert_eq!(split(&before, "users"), (850, 600, 250));
+    assert_eq!(split(&before, "jobs"), (1200, 600, 600));
+
+    // Adopt: what converts is converted in place, what does not is held out.
+    let mut c = Connection::open(&path).unwrap();
+    let opts = AdoptOptions {
+        unconvertible: Unconvertible::HoldOut,
+        extra_columns: ExtraColumns::SetAside,
+        ..Default::default()
+    };
+    assert_eq!(dualwrite::migrate_sqlite_with(&mut c, &opts).unwrap().adoption.unwrap().rows_held_out, 900);
+    let convert_keys = write_past_the_checks(&c);
+
+    let want_rejects: BTreeMap<String, u64> =
+        counts(&[("jobs", 600 + 250), ("job_logs", 200), ("api_keys", 100 + 100), ("embeddings", 100)]);
+    // The api_keys orphans: a plain ciphertext whose owner does not exist.
+    for i in 0..100u128 {
+        c.execute(
+            "INSERT INTO api_keys VALUES (?1, ?2, 'orphan', X'c30d04', '{}', NULL, ?3, ?3)",
+            rusqlite::params![uid(5, 4, i), uid(9, 8, i), iso(BASE_S * 1_000_000)],
+        )
+        .unwrap();
+    }
+    // Preflight on the adopted file predicts the backfill's rejects, table by table.
+    let after = preflight(&path, &PreflightOptions::default()).unwrap();
+    assert_eq!((after.rows_rejected, after.rows_held_out), (1350, 900));
+    for t in &after.tables {
+        assert_eq!(t.rows_rejected, want_rejects.get(&t.table).copied().unwrap_or(0), "{}", t.table);
+    }
+    // Keys refused by PostgreSQL (orphans): jobs j4/j5, job_logs l2, api_keys x5.
+    let mut postgres_keys: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for i in 0..150u128 {
+        postgres_keys.entry("jobs").or_default().push(uid(2, 4, i));
+    }
+    for i in 0..100u128 {
+        postgres_keys.entry("jobs").or_default().push(uid(2, 5, i));
+        postgres_keys.entry("api_keys").or_default().push(uid(5, 4, i));
+    }
+    for i in 0..200u128 {
+        postgres_keys.entry("job_logs").or_default().push(uid(3, 2, i));
+    }
+
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dualwrite"))
+            .args(args)
+            .env("DUALWRITE_SQLITE_PATH", &path)
+            .env("DUALWRITE_PG_URL", common::url_of(&db))
+            .env("DUALWRITE_SECRET_KEY_FILE", key)
+            .env_remove("DUALWRITE_CONFIG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let per_table = |summary: &Value, field: &str| -> BTreeMap<String, u64> {
+        summary["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t[field].as_u64().unwrap() > 0)
+            .map(|t| (t["table"].as_str().unwrap().to_string(), t[field].as_u64().unwrap()))
+            .collect()
+    };
+
+    // The backfill: small odd chunks, so rejects fall in many chunks and at their edges.
+    let summary: Value = serde_json::from_str(&cli(&["backfill", "--chunk-size", "97", "--json"])).unwrap();
+    assert_eq!(summary["rejects"], json!(want_rejects));
+    assert_eq!(per_table(&summary, "rows_rejected"), want_rejects);
+    assert_eq!(summary["rejects_pending"], json!(want_rejects));
+    let copied = per_table(&summary, "rows_copied");
+    assert_eq!(
+        copied,
+        counts(&[("users", 600), ("jobs", 600), ("job_logs", 200), ("prompts", 200), ("api_keys", 100)])
+    );
+    // Every table finished; the checkpoints moved past the rejected rows.
+    assert!(summary["tables"].as_array().unwrap().iter().all(|t| t["finished"] == true));
+
+    // The conversions, in PostgreSQL: every expected value of every converted row.
+    let adopted_key = |t: &str, rowid: i64| -> String {
+        let table = schema::table(t).unwrap();
+        c.query_row(&format!("SELECT {} FROM {t} WHERE rowid = ?1", table.key), [rowid], |r| r.get(0))
+            .unwrap()
+    };
+    let mut pg_rows = HashMap::new();
+    for t in ["users", "jobs", "job_logs", "prompts", "api_keys"] {
+        pg_rows.insert(t, dualwrite::store::postgres::all_rows(&mut pg, schema::table(t).unwrap()).unwrap());
+    }
+    for e in &legacy_expect.expects {
+        let key = adopted_key(e.table, e.rowid);
+        let row = pg_rows[e.table].get(&key).unwrap_or_else(|| panic!("{} {key} not in PostgreSQL", e.table));
+        assert_eq!(row[e.column], e.value, "{}.{} of {key}", e.table, e.column);
+    }
+    // An epoch-ms value (jobs j1 #1: 1714557601001) on its exact microsecond.
+    let us: i64 = pg
+        .query_one(
+            "SELECT (extract(epoch FROM queued_at) * 1000000)::bigint FROM jobs WHERE id = $1::text::uuid",
+            &[&uid(2, 1, 1)],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(us, (BASE_S * 1000 + 1_001) * 1000);
+
+    // The rejects: exactly the expected keys, with their stage and reason.
+    let stored = RejectStore::list(&mut pg).unwrap();
+    let by_key: HashMap<(&str, &str), &legacy::rejects::StoredReject> =
+        stored.iter().map(|r| ((r.table.as_str(), r.key.as_str()), r)).collect();
+    assert_eq!(stored.len(), 1350);
+    for (stage, keys) in [("convert", &convert_keys), ("postgres", &postgres_keys)] {
+        for (t, ks) in keys.iter() {
+            for k in ks {
+                let r = by_key.get(&(*t, k.as_str())).unwrap_or_else(|| panic!("{t} {k} is no reject"));
+                assert_eq!((r.stage.as_str(), r.resolved, r.attempts), (stage, false, 1), "{t} {k}");
+            }
+        }
+    }
+    let problem = |t: &str, k: String| by_key[&(t, k.as_str())].problems[0].clone();
+    let p = problem("jobs", uid(2, 10, 0));
+    assert_eq!((p.column.as_deref(), p.value.as_deref()), (Some("progress"), Some("\"n/a\"")));
+    let p = problem("jobs", uid(2, 11, 7));
+    assert_eq!(p.column.as_deref(), Some("owner_id"));
+    assert!(p.reason.contains("not a uuid"), "{}", p.reason);
+    assert_eq!(problem("jobs", uid(2, 12, 0)).column.as_deref(), Some("queued_at"));
+    assert_eq!(problem("embeddings", uid(6, 1, 0)).column.as_deref(), Some("vector"));
+    let p = problem("api_keys", uid(5, 3, 0));
+    assert_eq!((p.column.as_deref(), p.value.as_deref()), (Some("secret_ciphertext"), Some("<redacted>")));
+    let p = problem("jobs", uid(2, 4, 0));
+    assert!(p.reason.contains("23503") && p.reason.contains("jobs_owner_id_fkey"), "{}", p.reason);
+    let p = problem("api_keys", uid(5, 4, 0));
+    assert!(p.reason.contains("23503") && p.reason.contains("detail withheld"), "{}", p.reason);
+    // The reject file (beside the SQLite file by default): one line per reject, no secret.
+    let reject_file = dir.path().join("monolith.sqlite3.rejects.jsonl");
+    let file = std::fs::read_to_string(&reject_file).unwrap();
+    let lines: Vec<Value> = file.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1350);
+    let file_keys: std::collections::BTreeSet<(String, String)> = lines
+        .iter()
+        .map(|l| (l["table"].as_str().unwrap().into(), l["key"].as_str().unwrap().into()))
+        .collect();
+    let table_keys: std::collections::BTreeSet<(String, String)> =
+        stored.iter().map(|r| (r.table.clone(), r.key.clone())).collect();
+    assert_eq!(file_keys, table_keys);
+    let all_problems: String = pg
+        .query_one("SELECT string_agg(problems::text, ' ') FROM dualwrite.backfill_rejects", &[])
+        .unwrap()
+        .get(0);
+    for text in [&file, &all_problems] {
+        assert!(!text.contains("sk-live") && !text.contains("c30d04"), "a secret was written");
+    }
+
+    // Verify reports exactly the rejects as missing, and nothing else.
+    let missing_exactly = |want: &BTreeMap<&str, Vec<String>>| {
+        let report =
+            dualwrite::verify::verify(&config, &dualwrite::verify::VerifyOptions::default()).unwrap();
+        for t in &report.tables {
+            let missing: std::collections::BTreeSet<&str> = t.missing.iter().map(String::as_str).collect();
+            let expected: std::collections::BTreeSet<&str> =
+                want.get(t.table.as_str()).into_iter().flatten().map(String::as_str).collect();
+            assert_eq!(missing, expected, "{}: missing", t.table);
+            assert!(t.extra.is_empty() && t.different.is_empty() && t.in_flight.is_empty(), "{t:?}");
+            assert!(!t.truncated);
+        }
+        report.ok
+    };
+    let mut all_rejects = convert_keys.clone();
+    for (t, ks) in &postgres_keys {
+        all_rejects.entry(t).or_default().extend(ks.iter().cloned());
+    }
+    assert!(!missing_exactly(&all_rejects));
+
+    // Fix the data in SQLite — all but 50 of the 'n/a' progress values, which get another wrong
+    // value — and delete 50 of the orphaned logs (gone: resolved without a copy).
+    c.execute_batch(&format!(
+        "UPDATE jobs SET progress = CASE WHEN id < '{cut}' THEN 'tbd' ELSE '0' END WHERE progress = 'n/a';
+         UPDATE jobs SET owner_id = NULL WHERE owner_id LIKE 'legacy-owner-%' OR id LIKE '{j4}%' OR id LIKE '{j5}%';
+         UPDATE jobs SET queued_at = '2024-02-29T10:00:00.000000Z' WHERE queued_at LIKE '2024-02-30%';
+         UPDATE embeddings SET vector = X'0000803f000000400000404000008040' WHERE id LIKE '{e}%';
+         UPDATE api_keys SET secret_ciphertext = X'c30d0401' WHERE provider LIKE 'legacy-%';
+         UPDATE api_keys SET owner_id = replace(owner_id, substr(owner_id, 1, 18), '{u}') WHERE provider = 'orphan';
+         DELETE FROM job_logs WHERE id IN (SELECT id FROM job_logs WHERE id LIKE '{l2}%' ORDER BY id LIMIT 50);
+         UPDATE job_logs SET job_id = '{j1}' || substr(job_id, 19) WHERE id LIKE '{l2}%';",
+        cut = uid(2, 10, 50),
+        j4 = &uid(2, 4, 0)[..18],
+        j5 = &uid(2, 5, 0)[..18],
+        e = &uid(6, 1, 0)[..18],
+        u = &uid(1, 1, 0)[..18],
+        l2 = &uid(3, 2, 0)[..18],
+        j1 = &uid(2, 1, 0)[..18],
+    ))
+    .unwrap();
+    let still_broken: Vec<String> = (0..50u128).map(|i| uid(2, 10, i)).collect();
+
+    let summary: Value = serde_json::from_str(&cli(&["backfill", "--retry-rejects", "--json"])).unwrap();
+    assert_eq!(summary["retry_rejects"], true);
+    assert_eq!(summary["rejects"], json!({"jobs": 50}));
+    assert_eq!(summary["rejects_pending"], json!({"jobs": 50}));
+    assert_eq!(
+        per_table(&summary, "rejects_resolved"),
+        counts(&[("jobs", 800), ("job_logs", 200), ("api_keys", 200), ("embeddings", 100)])
+    );
+    assert_eq!(
+        per_table(&summary, "rows_copied"),
+        counts(&[("jobs", 800), ("job_logs", 150), ("api_keys", 200), ("embeddings", 100)])
+    );
+    // The still-broken rows stay rejects, with the new reason.
+    assert_eq!(RejectStore::pending_keys(&mut pg, "jobs").unwrap(), still_broken);
+    let again = RejectStore::list(&mut pg).unwrap();
+    let r = again.iter().find(|r| r.key == still_broken[0]).unwrap();
+    assert_eq!((r.attempts, r.problems[0].value.as_deref()), (2, Some("\"tbd\"")));
+    assert!(!missing_exactly(&[("jobs", still_broken.clone())].into()));
+    // The file got one more line per still-broken row.
+    assert_eq!(std::fs::read_to_string(&reject_file).unwrap().lines().count(), 1400);
+
+    // Fixed at last: the terminal summary, then a clean verify and nothing pending.
+    c.execute("UPDATE jobs SET progress = '100' WHERE progress = 'tbd'", []).unwrap();
+    let text = cli(&["backfill", "--retry-rejects"]);
+    let jobs_line = text.lines().find(|l| l.starts_with("jobs ")).unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(
+        jobs_line.split_whitespace().take(5).collect::<Vec<_>>(),
+        ["jobs", "50", "50", "0", "50"],
+        "{text}"
+    );
+    assert!(text.contains("0 rejected") && !text.contains("rejects pending"), "{text}");
+    assert!(missing_exactly(&BTreeMap::new()));
+    assert!(RejectStore::pending_counts(&mut pg).unwrap().is_empty());
+    assert!(RejectStore::list(&mut pg).unwrap().iter().all(|r| r.resolved));
+}

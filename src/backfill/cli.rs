@@ -5,9 +5,10 @@
 use clap::{Args, ValueEnum};
 use dualwrite::backfill::{self, ApplyMethod, BackfillOptions, BackfillProgress, LogProgress, TableSummary};
 use dualwrite::verify::{self, VerifyOptions};
-use dualwrite::{Bridge, BridgeOptions, Config};
+use dualwrite::{Bridge, BridgeOptions, Config, LegacyConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,8 +30,19 @@ pub struct BackfillArgs {
     #[arg(long, default_value_t = 50_000)]
     max_outbox_depth: i64,
     /// Copy finished tables again, from the first key.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "retry_rejects")]
     restart: bool,
+    /// Copy only the rows still listed as rejects (after fixing their data in SQLite): read again
+    /// by key, converted and loaded; those that go through are marked resolved.
+    #[arg(long)]
+    retry_rejects: bool,
+    /// Also append every rejected row to this JSON-lines file (the reasons are always in
+    /// dualwrite.backfill_rejects) [default: the SQLite file's path + ".rejects.jsonl"].
+    #[arg(long)]
+    reject_file: Option<PathBuf>,
+    /// Write rejects to dualwrite.backfill_rejects only, no file.
+    #[arg(long, conflicts_with = "reject_file")]
+    no_reject_file: bool,
     /// Stop after this many chunks (a trial run; run again to resume).
     #[arg(long)]
     stop_after_chunks: Option<u64>,
@@ -78,6 +90,13 @@ pub struct RepairArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// Beside the SQLite file, which is where the rows it names live.
+fn default_reject_file(config: &Config) -> PathBuf {
+    let mut name = config.sqlite_path.as_os_str().to_owned();
+    name.push(".rejects.jsonl");
+    PathBuf::from(name)
 }
 
 fn json_out<T: serde::Serialize>(v: &T) -> dualwrite::Result<()> {
@@ -131,7 +150,11 @@ impl BackfillProgress for Bars {
     }
 }
 
-pub fn backfill(config: Config, a: BackfillArgs) -> dualwrite::Result<ExitCode> {
+/// `backfill` (or `backfill --retry-rejects`): the configuration's `[conversions]` apply, rejects
+/// go to dualwrite.backfill_rejects and the reject file. Exit 0 even when rows were rejected (the
+/// summary counts them and `verify` reports them as missing); 1 on an error.
+pub fn backfill(config: Config, config_file: Option<&Path>, a: BackfillArgs) -> dualwrite::Result<ExitCode> {
+    let legacy = LegacyConfig::load(config_file)?;
     let options = BackfillOptions {
         tables: a.tables,
         chunk_size: a.chunk_size,
@@ -144,6 +167,10 @@ pub fn backfill(config: Config, a: BackfillArgs) -> dualwrite::Result<ExitCode> 
             MethodArg::Json => ApplyMethod::Json,
         },
         workers: a.workers,
+        conversions: legacy.overrides,
+        reject_file: (!a.no_reject_file)
+            .then(|| a.reject_file.unwrap_or_else(|| default_reject_file(&config))),
+        retry_rejects: a.retry_rejects,
         ..BackfillOptions::default()
     };
     let report = if std::io::stderr().is_terminal() && !a.json {

@@ -153,7 +153,7 @@ fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
     }
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Backfill(a) => migration_cli::backfill(config, a),
+        Command::Backfill(a) => migration_cli::backfill(config, cli.config.as_deref(), a),
         Command::Verify(a) => migration_cli::verify(config, a),
         Command::Repair(a) => migration_cli::repair(config, a),
         Command::Preflight(a) => Ok(legacy_cli::preflight_command(cli.config.as_deref(), &a)),

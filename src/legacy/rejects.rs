@@ -17,8 +17,8 @@
 //! [`RejectStore::record`] then [`RejectStore::flush`] after the commit ([`RejectStore::discard`]
 //! after a rollback).
 //!
-//! The table is created on first use (`CREATE … IF NOT EXISTS`, under an advisory lock), with
-//! [`REJECTS_DDL`]; it can equally be shipped as a PostgreSQL migration.
+//! The table comes with PostgreSQL migration 6 (`migrations/postgres/0006_backfill_rejects.sql`);
+//! [`RejectStore::open`] says to run `dualwrite migrate` when it is missing.
 
 use super::convert::Reject;
 use crate::error::{Error, Result};
@@ -28,25 +28,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// The reject table (idempotent).
-pub const REJECTS_DDL: &str = "CREATE SCHEMA IF NOT EXISTS dualwrite;
-CREATE TABLE IF NOT EXISTS dualwrite.backfill_rejects (
-    table_name    text        NOT NULL,
-    row_key       text        NOT NULL,
-    stage         text        NOT NULL CHECK (stage IN ('convert', 'postgres')),
-    problems      jsonb       NOT NULL,
-    attempts      integer     NOT NULL DEFAULT 1,
-    first_seen_at timestamptz NOT NULL DEFAULT now(),
-    last_seen_at  timestamptz NOT NULL DEFAULT now(),
-    resolved_at   timestamptz,
-    PRIMARY KEY (table_name, row_key)
-);
-CREATE INDEX IF NOT EXISTS backfill_rejects_pending_idx
-    ON dualwrite.backfill_rejects (table_name, row_key) WHERE resolved_at IS NULL;";
-
-/// Any fixed number: serialises the creation of the reject table.
-const REJECTS_LOCK: i64 = 0x6477_7265_6a65_6374; // "dwreject"
 
 /// Why the row was rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,9 +115,15 @@ pub struct RejectStore {
 }
 
 impl RejectStore {
-    /// Create the reject table if needed and check the reject file can be appended to.
-    pub fn open(client: &mut postgres::Client, file: Option<&Path>) -> Result<RejectStore> {
-        ensure_table(client)?;
+    /// Check the reject table exists (migration 6) and the reject file can be appended to.
+    pub fn open(client: &mut impl GenericClient, file: Option<&Path>) -> Result<RejectStore> {
+        if !table_exists(client)? {
+            return Err(Error::Migration(
+                "dualwrite.backfill_rejects does not exist: the PostgreSQL schema needs migration 6 \
+                 (backfill_rejects); run `dualwrite migrate`"
+                    .into(),
+            ));
+        }
         if let Some(p) = file {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -280,15 +267,4 @@ impl RejectStore {
 
 fn table_exists(client: &mut impl GenericClient) -> Result<bool> {
     Ok(client.query_one("SELECT to_regclass('dualwrite.backfill_rejects') IS NOT NULL", &[])?.get(0))
-}
-
-fn ensure_table(client: &mut postgres::Client) -> Result<()> {
-    if table_exists(client)? {
-        return Ok(());
-    }
-    let mut tx = client.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&REJECTS_LOCK])?;
-    tx.batch_execute(REJECTS_DDL)?;
-    tx.commit()?;
-    Ok(())
 }
