@@ -82,6 +82,10 @@ pub struct Status {
     /// Since when changes are not captured any more: SQLite-only mode reached its capture limit
     /// (`BridgeOptions::capture_limit`); returning to dual then needs verify and repair.
     pub capture_overflow_since: Option<String>,
+    /// While PostgreSQL is the primary: the changes PostgreSQL took that SQLite does not hold yet
+    /// (what a rollback copies back; grows in `postgres`, ~0 in `postgres_primary`). `None` in
+    /// the other modes or when PostgreSQL cannot be asked.
+    pub sqlite_behind_postgres: Option<i64>,
     /// Reads served by this process, per table: where from, fallbacks, shadow results.
     pub reads: BTreeMap<String, ReadCounters>,
 }
@@ -587,8 +591,21 @@ impl Bridge {
             postgres_connected: s.connected.load(Ordering::Relaxed),
             flags: (*self.flags()).clone(),
             capture_overflow_since: self.read(crate::flags::capture_overflow)?,
+            sqlite_behind_postgres: if self.flags().write_mode.postgres_first() {
+                self.sqlite_behind_postgres().ok()
+            } else {
+                None
+            },
             reads: self.inner.router.counters(),
         })
+    }
+
+    fn sqlite_behind_postgres(&self) -> Result<i64> {
+        let applied = self.read(PgCatchUp::applied)?;
+        let pg = self.inner.config.postgres.as_ref().ok_or_else(|| Error::Config("no PostgreSQL".into()))?;
+        let row =
+            pg.connect()?.query_one("SELECT count(*) FROM dualwrite.outbox WHERE seq > $1", &[&applied])?;
+        Ok(row.get(0))
     }
 
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>> {

@@ -453,6 +453,9 @@ fn the_full_round_trip_from_sqlite_to_postgres_and_back_keeps_every_write() {
     let renamed_only_in_pg = w.users[w.users.len() - 2];
     assert_eq!(sqlite_user(&b, renamed_only_in_pg).unwrap()["display_name"], "postgres-primary");
 
+    let behind = b.status().unwrap().sqlite_behind_postgres.expect("status says what SQLite lacks");
+    assert!(behind >= 20, "the postgres phase's changes wait in PostgreSQL's outbox: {behind}");
+
     // rollback: SQLite catches up with everything PostgreSQL alone took, in one step.
     let flags = b.rollback_to_sqlite("ops", "round trip", false).unwrap();
     assert_eq!((flags.write_mode, flags.read_source), (WriteMode::Sqlite, ReadSource::Sqlite));

@@ -49,6 +49,8 @@ enum Command {
         action: FlagsAction,
     },
     /// Go back to SQLite-only in one step (reads and writes), losing nothing; reports what is pending.
+    /// From postgres_primary/postgres SQLite first catches up from PostgreSQL; if PostgreSQL is
+    /// unreachable that is refused unless --force.
     Rollback {
         #[arg(long, env = "USER")]
         who: String,
@@ -192,6 +194,7 @@ fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
                     .oldest_pending_ms
                     .map(|ms| format!("{:.3} s", ms as f64 / 1000.0))
                     .unwrap_or("none".into());
+                println!("write mode         {}", st.flags.effective_write_mode());
                 println!("outbox depth       {}", st.outbox_depth);
                 println!("replication lag    {lag}");
                 println!("applied (all time) {}", st.applied_total);
@@ -199,6 +202,15 @@ fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
                 println!("retries            {}", st.retries);
                 println!("dead letters       {}", st.dead_letters);
                 println!("last error         {}", st.last_error.as_deref().unwrap_or("none"));
+                if let Some(n) = st.sqlite_behind_postgres {
+                    println!("sqlite behind pg   {n} change(s) (copied back by `dualwrite rollback`)");
+                }
+                if let Some(since) = &st.capture_overflow_since {
+                    println!(
+                        "capture stopped    since {since}: the outbox reached its limit in write_mode sqlite; \
+                         after returning to dual run `dualwrite verify` and `dualwrite repair`"
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
