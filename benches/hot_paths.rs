@@ -3,19 +3,27 @@
 //! - `write/<mode>/<api>/<op>`: a write in write mode `sqlite` (captured in the outbox, nothing
 //!   applied) and `dual` (the replicator applies it in the background, on the same 2 cores and the
 //!   same writer lock), through the typed Rust API (`rust`) and through the C ABI (`c_abi`:
-//!   `dw_call` with JSON text in and out, then `dw_string_free`, exactly what a C caller pays).
+//!   `dw_call` with JSON text in and out, then `dw_string_free`, exactly what a C caller pays);
+//!   and in the PostgreSQL-first modes, Rust API only (the C ABI's cost is the same in every mode):
+//!   `postgres_primary` (the operation's PostgreSQL transaction with its outbox record, committed,
+//!   then SQLite applies it in its own transaction, all inside the call) and `postgres` (the
+//!   PostgreSQL transaction only; SQLite's lock is taken and released). Each of those two runs on a
+//!   PostgreSQL database of its own, so no other bridge's rows reach its outbox.
 //!   Operations: `append_log` (insert a job_logs row), `set_progress` (update a job),
 //!   `cache_put` (upsert a text_analytics_cache entry among 1,000 keys).
 //! - `read/<source>/<op>`: `get_job` (get by id), `job_logs` (a job's 50 logs), `cache_hit` (the
 //!   cache row by key through the routed generic `get`), from read source `sqlite`, `postgres`
-//!   and `shadow`. The typed `cache_get` always reads SQLite (docs/ARCHITECTURE.md, "Typed reads"),
-//!   so it is measured once, as `read/sqlite/cache_get_typed`. `read/sqlite/c_abi/*` are the same
-//!   reads through `dw_call`, for the C ABI's cost without an fsync in the way.
+//!   and `shadow`. The typed `cache_get` (routed like the generic `get`) is measured from SQLite
+//!   only, as `read/sqlite/cache_get_typed`, next to its C ABI twin. `read/sqlite/c_abi/*` are
+//!   the same reads through `dw_call`, for the C ABI's cost without an fsync in the way.
 //! - `replicate/apply_batch_1000_job_logs`: `store::postgres::apply_batch` of 1,000 new job_logs
 //!   records (claim + upsert + commit), and `…_replayed`: the same records again (every claim lost,
 //!   nothing written: what a retried batch costs).
-//! - The canonical-row checksum of `src/verify.rs` is private to that module (not part of the
-//!   crate's API), so it is not benchmarked here.
+//! - `verify/row_digest_job_logs`: `dualwrite::verify::sqlite_row_digest` (canonical encoding +
+//!   SHA-256, what `dualwrite verify` computes for every row on the SQLite side) over
+//!   [`DIGEST_ROWS`] job_logs rows as SQLite stores them, read beforehand from a migrated file (so
+//!   SQLite's own reading is not in the figure), plus the chunk checksum (XOR of the digests).
+//!   Criterion reports it per row (`thrpt`, rows/s); its id ends in the row count. No PostgreSQL.
 //!
 //! The C functions are called from Rust through an `extern "C"` block: they are `#[no_mangle]`
 //! in the dualwrite rlib this bench links, so the call goes through the real exported symbol, the
@@ -29,14 +37,16 @@
 //! `cargo bench --bench hot_paths` (full), `cargo bench --bench hot_paths -- --quick`, and
 //! `cargo test --benches` (criterion's test mode: each benchmark once, small fixtures).
 
-use criterion::{criterion_group, BatchSize, Criterion};
-use dualwrite::schema::{validate_row, RowMode};
+use criterion::{criterion_group, BatchSize, BenchmarkId, Criterion, Throughput};
+use dualwrite::schema::{now_timestamp, validate_row, RowMode};
 use dualwrite::store::postgres::apply_batch;
 use dualwrite::store::sqlite::{Op, OutboxRecord};
+use dualwrite::verify::sqlite_row_digest;
 use dualwrite::{
     Bridge, BridgeOptions, Cache, Config, FlagChange, KeySource, LogLevel, NewJob, NewJobLog, Paging,
     PgConfig, ReadSource, WriteMode,
 };
+use rusqlite::types::{Value as SqlValue, ValueRef};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, CStr, CString};
@@ -157,9 +167,10 @@ struct BenchDb {
 }
 
 impl BenchDb {
-    fn create() -> BenchDb {
+    /// `tag` tells the run's databases apart (`main`, or a write mode that needs its own).
+    fn create(tag: &str) -> BenchDb {
         let (admin, base_url) = server();
-        let name = format!("dw_hot_paths_{}", std::process::id());
+        let name = format!("dw_hot_paths_{}_{tag}", std::process::id());
         let mut c = admin.connect().unwrap_or_else(|e| panic!("{e}\n{NO_PG}"));
         c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).expect("drop an old database");
         c.batch_execute(&format!("CREATE DATABASE {name}")).expect("create the database");
@@ -258,7 +269,11 @@ fn writes(c: &mut Criterion, db: &BenchDb) {
     let dir = tempfile::tempdir().expect("tempdir");
     let value = json!({"lang": "en", "words": 812, "readability": 61.5, "keywords": ["rust", "sqlite"]});
     let ttl = Duration::from_secs(3600);
-    for mode in [WriteMode::Sqlite, WriteMode::Dual] {
+    for mode in [WriteMode::Sqlite, WriteMode::Dual, WriteMode::PostgresPrimary, WriteMode::Postgres] {
+        // PostgreSQL first: a database of its own. Entering the mode empties PostgreSQL's outbox,
+        // and SQLite follows every record in it, so no other bridge may write there.
+        let own_db = mode.postgres_first().then(|| BenchDb::create(mode.as_str()));
+        let db = own_db.as_ref().unwrap_or(db);
         let mut group = c.benchmark_group(format!("write/{mode}"));
 
         // The typed Rust API.
@@ -290,6 +305,11 @@ fn writes(c: &mut Criterion, db: &BenchDb) {
         });
         finish_bridge(&b, mode);
         drop(b);
+        if mode.postgres_first() {
+            // The C ABI adds the same JSON work in every mode: measured in `sqlite` and `dual`.
+            group.finish();
+            continue;
+        }
 
         // The C ABI: JSON text in, JSON text out, freed.
         let mut cb = c_bridge(&dir, db, &format!("c_{mode}"));
@@ -476,14 +496,89 @@ fn replicate(c: &mut Criterion, db: &BenchDb) {
     group.finish();
 }
 
+// ----- the canonical-row checksum -----
+
+/// job_logs rows the checksum benchmark digests per iteration (criterion's test mode: 100).
+const DIGEST_ROWS: usize = 10_000;
+
+/// `n` job_logs rows as SQLite stores them, each as `verify` selects it (the registry's column
+/// order): written to a migrated file in one transaction, read back in key order.
+fn sqlite_job_log_rows(n: usize) -> Vec<Vec<SqlValue>> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = dualwrite::store::sqlite::open(&dir.path().join("digest.sqlite3")).expect("open sqlite");
+    dualwrite::migrate_sqlite(&mut conn).expect("migrate sqlite");
+    let t = dualwrite::schema::table("job_logs").expect("job_logs");
+    let tx = conn.transaction().expect("begin");
+    let job = Uuid::now_v7().to_string();
+    tx.execute(
+        "INSERT INTO jobs (id, type, queued_at) VALUES (?1, 'crawl', ?2)",
+        rusqlite::params![job, now_timestamp()],
+    )
+    .expect("insert job");
+    {
+        let mut insert = tx
+            .prepare(
+                "INSERT INTO job_logs (id, job_id, level, step, message, context, created_at) \
+                 VALUES (?1, ?2, 'info', 'fetch', ?3, ?4, ?5)",
+            )
+            .expect("prepare");
+        for i in 0..n {
+            let context = json!({"attempt": i % 5, "http_status": 200, "results": i % 97,
+                                 "url": format!("https://example.com/search?q={i}")});
+            insert
+                .execute(rusqlite::params![
+                    Uuid::now_v7().to_string(),
+                    job,
+                    MESSAGE,
+                    context.to_string(),
+                    now_timestamp()
+                ])
+                .expect("insert job log");
+        }
+    }
+    tx.commit().expect("commit");
+    let cols = t.column_names().collect::<Vec<_>>().join(", ");
+    let mut stmt = conn.prepare(&format!("SELECT {cols} FROM job_logs ORDER BY id")).expect("select");
+    let rows = stmt
+        .query_map([], |r| (0..t.columns.len()).map(|i| r.get::<_, SqlValue>(i)).collect())
+        .expect("query")
+        .collect::<rusqlite::Result<Vec<Vec<SqlValue>>>>()
+        .expect("read rows");
+    assert_eq!(rows.len(), n);
+    rows
+}
+
+fn checksum(c: &mut Criterion) {
+    let n = if test_mode() { 100 } else { DIGEST_ROWS };
+    let t = dualwrite::schema::table("job_logs").expect("job_logs");
+    let rows = sqlite_job_log_rows(n);
+    let rows: Vec<Vec<ValueRef<'_>>> = rows.iter().map(|r| r.iter().map(ValueRef::from).collect()).collect();
+    let mut group = c.benchmark_group("verify");
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function(BenchmarkId::new("row_digest_job_logs", n), |bench| {
+        bench.iter(|| {
+            // As a verify chunk: every row's digest, XORed into the chunk's checksum.
+            let mut chunk = [0u8; 16];
+            for r in &rows {
+                for (a, b) in chunk.iter_mut().zip(sqlite_row_digest(t, r)) {
+                    *a ^= b;
+                }
+            }
+            black_box(chunk)
+        })
+    });
+    group.finish();
+}
+
 fn hot_paths(c: &mut Criterion) {
-    let db = BenchDb::create();
+    let db = BenchDb::create("main");
     if test_mode() {
         eprintln!("hot_paths: test mode (each benchmark once) against {}", db.config.description);
     }
     writes(c, &db);
     reads(c, &db);
     replicate(c, &db);
+    checksum(c);
 }
 
 criterion_group! {

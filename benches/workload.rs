@@ -2,7 +2,8 @@
 //! measurements behind the cut-over targets (docs/BENCHMARKS.md). `scripts/bench` runs it.
 //!
 //! ```text
-//! cargo bench --bench workload -- compare [--configs sqlite,dual-sqlite,dual-postgres,postgres]
+//! cargo bench --bench workload -- compare
+//!     [--configs sqlite,dual-sqlite,dual-postgres,postgres-primary,postgres-bridge,postgres]
 //!     [--duration 20 | --count N] [--rate 400] [--concurrency 4] [--json] [--out FILE]
 //! cargo bench --bench workload -- targets [--drain-rows 200000] [--lag-rate 2000] [--lag-secs 30]
 //!     [--outage-secs 60] [--outage-rate 1000] [--json] [--out FILE]
@@ -10,14 +11,20 @@
 //!     [--capacity FILE] --targets FILE [--doc docs/BENCHMARKS.md]
 //! ```
 //!
-//! **Configurations** (`compare`): `sqlite` (write_mode sqlite: the rollback target; changes are
-//! captured in the outbox, nothing is applied), `dual-sqlite` (write_mode dual, reads from
-//! SQLite), `dual-postgres` (write_mode dual, read_source postgres: reads from PostgreSQL with
-//! read-your-writes), and `postgres`: **not the bridge** — the bridge cannot write PostgreSQL only
-//! yet, so this is the same operations done directly with SQL through the `postgres` crate (one
+//! **Configurations** (`compare`), in the order of the migration's steps: `sqlite` (write_mode
+//! sqlite: the rollback target; changes are captured in the outbox, nothing is applied),
+//! `dual-sqlite` (write_mode dual, reads from SQLite), `dual-postgres` (write_mode dual,
+//! read_source postgres: reads from PostgreSQL with read-your-writes), `postgres-primary`
+//! (write_mode postgres_primary: each write goes to PostgreSQL synchronously, with its outbox
+//! record, and SQLite applies it right behind in the same call, under SQLite's write lock; every
+//! read from PostgreSQL), `postgres-bridge` (write_mode postgres: the bridge writes and reads
+//! PostgreSQL only, SQLite frozen; its lock still orders the writes), and `postgres`: **not the
+//! bridge** — the same operations done directly with SQL through the `postgres` crate (one
 //! connection per worker, the same schema, indexes and foreign keys), the baseline the new
-//! services would see. Each configuration runs in a child process of its own (a fresh SQLite
-//! file, a fresh PostgreSQL database), so its peak RSS (`VmHWM`) is its own.
+//! services would see. The two PostgreSQL-first configurations are seeded in write mode dual and
+//! then switched with `set_flag` (not forced: the guard rails pass, nothing is pending), as the
+//! runbook does. Each configuration runs in a child process of its own (a fresh SQLite file, a
+//! fresh PostgreSQL database), so its peak RSS (`VmHWM`) is its own.
 //!
 //! **The mix** (per 100 operations): 30 `append_log`, 10 `set_progress`, 6 `cache_put`,
 //! 4 `submit_job`, 4 `add_page`, 4 `add_headings` (5 headings, one transaction) — 58 writes — and
@@ -43,12 +50,20 @@
 //! **Outbox peak**: `status().outbox_depth`, sampled every 100 ms. **Peak RSS**: `VmHWM` of the
 //! child process at its end (after the post-run catch-up).
 //!
+//! In `postgres-primary` and `postgres-bridge` nothing is replicated in the background: a write
+//! returns after PostgreSQL's commit (and, in postgres_primary, SQLite's), so there is no
+//! replication lag, SQLite's outbox stays empty and there is nothing to catch up; those columns
+//! say "n/a" (an "—" means not measured: write mode sqlite replicates nothing, direct SQL has no
+//! bridge).
+//!
 //! Without `--bench` (criterion-style test mode: `cargo test --benches`), it runs every
 //! configuration and every target for a moment at a tiny scale, so it cannot rot.
 
-#[path = "../tests/support/mod.rs"]
-#[allow(unused_imports)]
-mod support;
+/// The fault tests' TCP proxy, and only that file of tests/support: the rest of it belongs to
+/// the tests (it needs their `common` module).
+#[path = "../tests/support/proxy.rs"]
+#[allow(dead_code)]
+mod proxy;
 
 use clap::{Args, Parser, Subcommand};
 use dualwrite::{
@@ -108,7 +123,11 @@ struct Load {
 
 #[derive(Args)]
 struct CompareArgs {
-    #[arg(long, value_delimiter = ',', default_value = "sqlite,dual-sqlite,dual-postgres,postgres")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "sqlite,dual-sqlite,dual-postgres,postgres-primary,postgres-bridge,postgres"
+    )]
     configs: Vec<String>,
     #[command(flatten)]
     load: Load,
@@ -737,16 +756,38 @@ struct RunResult {
     load_after: String,
 }
 
-const CONFIGS: [&str; 4] = ["sqlite", "dual-sqlite", "dual-postgres", "postgres"];
+const CONFIGS: [&str; 6] =
+    ["sqlite", "dual-sqlite", "dual-postgres", "postgres-primary", "postgres-bridge", "postgres"];
 
 fn label(config: &str) -> &'static str {
     match config {
         "sqlite" => "SQLite only (bridge, write_mode sqlite, reads sqlite)",
         "dual-sqlite" => "dual, reads from SQLite (bridge)",
         "dual-postgres" => "dual, reads from PostgreSQL (bridge)",
+        "postgres-primary" => {
+            "PostgreSQL first, SQLite follows in the call (bridge, write_mode postgres_primary)"
+        }
+        "postgres-bridge" => "PostgreSQL only, SQLite frozen (bridge, write_mode postgres)",
         "postgres" => "PostgreSQL only (direct SQL via the postgres crate, not the bridge)",
         other => panic!("unknown configuration {other:?}; use {}", CONFIGS.join(", ")),
     }
+}
+
+/// The bridge's write mode for a bridge configuration (`None`: direct SQL).
+fn write_mode(config: &str) -> Option<WriteMode> {
+    match config {
+        "sqlite" => Some(WriteMode::Sqlite),
+        "dual-sqlite" | "dual-postgres" => Some(WriteMode::Dual),
+        "postgres-primary" => Some(WriteMode::PostgresPrimary),
+        "postgres-bridge" => Some(WriteMode::Postgres),
+        _ => None,
+    }
+}
+
+/// PostgreSQL takes the writes synchronously: no background replication, so no lag, no SQLite
+/// outbox and no catch-up to report ("n/a").
+fn postgres_first(config: &str) -> bool {
+    write_mode(config).is_some_and(WriteMode::postgres_first)
 }
 
 fn loadavg() -> String {
@@ -979,19 +1020,28 @@ fn run_config(config: &str, load: &Load) -> RunResult {
         match config {
             "sqlite" => set_flag(&b, FlagChange::WriteMode(WriteMode::Sqlite)),
             "dual-sqlite" => {}
-            _ => set_flag(&b, FlagChange::ReadSource(ReadSource::Postgres)),
+            "dual-postgres" => set_flag(&b, FlagChange::ReadSource(ReadSource::Postgres)),
+            _ => {
+                // As the runbook does it: not forced, so the guard rails are checked (they pass:
+                // the seed is flushed, no dead letters, no verify run).
+                let mode = write_mode(config).expect("a bridge configuration");
+                b.set_flag(FlagChange::WriteMode(mode), "workload runner", "benchmark configuration", false)
+                    .expect("enter a PostgreSQL-first write mode");
+            }
         }
-        let sampler = Sampler::start(&b);
+        let pg_first = postgres_first(config);
+        // Nothing is replicated in the background once PostgreSQL is the primary.
+        let sampler = (!pg_first).then(|| Sampler::start(&b));
         let backends = (0..load.concurrency).map(|_| Backend::Bridge(b.clone())).collect();
         let (outs, secs) = drive(backends, &fx, load, None, &stop);
-        if config != "sqlite" {
+        if config != "sqlite" && !pg_first {
             let t = Instant::now();
             b.flush(Duration::from_secs(600)).expect("catch up after the run");
             result.catch_up_secs = Some(t.elapsed().as_secs_f64());
         }
-        let (peak, ages) = sampler.finish();
-        result.outbox_peak = Some(peak);
-        if config != "sqlite" {
+        let (peak, ages) = sampler.map(Sampler::finish).unwrap_or_default();
+        result.outbox_peak = (!pg_first).then_some(peak);
+        if config != "sqlite" && !pg_first {
             let written: Vec<_> = outs.iter().flat_map(|o| o.job_logs.iter().copied()).collect();
             result.lag = Some(if track_commit_timestamp(&db.config) {
                 commit_lag(&db.config, &written)
@@ -1001,6 +1051,9 @@ fn run_config(config: &str, load: &Load) -> RunResult {
         }
         result.reads = serde_json::to_value(b.status().expect("status").reads).unwrap_or_default();
         b.shutdown(Duration::from_secs(5));
+        if config == "postgres-primary" {
+            assert_sqlite_followed(&dir.path().join("monolith.sqlite3"), &db.config);
+        }
         (outs, secs)
     };
     let (per_op, all, errors, first) = merge(&outs);
@@ -1014,6 +1067,20 @@ fn run_config(config: &str, load: &Load) -> RunResult {
     result.rss_peak_kb = vm_hwm_kb();
     result.load_after = loadavg();
     result
+}
+
+/// In postgres_primary SQLite applies each write inside the call: after the run it must hold
+/// as many rows as PostgreSQL in every table the mix writes (else the figures would be of a
+/// bridge whose SQLite silently fell behind).
+fn assert_sqlite_followed(sqlite_path: &Path, pg: &PgConfig) {
+    let lite = rusqlite::Connection::open(sqlite_path).expect("open SQLite");
+    let mut client = pg.connect().expect("connect");
+    for t in ["jobs", "job_logs", "pages", "headings", "text_analytics_cache", "wordstat_cache"] {
+        let sql = format!("SELECT count(*) FROM {t}");
+        let in_sqlite: i64 = lite.query_row(&sql, [], |r| r.get(0)).expect("count in SQLite");
+        let in_pg: i64 = client.query_one(&sql, &[]).expect("count in PostgreSQL").get(0);
+        assert_eq!(in_sqlite, in_pg, "{t}: SQLite holds {in_sqlite} rows, PostgreSQL {in_pg}");
+    }
 }
 
 // ----- compare -----
@@ -1061,6 +1128,8 @@ fn render_compare(results: &[RunResult]) -> String {
     s.push_str("| configuration | ops/s | p50 ms | p95 ms | p99 ms | max ms | lag p50 / p99 / max ms | outbox peak | catch-up s | peak RSS MB | errors |\n");
     s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for r in results {
+        // Not "—" (not measured) but not applicable: PostgreSQL took each write synchronously.
+        let na = |v: String| if postgres_first(&r.config) { "n/a".to_string() } else { v };
         let lag = r.lag.as_ref().map_or_else(
             || "—".to_string(),
             |l| {
@@ -1081,9 +1150,9 @@ fn render_compare(results: &[RunResult]) -> String {
             ms(r.all.p95_us),
             ms(r.all.p99_us),
             ms(r.all.max_us),
-            lag,
-            opt(r.outbox_peak),
-            opt(r.catch_up_secs.map(|c| format!("{c:.2}"))),
+            na(lag),
+            na(opt(r.outbox_peak)),
+            na(opt(r.catch_up_secs.map(|c| format!("{c:.2}")))),
             r.rss_peak_kb as f64 / 1024.0,
             r.errors
         ));
@@ -1492,13 +1561,28 @@ fn lag_target(rate: f64, secs: f64) -> SteadyLag {
     }
 }
 
+/// The same database as `pg`, reached through a proxy on 127.0.0.1:`port` (as tests/support's
+/// `via_proxy`).
+fn via_proxy(pg: &PgConfig, port: u16) -> PgConfig {
+    let c = pg.postgres_config();
+    let q = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+    let mut url = format!("host=127.0.0.1 port={port} user={}", q(c.get_user().unwrap_or("postgres")));
+    if let Some(pw) = c.get_password() {
+        url.push_str(&format!(" password={}", q(&String::from_utf8_lossy(pw))));
+    }
+    if let Some(db) = c.get_dbname() {
+        url.push_str(&format!(" dbname={}", q(db)));
+    }
+    PgConfig::from_url(&url).expect("proxied PostgreSQL config")
+}
+
 /// PostgreSQL (through a TCP proxy) goes away for `secs` while append_log runs at `rate`, then
 /// returns: how long until everything written before its return is applied.
 fn outage_target(rate: f64, secs: f64) -> Outage {
-    use support::proxy::{Proxy, Upstream};
+    use proxy::{Proxy, Upstream};
     let db = Db::create("outage");
     let proxy = Proxy::start(Upstream::of(db.config.postgres_config()));
-    let via = support::via_proxy(&db.config, proxy.port());
+    let via = via_proxy(&db.config, proxy.port());
     let dir = tempfile::tempdir().expect("tempdir");
     let (b, fx) = dual_bridge(dir.path(), &via);
     let warm = (secs / 6.0).clamp(0.5, 10.0);
@@ -1605,6 +1689,29 @@ fn render_hot_paths(m: &BTreeMap<String, f64>) -> String {
             cell(&format!("write/dual/c_abi/{op}")),
         ));
     }
+    s.push_str(
+        "\nPostgreSQL-first writes (median µs per call, Rust API; a PostgreSQL round trip and commit \
+         inside each call, under SQLite's write lock):\n\n",
+    );
+    s.push_str(
+        "| operation | dual | postgres_primary | postgres | postgres_primary / dual | postgres / dual |\n",
+    );
+    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: |\n");
+    for op in ["append_log", "set_progress", "cache_put"] {
+        let dual = get(&format!("write/dual/rust/{op}"));
+        let ratio = |mode: &str| match (get(&format!("write/{mode}/rust/{op}")), dual) {
+            (Some(m), Some(d)) => format!("{:.2}", m / d),
+            _ => "—".into(),
+        };
+        s.push_str(&format!(
+            "| {op} | {} | {} | {} | {} | {} |\n",
+            cell(&format!("write/dual/rust/{op}")),
+            cell(&format!("write/postgres_primary/rust/{op}")),
+            cell(&format!("write/postgres/rust/{op}")),
+            ratio("postgres_primary"),
+            ratio("postgres"),
+        ));
+    }
     s.push_str("\nReads (median µs per call):\n\n");
     s.push_str(
         "| operation | sqlite | postgres | shadow | sqlite, C ABI |\n| --- | ---: | ---: | ---: | ---: |\n",
@@ -1627,6 +1734,28 @@ fn render_hot_paths(m: &BTreeMap<String, f64>) -> String {
     for id in ["replicate/apply_batch_1000_job_logs", "replicate/apply_batch_1000_job_logs_replayed"] {
         if let Some(ns) = get(id) {
             s.push_str(&format!("| `{id}` | {:.2} | {:.0} |\n", ns / 1e6, 1000.0 / (ns / 1e9)));
+        }
+    }
+    // `verify/row_digest_job_logs/<rows>`: the id ends in the number of rows digested.
+    let digests: Vec<(&String, usize, f64)> = m
+        .iter()
+        .filter_map(|(id, ns)| {
+            let rows = id.strip_prefix("verify/row_digest_job_logs/")?.parse().ok()?;
+            Some((id, rows, *ns))
+        })
+        .collect();
+    if !digests.is_empty() {
+        s.push_str(
+            "\nCanonical-row checksum (`verify::sqlite_row_digest`: canonical encoding + SHA-256 per row, \
+             XORed into a chunk checksum; median):\n\n| benchmark | ms | µs per row | rows/s |\n| --- | ---: | ---: | ---: |\n",
+        );
+        for (id, rows, ns) in digests {
+            s.push_str(&format!(
+                "| `{id}` | {:.2} | {:.2} | {:.0} |\n",
+                ns / 1e6,
+                ns / 1000.0 / rows as f64,
+                rows as f64 / (ns / 1e9)
+            ));
         }
     }
     s

@@ -477,6 +477,21 @@ fn digest(key: &str, buf: &[u8]) -> RowDigest {
     out
 }
 
+/// The digest `verify` computes for one SQLite row, `values` in `table.columns` order (as
+/// `stream_sqlite` selects them): canonical encoding, then SHA-256. For benches/hot_paths.rs.
+pub fn sqlite_row_digest(table: &Table, values: &[ValueRef<'_>]) -> [u8; 16] {
+    let mut buf = Vec::with_capacity(1024);
+    for (c, v) in table.columns.iter().zip(values) {
+        canon_sqlite(c, *v, &mut buf);
+    }
+    let key = match values.get(table.columns.iter().position(|c| c.name == table.key).unwrap_or(0)) {
+        Some(ValueRef::Text(t)) => String::from_utf8_lossy(t).into_owned(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    };
+    digest(&key, &buf)
+}
+
 fn stream_sqlite(
     path: &std::path::Path,
     table: &'static Table,
