@@ -1,7 +1,8 @@
-//! Helpers for the fault tests (tests/faults.rs, tests/faults_more.rs): a TCP proxy that can take
-//! PostgreSQL down, a private PostgreSQL cluster that can be stopped and started, the seeded
-//! workload with its checks, and libpq connection strings for a test database (direct or through
-//! the proxy).
+//! Helpers for the fault tests (tests/faults.rs, tests/faults_more.rs, tests/faults_network.rs): a
+//! TCP proxy that can take PostgreSQL down, cut, delay and black-hole its connections, a private
+//! PostgreSQL cluster that can be stopped and started, the seeded workload with its checks, libpq
+//! connection strings for a test database (direct or through the proxy), and the short/soak
+//! switch.
 #![allow(dead_code)]
 
 pub mod cluster;
@@ -9,6 +10,36 @@ pub mod proxy;
 pub mod workload;
 
 use dualwrite::PgConfig;
+use std::path::Path;
+use std::time::Duration;
+
+/// `DUALWRITE_SOAK=1` (anything but empty or `0`): the long mode of the fault scenarios.
+pub fn soak() -> bool {
+    std::env::var("DUALWRITE_SOAK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `short` normally, `long` under `DUALWRITE_SOAK=1`.
+pub fn short_or_soak<T>(short: T, long: T) -> T {
+    if soak() {
+        long
+    } else {
+        short
+    }
+}
+
+/// `PRAGMA integrity_check` of a SQLite file, its rows joined (`ok` when sound).
+pub fn integrity_check(sqlite: &Path) -> String {
+    let c = rusqlite::Connection::open(sqlite).unwrap();
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    let rows: Vec<String> = c
+        .prepare("PRAGMA integrity_check")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    rows.join("; ")
+}
 
 /// A libpq `key=value` value, quoted.
 fn quote(v: &str) -> String {
