@@ -300,11 +300,16 @@ impl Bridge {
         }
         let sqlite_holds =
             if mode == WriteMode::PostgresPrimary { Some(PgCatchUp::applied(tx.conn())?) } else { None };
+        let started = Instant::now();
         let pg = match PgWrite::begin(self.primary_client(mode)?) {
             Ok(pg) => pg,
-            // A kept connection the server dropped meanwhile (a restart) is only found out now:
-            // one fresh connection before giving up.
-            Err(_) => PgWrite::begin(self.primary_client(mode)?)?,
+            // A kept connection the server dropped meanwhile (a restart) fails at once: one fresh
+            // connection before giving up. One that timed out (no answer) is not retried: the
+            // caller has waited long enough.
+            Err(_) if started.elapsed() < Duration::from_secs(1) => {
+                PgWrite::begin(self.primary_client(mode)?)?
+            }
+            Err(e) => return Err(e),
         };
         tx.attach_primary(pg);
         let out = f(&mut tx);

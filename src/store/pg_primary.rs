@@ -59,7 +59,9 @@ pub(crate) struct PgWrite {
 impl PgWrite {
     /// Start a transaction on `client`.
     pub(crate) fn begin(mut client: postgres::Client) -> Result<PgWrite> {
-        client.batch_execute("BEGIN").map_err(write_error)?;
+        client
+            .batch_execute(&format!("BEGIN; {}", crate::store::postgres::ABANDONED_TRANSACTION_TIMEOUT))
+            .map_err(write_error)?;
         Ok(PgWrite { client: RefCell::new(Some(client)) })
     }
 

@@ -35,6 +35,15 @@ pub fn is_permanent(e: &postgres::Error) -> bool {
     }
 }
 
+/// Said at the start of each of the bridge's write transactions: if the bridge stops talking in
+/// the middle of one (its reply deadline, `pg_deadline.rs`, gave up on a connection a middlebox
+/// holds open), PostgreSQL ends the session after 10 s instead of keeping its row locks until
+/// TCP notices, which could be hours, while the retry waits on those locks. These transactions
+/// send their statements back to back, so 10 s idle means abandoned. `SET LOCAL`: it ends with
+/// the transaction, so it is safe through a transaction-pooling connection pooler.
+pub(crate) const ABANDONED_TRANSACTION_TIMEOUT: &str =
+    "SET LOCAL idle_in_transaction_session_timeout = '10s'";
+
 /// The key column's SQL type, for casting the text keys of a batch.
 pub(crate) fn key_type(table: &Table) -> &'static str {
     match table.key_column().ty {
@@ -103,7 +112,9 @@ pub fn apply_batch(
 
     let mut tx = client.transaction()?;
     if defer_fks {
-        tx.batch_execute("SET CONSTRAINTS ALL DEFERRED")?;
+        tx.batch_execute(&format!("{ABANDONED_TRANSACTION_TIMEOUT}; SET CONSTRAINTS ALL DEFERRED"))?;
+    } else {
+        tx.batch_execute(ABANDONED_TRANSACTION_TIMEOUT)?;
     }
     let mut written = 0;
     let mut deletes: Vec<(&'static Table, Vec<String>)> = Vec::new();
