@@ -32,34 +32,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::cluster::PrivateCluster;
 use support::workload::*;
+use support::{integrity_check, short_or_soak};
 
 const CONVERGE: Duration = Duration::from_secs(120);
-
-/// `DUALWRITE_SOAK=1` (anything but empty or `0`): the long mode.
-fn soak() -> bool {
-    std::env::var("DUALWRITE_SOAK").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-fn short_or_soak<T>(short: T, long: T) -> T {
-    if soak() {
-        long
-    } else {
-        short
-    }
-}
-
-fn integrity_check(sqlite: &Path) -> String {
-    let c = rusqlite::Connection::open(sqlite).unwrap();
-    c.busy_timeout(Duration::from_secs(10)).unwrap();
-    let rows: Vec<String> = c
-        .prepare("PRAGMA integrity_check")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    rows.join("; ")
-}
 
 // ----- 1. a real PostgreSQL stopped with `-m immediate` and started again mid-stream -----
 
@@ -713,23 +688,12 @@ fn sqlite_on_a_full_disk_fails_clearly_keeps_every_write_and_recovers() {
         // Panics if the write fails.
         w.step(&b);
     }
-    let flushing = Instant::now();
-    b.flush(CONVERGE).expect("converge once space returned");
-    let converge = flushing.elapsed();
-    let st = b.status().unwrap();
-    assert_eq!(st.outbox_depth, 0);
-    assert_eq!(st.dead_letters, 0, "{:?}", b.dead_letters().unwrap());
-    let lost = w.lost(&b);
-    assert_eq!(lost, 0, "writes lost");
-    common::assert_stores_equal(&b, &db);
-    assert_revisions_consistent(&db, last_outbox_seq(&config.sqlite_path));
-    let tombstones = assert_deletes_tombstoned(&db, &w);
-    assert_eq!(integrity_check(&config.sqlite_path), "ok", "PRAGMA integrity_check after recovery");
+    let (converge, tombstones) = assert_converged(&b, &db, &w, &config.sqlite_path, CONVERGE);
     drop(b);
     println!(
         "FAULT SUMMARY scenario=full_disk fs=tmpfs_24MiB filler_bytes={filler_len} writes_acked_before_full={} \
          refused_while_full={failed_while_full} error=\"{message}\" writes_after_space_returned={after} \
-         writes_committed={} rows_checked={} deletes_checked={tombstones} lost={lost} duplicated=0 \
+         writes_committed={} rows_checked={} deletes_checked={tombstones} lost=0 duplicated=0 \
          integrity=ok final_flush_ms={} stores_equal=yes seed={seed}",
         acked_before + 100,
         w.writes,

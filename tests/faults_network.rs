@@ -740,22 +740,11 @@ fn sqlite_under_rlimit_fsize_fails_clearly_keeps_every_write_and_recovers() {
     for _ in 0..after {
         w2.step(&b);
     }
-    let flushing = Instant::now();
-    b.flush(CONVERGE).expect("converge without the limit");
-    let converge = flushing.elapsed();
-    let st = b.status().unwrap();
-    assert_eq!(st.outbox_depth, 0);
-    assert_eq!(st.dead_letters, 0, "{:?}", b.dead_letters().unwrap());
-    let lost = w2.lost(&b);
-    assert_eq!(lost, 0, "writes lost");
-    common::assert_stores_equal(&b, &db);
-    assert_revisions_consistent(&db, last_outbox_seq(&config.sqlite_path));
-    let tombstones = assert_deletes_tombstoned(&db, &w2);
-    assert_eq!(integrity_check(&config.sqlite_path), "ok", "PRAGMA integrity_check at the end");
+    let (converge, tombstones) = assert_converged(&b, &db, &w2, &config.sqlite_path, CONVERGE);
     println!(
         "FAULT SUMMARY scenario=rlimit_fsize limit_bytes={limit} writes_acked_under_limit={} refused={} \
          first_error_code={first_code} error=\"{first_message}\" integrity=ok writes_after_lift_in_child={acked_lifted} \
-         writes_after_in_parent={after} writes_committed={} rows_checked={} deletes_checked={tombstones} lost={lost} \
+         writes_after_in_parent={after} writes_committed={} rows_checked={} deletes_checked={tombstones} lost=0 \
          duplicated=0 child_s={:.1} final_flush_ms={} stores_equal=yes seed={seed}",
         acked_limited + 100,
         refusals.len(),

@@ -165,11 +165,7 @@ pub(crate) fn upsert_row(
     let Some(old) = tx.query_rows(table, where_sql, args)?.into_iter().next() else {
         return tx.insert(table, new);
     };
-    let key = old
-        .get(table.key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| Error::Internal(format!("{} row without its key", table.name)))?
-        .to_string();
+    let key = table.key_of(&old)?.to_string();
     let mut set: Row = replace.iter().filter_map(|c| Some((c.to_string(), new.get(*c)?.clone()))).collect();
     set.extend(extra);
     let set = validate_row(table, &Value::Object(set), RowMode::Patch)?;

@@ -84,6 +84,13 @@ pub struct Table {
 }
 
 impl Table {
+    /// The key of a stored wire row of this table (always text on the wire).
+    pub fn key_of<'r>(&self, row: &'r serde_json::Map<String, serde_json::Value>) -> crate::Result<&'r str> {
+        row.get(self.key)
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| crate::Error::Internal(format!("{} row without its key", self.name)))
+    }
+
     pub fn column(&self, name: &str) -> Option<&'static Column> {
         // Tables are 'static, so the column is too.
         let cols: &'static [Column] = self.columns;

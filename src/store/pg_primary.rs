@@ -205,12 +205,8 @@ impl PgWrite {
     }
 
     fn record(&mut self, table: &'static Table, row: &Map<String, Value>, op: Op) -> Result<()> {
-        let key = row
-            .get(table.key)
-            .and_then(Value::as_str)
-            .ok_or_else(|| Error::Internal(format!("{} row without its key", table.name)))?
-            .to_string();
-        self.claim_and_record(table, &key, op, Some(Value::Object(row.clone()).to_string()))
+        let key = table.key_of(row)?;
+        self.claim_and_record(table, key, op, Some(Value::Object(row.clone()).to_string()))
     }
 
     fn claim_and_record(

@@ -278,13 +278,9 @@ impl<'c> WriteTx<'c> {
     }
 
     fn record(&mut self, table: &'static Table, row: &Map<String, Value>, op: Op) -> Result<()> {
-        let key = row
-            .get(table.key)
-            .and_then(Value::as_str)
-            .ok_or_else(|| Error::Internal(format!("{} row without its key", table.name)))?
-            .to_string();
+        let key = table.key_of(row)?;
         let image = serde_json::to_string(row).map_err(|e| Error::Internal(e.to_string()))?;
-        self.append_outbox(table.name, &key, op, Some(&image))
+        self.append_outbox(table.name, key, op, Some(&image))
     }
 
     fn record_delete(&mut self, table: &'static Table, key: &str) -> Result<()> {

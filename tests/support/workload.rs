@@ -361,6 +361,31 @@ pub fn assert_deletes_tombstoned(db: &crate::common::TestDb, w: &Workload) -> us
 }
 
 /// Wait for `cond` up to `timeout`.
+/// After a fault: flush, then prove convergence row by row — nothing pending or dead-lettered, no
+/// acknowledged write of `w` lost, both stores equal, no revision newer than the outbox (no older
+/// copy won), every delete tombstoned (none resurrected), SQLite sound. Returns the time the flush
+/// took and the tombstones checked.
+pub fn assert_converged(
+    b: &Bridge,
+    db: &crate::common::TestDb,
+    w: &Workload,
+    sqlite: &std::path::Path,
+    timeout: Duration,
+) -> (Duration, usize) {
+    let flushing = Instant::now();
+    b.flush(timeout).expect("converge after the fault");
+    let converge = flushing.elapsed();
+    let st = b.status().unwrap();
+    assert_eq!(st.outbox_depth, 0);
+    assert_eq!(st.dead_letters, 0, "{:?}", b.dead_letters().unwrap());
+    assert_eq!(w.lost(b), 0, "writes lost");
+    crate::common::assert_stores_equal(b, db);
+    assert_revisions_consistent(db, last_outbox_seq(sqlite));
+    let tombstones = assert_deletes_tombstoned(db, w);
+    assert_eq!(crate::support::integrity_check(sqlite), "ok", "PRAGMA integrity_check after the fault");
+    (converge, tombstones)
+}
+
 pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
