@@ -121,7 +121,7 @@ pub fn config(db: &TestDb, dir: &std::path::Path) -> dualwrite::Config {
 /// the first difference.
 pub fn assert_stores_equal(bridge: &dualwrite::Bridge, db: &TestDb) {
     let mut pg = db.connect();
-    let sqlite = rusqlite::Connection::open(&bridge.config().sqlite_path).expect("open sqlite");
+    let sqlite = dualwrite::store::sqlite::open(&bridge.config().sqlite_path).expect("open sqlite");
     for t in dualwrite::schema::TABLES {
         let pg_rows = dualwrite::store::postgres::all_rows(&mut pg, t).expect("read postgres");
         // SQLite read directly, not through the bridge, whose reads follow the read flags.
