@@ -232,8 +232,31 @@ impl PgConfig {
         self.inner.get_dbname()
     }
 
-    /// Open one connection, with TLS as `sslmode` says (see the module documentation).
+    /// Open one connection, with TLS as `sslmode` says (see the module documentation), and with
+    /// the reply deadline of `pg_deadline.rs`. The start of a connection runs partly outside that
+    /// deadline (before TLS), so the whole connect is bounded by it too: it runs on a thread of its
+    /// own, and a connect that does not finish in time is reported and left to end on its own.
     pub fn connect(&self) -> Result<postgres::Client> {
+        let Some(limit) = crate::pg_deadline::reply_timeout() else { return self.connect_now(None) };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("dualwrite-pg-connect".into())
+            .spawn(move || {
+                let _ = tx.send(me.connect_now(Some(limit)));
+            })
+            .map_err(Error::Io)?;
+        let wait = limit + self.inner.get_connect_timeout().copied().unwrap_or_default();
+        rx.recv_timeout(wait).unwrap_or_else(|_| {
+            Err(Error::Unavailable(format!(
+                "cannot connect to PostgreSQL ({}): no answer within {wait:?} ({})",
+                self.description,
+                crate::pg_deadline::REPLY_TIMEOUT_ENV
+            )))
+        })
+    }
+
+    fn connect_now(&self, deadline: Option<std::time::Duration>) -> Result<postgres::Client> {
         if let Some(why) = &self.tls.invalid {
             return Err(Error::Config(format!("PostgreSQL ({}): {why}", self.description)));
         }
@@ -245,7 +268,11 @@ impl PgConfig {
             plain.ssl_mode(postgres::config::SslMode::Disable);
             plain.connect(postgres::NoTls)
         } else {
-            self.inner.connect(self.tls.connector(&self.description)?)
+            let tls = self.tls.connector(&self.description)?;
+            match deadline {
+                Some(limit) => self.inner.connect(crate::pg_deadline::Bounded::new(tls, limit)),
+                None => self.inner.connect(tls),
+            }
         };
         connected.map_err(|e| {
             let hint = if self.tls.mode.verifies() && is_tls_failure(&e) {

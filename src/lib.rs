@@ -16,6 +16,7 @@ pub mod legacy;
 // The C ABI (include/dualwrite.h); nothing in the Rust API depends on it.
 mod ffi;
 mod migrate;
+mod pg_deadline;
 mod phases;
 mod reads;
 mod replicator;

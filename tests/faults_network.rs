@@ -192,7 +192,6 @@ fn latency_of_20ms_each_way_replication_keeps_up_and_converges() {
 // ----- 2. black hole in the middle of a stream, dual mode -----
 
 #[test]
-#[ignore = "known limitation (docs/RELIABILITY.md): no deadline on a PostgreSQL request, so a peer that holds the connection and never answers blocks the bridge until the connection is cut; run with --ignored to see it"]
 fn black_hole_mid_stream_in_dual_mode_replication_resumes_after_restore() {
     let _serial = serial();
     let seed = seed("black_hole_dual");
@@ -321,7 +320,6 @@ fn black_hole_mid_stream_in_dual_mode_replication_resumes_after_restore() {
 // ----- 3. black hole while PostgreSQL is the primary -----
 
 #[test]
-#[ignore = "known limitation (docs/RELIABILITY.md): no deadline on a PostgreSQL request, so a peer that holds the connection and never answers blocks the bridge until the connection is cut; run with --ignored to see it"]
 fn black_hole_with_postgres_primary_a_write_fails_in_bounded_time() {
     let _serial = serial();
     let seed = seed("black_hole_primary");
