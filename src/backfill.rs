@@ -380,9 +380,6 @@ pub fn backfill(
     }
     report.rejects = store.counts().clone();
     report.rejects_pending = RejectStore::pending_counts(run.client()?)?;
-    if let Some(c) = run.client.as_mut() {
-        let _ = c.execute("SELECT pg_advisory_unlock($1)", &[&BACKFILL_LOCK]);
-    }
     report.elapsed_ms = run.started.elapsed().as_millis() as u64;
     Ok(report)
 }
@@ -1013,7 +1010,11 @@ fn worker(
     };
     // A chunk and its checkpoint commit together, so an asynchronous commit lost in a PostgreSQL
     // crash only means those chunks are copied again by the resumed run (still revision-guarded).
-    let mut setup = String::from("SET synchronous_commit = off;");
+    // lock_timeout: two workers' chunks from different snapshots can carry the same unique value
+    // (an e-mail moved between rows); one then waits on the other's uncommitted row while that one
+    // waits for its turn to commit, which PostgreSQL cannot see as a deadlock. The timeout turns it
+    // into a transient failure, retried from the checkpoint.
+    let mut setup = String::from("SET synchronous_commit = off; SET lock_timeout = '10s';");
     if ctx.method == ApplyMethod::Copy {
         setup.push_str(&stage_ddl(ctx.table));
     }
@@ -1194,7 +1195,9 @@ fn send(
             tx.execute(&apply_sql(table, ApplyMethod::Copy), &[&table.name, &keys, &revs, &dels])
         }
         ApplyMethod::Json => {
-            let json = std::str::from_utf8(body).unwrap_or("[]");
+            // serde_json wrote the body, so it is UTF-8; an empty array instead would mark every
+            // key applied without sending a row.
+            let json = std::str::from_utf8(body).expect("the JSON body serde_json wrote is UTF-8");
             tx.execute(&apply_sql(table, ApplyMethod::Json), &[&table.name, &keys, &revs, &dels, &json])
         }
     }

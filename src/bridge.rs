@@ -230,7 +230,9 @@ impl Bridge {
             if mode.postgres_first() {
                 return self.write_primary(tx, mode, f);
             }
-            if mode == WriteMode::Sqlite || crate::flags::forced_by_env() {
+            // The brake is read once per process (Flags::forced_sqlite), not from the environment
+            // on every write.
+            if mode == WriteMode::Sqlite || self.inner.flags.get().forced_sqlite {
                 self.bound_capture(&mut tx)?;
             }
         }
@@ -291,7 +293,7 @@ impl Bridge {
         mode: WriteMode,
         f: impl FnOnce(&mut WriteTx<'_>) -> Result<T>,
     ) -> Result<T> {
-        if crate::flags::forced_by_env() {
+        if self.inner.flags.get().forced_sqlite {
             return Err(Error::Unavailable(format!(
                 "{} is set in this process but PostgreSQL is the primary store (write_mode {mode}): a SQLite-only \
                  write would split the data. Roll back first (`dualwrite rollback`); the brake applies from then on",

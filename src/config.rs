@@ -514,21 +514,23 @@ fn percent_decode(s: &str) -> Result<String> {
 fn mask_password(url: &str) -> String {
     const SECRET_KEYS: [&str; 2] = ["password", "sslpassword"];
     if let Some((scheme, rest)) = url.split_once("://") {
-        let (authority_path, query) = match rest.split_once('?') {
+        let mut out = format!("{scheme}://");
+        // The userinfo ends at an '@'; a raw password may itself hold '/', '?' or '@', so mask up
+        // to the last '@' anywhere: masking too much beats printing a password.
+        let rest = match rest.rfind('@') {
+            Some(at) => {
+                match rest[..at].split_once(':') {
+                    Some((user, _)) => out.push_str(&format!("{user}:***@")),
+                    None => out.push_str(&rest[..=at]),
+                }
+                &rest[at + 1..]
+            }
+            None => rest,
+        };
+        let (path, query) = match rest.split_once('?') {
             Some((a, q)) => (a, Some(q)),
             None => (rest, None),
         };
-        let mut out = format!("{scheme}://");
-        // The userinfo ends at the last '@' before the path (a password may contain '@').
-        let (authority, path) =
-            authority_path.split_at(authority_path.find('/').unwrap_or(authority_path.len()));
-        match authority.rsplit_once('@') {
-            Some((auth, host)) => match auth.split_once(':') {
-                Some((user, _)) => out.push_str(&format!("{user}:***@{host}")),
-                None => out.push_str(authority),
-            },
-            None => out.push_str(authority),
-        }
         out.push_str(path);
         if let Some(q) = query {
             let masked: Vec<String> = q
@@ -753,6 +755,11 @@ mod tests {
     #[test]
     fn url_password_is_masked() {
         assert_eq!(mask_password("postgres://bob:hunter2@db:5432/x"), "postgres://bob:***@db:5432/x");
+        assert_eq!(mask_password("postgres://bob:pa/ss@db/x"), "postgres://bob:***@db/x");
+        assert_eq!(
+            mask_password("postgres://bob:pa?ss@db/x?sslmode=require"),
+            "postgres://bob:***@db/x?sslmode=require"
+        );
         assert_eq!(mask_password("host=db password=hunter2 user=bob"), "host=db password=*** user=bob");
     }
 

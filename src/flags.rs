@@ -172,7 +172,7 @@ pub(crate) fn clear_capture_overflow(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn forced_by_env() -> bool {
+fn forced_by_env() -> bool {
     std::env::var(FORCE_SQLITE_ENV).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
 

@@ -10,9 +10,12 @@
 //! and cannot tell where a reply ends. The rule: once a request was written, `limit` of silence
 //! (no byte read or written) fails the read — unless the connection was simply idle in between:
 //! the `postgres` crate drives a connection only while a call waits on it, so after an idle
-//! stretch the first poll finds the timer long expired. That case is told apart by one more poll
-//! (the first expiry only marks the connection suspect and wakes it; if the poll that follows
-//! writes a request, it was idle, otherwise nothing came for `limit` and the read fails).
+//! stretch the first poll finds the timer long expired, before the new request is even queued
+//! (the `postgres` crate polls the connection before the call, tokio-postgres reads before it
+//! writes). So an expiry first only marks the connection suspect and gives it a short grace
+//! ([`GRACE`]): an idle connection writes its new request within it, which clears the mark; a
+//! connection owed an answer hears nothing in the grace either, and its read fails — `limit` +
+//! `GRACE` after the last byte.
 //!
 //! Not covered: the start of a connection before TLS (tokio-postgres reads the answer to its
 //! SSLRequest from the raw socket) and connections without TLS (`sslmode=disable`); for the
@@ -27,6 +30,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// After an expiry, how long a connection has to show it was only idle (write or read a byte).
+const GRACE: Duration = Duration::from_secs(1);
+
 /// The variable that sets the deadline in seconds (`0` turns it off).
 pub const REPLY_TIMEOUT_ENV: &str = "DUALWRITE_PG_REPLY_TIMEOUT";
 
@@ -34,10 +40,18 @@ pub const REPLY_TIMEOUT_ENV: &str = "DUALWRITE_PG_REPLY_TIMEOUT";
 /// statement the bridge sends (a batch apply takes milliseconds; verify and backfill work in
 /// chunks); a single statement that legitimately runs longer needs the variable raised.
 pub fn reply_timeout() -> Option<Duration> {
-    match std::env::var(REPLY_TIMEOUT_ENV).ok().and_then(|v| v.trim().parse::<u64>().ok()) {
-        Some(0) => None,
-        Some(secs) => Some(Duration::from_secs(secs)),
-        None => Some(Duration::from_secs(30)),
+    let default = Some(Duration::from_secs(30));
+    let Ok(text) = std::env::var(REPLY_TIMEOUT_ENV) else { return default };
+    match text.trim().parse::<u64>() {
+        Ok(0) => None,
+        Ok(secs) => Some(Duration::from_secs(secs)),
+        Err(_) => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(value = %text, "{REPLY_TIMEOUT_ENV} is not a whole number of seconds; using 30");
+            });
+            default
+        }
     }
 }
 
@@ -84,7 +98,7 @@ where
             inner: stream,
             limit: self.limit,
             started: false,
-            suspect: false,
+            suspect_since: None,
             timer: None,
         })
     }
@@ -97,8 +111,9 @@ pub struct Guarded<S> {
     limit: Duration,
     /// A request was written at some point (before that, nothing is owed).
     started: bool,
-    /// The timer expired once without a request written since: idle, or no answer.
-    suspect: bool,
+    /// When the timer expired without a byte moved since: idle, or no answer (see the module
+    /// comment). A mark older than twice the grace is from an earlier stretch and counts for nothing.
+    suspect_since: Option<std::time::Instant>,
     /// Expires `limit` after the last byte read or written.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
@@ -114,7 +129,12 @@ impl<S> Guarded<S> {
     /// the connection's task even if nothing else polls it (tokio-postgres reads before it
     /// writes, so after a write no read may be polled until something wakes it).
     fn activity(&mut self, cx: &mut Context<'_>) {
-        let mut timer = Box::pin(tokio::time::sleep(self.limit));
+        self.suspect_since = None;
+        self.arm(self.limit, cx);
+    }
+
+    fn arm(&mut self, after: Duration, cx: &mut Context<'_>) {
+        let mut timer = Box::pin(tokio::time::sleep(after));
         let _ = timer.as_mut().poll(cx);
         self.timer = Some(timer);
     }
@@ -127,7 +147,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if this.started && buf.filled().len() > before {
-                    this.suspect = false;
                     this.activity(cx);
                 }
                 Poll::Ready(Ok(()))
@@ -141,15 +160,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                 if !expired {
                     return Poll::Pending;
                 }
-                if this.suspect {
+                if this.suspect_since.is_some_and(|t| t.elapsed() <= 2 * GRACE) {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!("PostgreSQL sent nothing for {limit:?} while an answer was owed ({REPLY_TIMEOUT_ENV})"),
                     )));
                 }
-                // Idle, or no answer: the write half of this same poll, or the next poll, tells.
-                this.suspect = true;
-                cx.waker().wake_by_ref();
+                // Idle, or no answer: the grace tells (module comment).
+                this.suspect_since = Some(std::time::Instant::now());
+                this.arm(GRACE, cx);
                 Poll::Pending
             }
             other => other,
@@ -163,7 +182,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         let out = Pin::new(&mut this.inner).poll_write(cx, buf);
         if matches!(out, Poll::Ready(Ok(n)) if n > 0) {
             this.started = true;
-            this.suspect = false;
             this.activity(cx);
         }
         out
@@ -178,7 +196,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         let out = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if matches!(out, Poll::Ready(Ok(n)) if n > 0) {
             this.started = true;
-            this.suspect = false;
             this.activity(cx);
         }
         out
@@ -219,7 +236,7 @@ mod tests {
     }
 
     fn guarded(s: tokio::net::TcpStream, limit: Duration) -> Guarded<tokio::net::TcpStream> {
-        Guarded { inner: s, limit, started: false, suspect: false, timer: None }
+        Guarded { inner: s, limit, started: false, suspect_since: None, timer: None }
     }
 
     #[test]
@@ -266,10 +283,12 @@ mod tests {
             // As tokio-postgres does: a read is polled before the next request is written.
             let mut b = [0u8; 1];
             {
+                // Twice, as the postgres crate does: the connection is polled once before the call
+                // queues its request, and reads again before it writes.
                 let read = async { g.read_exact(&mut b).await.map(|_| ()) };
                 tokio::pin!(read);
-                let first = futures_poll_once(read.as_mut()).await;
-                assert!(first.is_none(), "the lapsed timer must not fail the first poll");
+                assert!(futures_poll_once(read.as_mut()).await.is_none(), "the lapsed timer failed a poll");
+                assert!(futures_poll_once(read.as_mut()).await.is_none(), "the lapsed timer failed a poll");
             }
             g.write_all(b"b").await.unwrap();
             g.read_exact(&mut b).await.map(|_| b)

@@ -340,7 +340,10 @@ fn parse_object(text: String) -> Result<Map<String, Value>> {
 /// the data are conflicts, bad values invalid arguments, a lost connection unavailable.
 pub(crate) fn write_error(e: postgres::Error) -> Error {
     let Some(db) = e.as_db_error() else {
-        return if e.is_closed() || e.code().is_none() {
+        // No server error: the connection is gone or timed out (an i/o error), or the client
+        // itself failed (conversions: a bug, kept as the driver's error).
+        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        return if e.is_closed() || io {
             Error::Unavailable(format!("PostgreSQL (the primary store) is unreachable: {e}"))
         } else {
             Error::Postgres(e)

@@ -360,7 +360,6 @@ pub fn assert_deletes_tombstoned(db: &crate::common::TestDb, w: &Workload) -> us
     checked
 }
 
-/// Wait for `cond` up to `timeout`.
 /// After a fault: flush, then prove convergence row by row — nothing pending or dead-lettered, no
 /// acknowledged write of `w` lost, both stores equal, no revision newer than the outbox (no older
 /// copy won), every delete tombstoned (none resurrected), SQLite sound. Returns the time the flush
@@ -386,6 +385,7 @@ pub fn assert_converged(
     (converge, tombstones)
 }
 
+/// Wait for `cond` up to `timeout`.
 pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {

@@ -128,28 +128,6 @@ fn compile(built: &Built) -> PathBuf {
     exe
 }
 
-/// A libpq `key=value` string for the test database.
-fn conninfo(db: &common::TestDb) -> String {
-    let c = db.config.postgres_config();
-    let q = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
-    let host = match c.get_hosts().first() {
-        Some(postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let mut s = format!(
-        "host={} port={} user={} dbname={}",
-        q(&host),
-        c.get_ports().first().copied().unwrap_or(5432),
-        q(c.get_user().unwrap_or("postgres")),
-        q(c.get_dbname().unwrap_or("postgres"))
-    );
-    if let Some(pw) = c.get_password() {
-        s.push_str(&format!(" password={}", q(&String::from_utf8_lossy(pw))));
-    }
-    s
-}
-
 fn printed(stdout: &str, name: &str) -> String {
     stdout
         .lines()
@@ -165,7 +143,7 @@ fn the_cpp_workflow_reaches_postgres_and_failures_throw() {
     let dir = tempfile::tempdir().unwrap();
     let config = json!({
         "sqlite_path": dir.path().join("monolith.sqlite3"),
-        "postgres_url": conninfo(&db),
+        "postgres_url": common::url_of(&db),
         "key_file": common::key_file(dir.path()),
     });
     let out = Command::new(&exe)
