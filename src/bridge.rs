@@ -12,8 +12,9 @@ use crate::flags::{FlagCache, FlagChange, Flags, ReadSource, WriteMode};
 use crate::reads::{ReadCounters, ReadRouter, ReadSpec};
 use crate::replicator::{ReplicationStats, Replicator, ReplicatorOptions};
 use crate::schema::{self, validate_row, RowMode, Table};
-use crate::store::pg_primary::PgWrite;
-use crate::store::sqlite::{self, DeadLetter, DeadLetters, Outbox, PgCatchUp, Rows, WriteTx};
+use crate::store::pg_pool::{self, PgPool};
+use crate::store::pg_primary::{Began, PgWrite};
+use crate::store::sqlite::{self, DeadLetter, DeadLetters, Outbox, Rows, WriteTx};
 use crossbeam_channel::Sender;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -82,10 +83,10 @@ pub struct Status {
     /// Since when changes are not captured any more: SQLite-only mode reached its capture limit
     /// (`BridgeOptions::capture_limit`); returning to dual then needs verify and repair.
     pub capture_overflow_since: Option<String>,
-    /// While PostgreSQL is the primary: the changes PostgreSQL took that SQLite does not hold yet
-    /// (what a rollback copies back; grows in `postgres`, ~0 in `postgres_primary`). `None` in
-    /// the other modes or when PostgreSQL cannot be asked.
-    pub sqlite_behind_postgres: Option<i64>,
+    /// The change capture: how far SQLite follows PostgreSQL (every writer's changes), the slot's
+    /// retained WAL and lag, foreign writes seen while SQLite is the primary. `None` without
+    /// PostgreSQL.
+    pub capture: Option<crate::capture::CaptureStatus>,
     /// Reads served by this process, per table: where from, fallbacks, shadow results.
     pub reads: BTreeMap<String, ReadCounters>,
 }
@@ -102,9 +103,9 @@ struct Inner {
     router: Arc<ReadRouter>,
     capture_limit: i64,
     last_capture_warning: Mutex<Option<Instant>>,
-    /// The PostgreSQL connection writes use while PostgreSQL is the primary (writes are
-    /// serialised on `writer`, so one is enough).
-    primary: Mutex<Option<postgres::Client>>,
+    /// Connections for the writes made while PostgreSQL is the primary (any number of threads
+    /// at once: no SQLite lock is held across them). `None` without PostgreSQL.
+    pool: Option<PgPool>,
     /// The process that opened the bridge. After fork() the child has none of its threads (the
     /// replicator, the flag watcher) and shares its SQLite file descriptors, so the child must
     /// open its own bridge; calls through the inherited handle fail with a clear error.
@@ -118,6 +119,10 @@ pub struct Bridge {
 
 /// Idle reader connections kept for reuse.
 const MAX_IDLE_READERS: usize = 8;
+/// PostgreSQL connections for the writes made while PostgreSQL is the primary.
+const PRIMARY_POOL_SIZE: u32 = 16;
+/// Tries of a write whose mode changed under it (a phase switch between its checks).
+const WRITE_MODE_TRIES: usize = 4;
 
 impl Bridge {
     /// Open the SQLite file (migrating it unless told not to), load the secret key, and start
@@ -136,6 +141,7 @@ impl Bridge {
             }
         }
         let writer = Arc::new(Mutex::new(writer));
+        let config_pool = config.postgres.as_ref().map(|pg| pg_pool::new_pool(pg, PRIMARY_POOL_SIZE));
         let key = SecretKey::load(&config.key_source).map_err(|e| e.to_string());
         let flags = FlagCache::start(config.sqlite_path.clone())?;
         let router = ReadRouter::new(config.postgres.clone(), config.sqlite_path.clone());
@@ -164,7 +170,7 @@ impl Bridge {
                 replicator: Mutex::new(replicator),
                 flags,
                 router,
-                primary: Mutex::new(None),
+                pool: config_pool,
                 capture_limit: options.capture_limit,
                 last_capture_warning: Mutex::new(None),
                 pid: std::process::id(),
@@ -217,36 +223,77 @@ impl Bridge {
     }
 
     fn write_routed<T>(&self, by_mode: bool, f: impl FnOnce(&mut WriteTx<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.lock_writer()?;
-        let mut tx = WriteTx::begin(&mut conn)?;
-        if by_mode {
-            let mode = crate::flags::stored_write_mode(tx.conn())?;
-            if mode != self.inner.flags.get().write_mode {
-                // This process has not seen the change yet: take it now, for its reads too.
-                if let Ok(flags) = Flags::load(tx.conn()) {
-                    self.inner.flags.set(flags);
+        let mut f = Some(f);
+        // The fence's mode, when a PostgreSQL-first attempt found it different from the file's.
+        let mut fenced: Option<Option<WriteMode>> = None;
+        for _ in 0..WRITE_MODE_TRIES {
+            let cached = self.inner.flags.get().write_mode;
+            if by_mode && cached.postgres_first() && cached != WriteMode::ReadOnly {
+                let op = f.take().ok_or_else(|| Error::Internal("a write ran twice".into()))?;
+                match self.write_primary(op)? {
+                    Ok(out) => return Ok(out),
+                    Err((fence, op)) => {
+                        f = Some(op);
+                        fenced = Some(fence);
+                    }
                 }
             }
-            if mode.postgres_first() {
-                return self.write_primary(tx, mode, f);
+            let mut conn = self.lock_writer()?;
+            let mut tx = WriteTx::begin(&mut conn)?;
+            if by_mode {
+                let mode = crate::flags::stored_write_mode(tx.conn())?;
+                if mode != cached {
+                    // This process has not seen the change yet: take it now, for its reads too.
+                    if let Ok(flags) = Flags::load(tx.conn()) {
+                        self.inner.flags.set(flags);
+                    }
+                }
+                if mode == WriteMode::ReadOnly {
+                    return Err(read_only_error());
+                }
+                if mode.postgres_first() {
+                    // The file says PostgreSQL first. Holding the file's write lock, no switch is
+                    // running: a fence that said otherwise was left by a switch that died
+                    // half-way, and the file is the authority.
+                    if let Some(fence) = fenced.take().filter(|f| *f != Some(mode)) {
+                        self.repair_fence(mode, fence)?;
+                    }
+                    drop(tx);
+                    drop(conn);
+                    continue;
+                }
+                // The brake is read once per process (Flags::forced_sqlite), not from the
+                // environment on every write.
+                if mode == WriteMode::Sqlite || self.inner.flags.get().forced_sqlite {
+                    self.bound_capture(&mut tx)?;
+                }
             }
-            // The brake is read once per process (Flags::forced_sqlite), not from the environment
-            // on every write.
-            if mode == WriteMode::Sqlite || self.inner.flags.get().forced_sqlite {
-                self.bound_capture(&mut tx)?;
+            let op = f.take().ok_or_else(|| Error::Internal("a write ran twice".into()))?;
+            let out = op(&mut tx)?;
+            let changed = tx.changes > 0;
+            let written = std::mem::take(&mut tx.written);
+            tx.commit()?;
+            self.inner.router.remember(written, &conn);
+            drop(conn);
+            if changed {
+                // A full channel already holds a wake-up: nothing is lost by dropping this one.
+                let _ = self.inner.wake.try_send(());
             }
+            return Ok(out);
         }
-        let out = f(&mut tx)?;
-        let changed = tx.changes > 0;
-        let written = std::mem::take(&mut tx.written);
-        tx.commit()?;
-        self.inner.router.remember(written, &conn);
-        drop(conn);
-        if changed {
-            // A full channel already holds a wake-up: nothing is lost by dropping this one.
-            let _ = self.inner.wake.try_send(());
-        }
-        Ok(out)
+        Err(Error::Unavailable(
+            "the write mode kept changing while this write started (a phase switch): retry".into(),
+        ))
+    }
+
+    /// Set the write fence to the file's mode (see `store::fence`); called under the file's write lock.
+    fn repair_fence(&self, mode: WriteMode, fence: Option<WriteMode>) -> Result<()> {
+        tracing::warn!(file = %mode, fence = ?fence.map(|m| m.as_str()),
+            "PostgreSQL's write fence disagrees with the file's write mode (a phase switch died half-way): repairing it");
+        let pool =
+            self.inner.pool.as_ref().ok_or_else(|| Error::Config("no PostgreSQL is configured".into()))?;
+        let mut client = pg_pool::get(pool, "repairing the write fence")?;
+        crate::store::fence::set(&mut client, mode)
     }
 
     /// Nothing replicates in SQLite-only mode, so the outbox only grows: warn near the limit, and
@@ -282,86 +329,54 @@ impl Bridge {
     }
 
     /// A write while PostgreSQL is the primary: `f`'s reads and writes go to one PostgreSQL
-    /// transaction (each change revisioned and recorded in PostgreSQL's outbox), committed before
-    /// this returns. In `postgres_primary` SQLite then applies the changes (and any an earlier
-    /// crash left behind) from that outbox in its still-open transaction; if that fails the
-    /// write still stands — PostgreSQL has it — and SQLite catches up with the next write. In
-    /// `postgres` SQLite is frozen: its transaction only held the lock and writes nothing.
-    fn write_primary<T>(
-        &self,
-        mut tx: WriteTx<'_>,
-        mode: WriteMode,
-        f: impl FnOnce(&mut WriteTx<'_>) -> Result<T>,
-    ) -> Result<T> {
+    /// transaction on a pooled connection, committed before this returns; no SQLite lock is
+    /// held. SQLite takes the change from the change capture (in the background in
+    /// `postgres_primary`; at a rollback after `postgres`). `Ok(Err((fence, f)))`: the write
+    /// fence holds another mode (a switch), `f` has not run.
+    #[allow(clippy::type_complexity)]
+    fn write_primary<T, F>(&self, f: F) -> Result<std::result::Result<T, (Option<WriteMode>, F)>>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T>,
+    {
+        self.same_process()?;
         if self.inner.flags.get().forced_sqlite {
             return Err(Error::Unavailable(format!(
-                "{} is set in this process but PostgreSQL is the primary store (write_mode {mode}): a SQLite-only \
-                 write would split the data. Roll back first (`dualwrite rollback`); the brake applies from then on",
+                "{} is set in this process but PostgreSQL is the primary store: a SQLite-only write would split the \
+                 data. Roll back first (`dualwrite rollback`); the brake applies from then on",
                 crate::flags::FORCE_SQLITE_ENV
             )));
         }
-        let sqlite_holds =
-            if mode == WriteMode::PostgresPrimary { Some(PgCatchUp::applied(tx.conn())?) } else { None };
-        let started = Instant::now();
-        let pg = match PgWrite::begin(self.primary_client(mode)?) {
-            Ok(pg) => pg,
-            // A kept connection the server dropped meanwhile (a restart) fails at once: one fresh
-            // connection before giving up. One that timed out (no answer) is not retried: the
-            // caller has waited long enough.
-            Err(_) if started.elapsed() < Duration::from_secs(1) => {
-                PgWrite::begin(self.primary_client(mode)?)?
-            }
-            Err(e) => return Err(e),
-        };
-        tx.attach_primary(pg);
-        let out = f(&mut tx);
-        let pg =
-            tx.detach_primary().ok_or_else(|| Error::Internal("the PostgreSQL write vanished".into()))?;
-        let out = match out {
-            Ok(out) => out,
-            Err(e) => {
-                self.keep_primary_client(pg.abort());
-                return Err(e);
-            }
-        };
-        let (client, records) = pg.commit(sqlite_holds);
-        let records = records?;
-        if mode == WriteMode::PostgresPrimary {
-            let newest = records.last().map(|r| r.seq);
-            match PgCatchUp::apply(tx.conn(), &records).and_then(|()| tx.commit()) {
-                Ok(()) => {
-                    if let (Some(client), Some(newest)) = (client, newest) {
-                        self.keep_primary_client(trim_primary_outbox(client, newest, records.len()));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "SQLite could not follow a write PostgreSQL took; it catches up from PostgreSQL's outbox with the next write");
-                    self.keep_primary_client(client);
-                }
-            }
-        } else {
-            self.keep_primary_client(client);
-        }
-        Ok(out)
-    }
-
-    fn primary_client(&self, mode: WriteMode) -> Result<postgres::Client> {
-        let kept = self.inner.primary.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(c) = kept.filter(|c| !c.is_closed()) {
-            return Ok(c);
-        }
-        let pg = self.inner.config.postgres.as_ref().ok_or_else(|| {
-            Error::Config(format!("write_mode is {mode}, which needs PostgreSQL, and none is configured"))
+        let pool = self.inner.pool.as_ref().ok_or_else(|| {
+            Error::Config(
+                "the write mode needs PostgreSQL (it is the primary store), and none is configured".into(),
+            )
         })?;
-        pg.connect().map_err(|e| {
-            Error::Unavailable(format!(
-                "PostgreSQL, the primary store (write_mode {mode}), is unreachable: {e}"
-            ))
-        })
-    }
-
-    fn keep_primary_client(&self, client: Option<postgres::Client>) {
-        *self.inner.primary.lock().unwrap_or_else(|p| p.into_inner()) = client;
+        let started = Instant::now();
+        let pg = loop {
+            let client = pg_pool::get(pool, "PostgreSQL, the primary store, is unreachable")?;
+            match PgWrite::begin(client) {
+                Ok(Began::Write(pg)) => break pg,
+                Ok(Began::Fenced(fence)) => return Ok(Err((fence, f))),
+                // An idle pooled connection the server dropped meanwhile (a restart) fails at
+                // once and leaves the pool: take another. One that timed out is not retried:
+                // the caller has waited long enough.
+                Err(Error::Unavailable(_)) if started.elapsed() < Duration::from_secs(1) => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        let out = self.read(|conn| {
+            let mut tx = WriteTx::on_postgres(conn, pg);
+            match f(&mut tx) {
+                Ok(out) => tx.commit().map(|()| out),
+                Err(e) => {
+                    tx.abort();
+                    Err(e)
+                }
+            }
+        })?;
+        // This process's replicator follows the capture: tell it there is something to take.
+        let _ = self.inner.wake.try_send(());
+        Ok(Ok(out))
     }
 
     /// Run `f` with a reader connection from the pool.
@@ -598,21 +613,67 @@ impl Bridge {
             postgres_connected: s.connected.load(Ordering::Relaxed),
             flags: (*self.flags()).clone(),
             capture_overflow_since: self.read(crate::flags::capture_overflow)?,
-            sqlite_behind_postgres: if self.flags().write_mode.postgres_first() {
-                self.sqlite_behind_postgres().ok()
-            } else {
-                None
-            },
+            capture: self.capture_status(),
             reads: self.inner.router.counters(),
         })
     }
 
-    fn sqlite_behind_postgres(&self) -> Result<i64> {
-        let applied = self.read(PgCatchUp::applied)?;
-        let pg = self.inner.config.postgres.as_ref().ok_or_else(|| Error::Config("no PostgreSQL".into()))?;
-        let row =
-            pg.connect()?.query_one("SELECT count(*) FROM dualwrite.outbox WHERE seq > $1", &[&applied])?;
-        Ok(row.get(0))
+    /// The capture as this file and PostgreSQL see it (PostgreSQL unreachable: the file's part only).
+    fn capture_status(&self) -> Option<crate::capture::CaptureStatus> {
+        let pg = self.inner.config.postgres.as_ref()?;
+        let file = self.read(|c| {
+            Ok((crate::capture::CaptureState::load(c)?, crate::capture::follow::foreign_changes(c, 10)?))
+        });
+        let (state, recent_foreign) = match file {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(error = %e, "capture state unreadable");
+                return None;
+            }
+        };
+        let slot = pg.connect().and_then(|mut c| crate::capture::slot::probe(&mut c));
+        Some(crate::capture::CaptureStatus::new(state, recent_foreign, slot))
+    }
+
+    /// Wait until SQLite holds every change PostgreSQL committed before this call (whoever made
+    /// it), as far as the capture goes: for tests, benchmarks and the cut-over. `Unavailable`
+    /// when the time runs out.
+    pub fn wait_for_sqlite(&self, timeout: Duration) -> Result<()> {
+        let pg = self
+            .inner
+            .config
+            .postgres
+            .as_ref()
+            .ok_or_else(|| Error::Config("no PostgreSQL is configured".into()))?;
+        if self.flags().write_mode == WriteMode::Postgres {
+            return Err(Error::Conflict(
+                "SQLite is frozen in write_mode postgres: it follows again in postgres_primary".into(),
+            ));
+        }
+        let mut client = pg.connect()?;
+        let target = crate::capture::slot::flush_lsn(&mut client)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = self.read(crate::capture::CaptureState::load)?;
+            // The slot is confirmed only past what SQLite took (or what was not its to take).
+            let confirmed = crate::capture::slot::state(&mut client)?
+                .and_then(|s| s.confirmed_lsn)
+                .and_then(|l| crate::capture::pgoutput::parse_lsn(&l))
+                .unwrap_or(0);
+            if state.applied_lsn.max(confirmed) >= target {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "SQLite has not followed PostgreSQL up to {} within {timeout:?} (it is at {}){}",
+                    crate::capture::pgoutput::lsn_text(target),
+                    crate::capture::pgoutput::lsn_text(state.applied_lsn),
+                    state.last_error.map(|e| format!("; last error: {e}")).unwrap_or_default()
+                )));
+            }
+            let _ = self.inner.wake.try_send(());
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
@@ -637,6 +698,15 @@ impl Bridge {
             r.shutdown(timeout);
         }
     }
+}
+
+/// The error of every write while `write_mode` is `read_only`.
+fn read_only_error() -> Error {
+    Error::ReadOnly(
+        "write_mode is read_only: the monolith no longer writes (PostgreSQL's services own the data); reads still \
+         work. `dualwrite rollback` or another write mode lifts it"
+            .into(),
+    )
 }
 
 /// Canonical form of a key given as text (a uuid is normalised; a cache key is kept).
@@ -775,19 +845,4 @@ impl ListQuery {
         let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
         conn.query_rows(t, &sql, &refs)
     }
-}
-
-/// Delete PostgreSQL's outbox records SQLite holds, now and then (every 256 records, or when a
-/// write caught up with more than its own): the catch-up needs only the ones after SQLite's mark.
-fn trim_primary_outbox(
-    mut client: postgres::Client,
-    applied: i64,
-    records: usize,
-) -> Option<postgres::Client> {
-    if applied % 256 == 0 || records > 8 {
-        if let Err(e) = client.execute("DELETE FROM dualwrite.outbox WHERE seq <= $1", &[&applied]) {
-            tracing::debug!(error = %e, "cannot trim PostgreSQL's outbox now; the next trim or catch-up does it");
-        }
-    }
-    (!client.is_closed()).then_some(client)
 }

@@ -29,6 +29,11 @@ pub enum Error {
     #[error("unavailable: {0}")]
     Unavailable(String),
 
+    /// Writes are switched off (`write_mode=read_only`, the monolith's decommission). Nothing was
+    /// written.
+    #[error("read-only: {0}")]
+    ReadOnly(String),
+
     /// The configuration is incomplete or contradictory.
     #[error("configuration: {0}")]
     Config(String),

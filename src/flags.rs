@@ -32,16 +32,26 @@ pub enum WriteMode {
     Sqlite,
     /// SQLite, then PostgreSQL in the background.
     Dual,
-    /// PostgreSQL synchronously first (with its own outbox), then SQLite right behind it.
+    /// PostgreSQL synchronously first; SQLite follows in the background from PostgreSQL's change
+    /// capture (every writer's changes, not only the bridge's).
     PostgresPrimary,
-    /// PostgreSQL only; SQLite is frozen and caught up from PostgreSQL's outbox on rollback.
+    /// PostgreSQL only; SQLite is frozen and the capture position kept, so a rollback catches up.
     Postgres,
+    /// The monolith is being switched off (the design notes' step 7): every write through the
+    /// library is refused (`Error::ReadOnly`), reads come from PostgreSQL, and SQLite keeps
+    /// following the services' changes so a rollback stays lossless.
+    ReadOnly,
 }
 
 impl WriteMode {
     /// Does PostgreSQL take the writes first (and serve every read)?
     pub fn postgres_first(self) -> bool {
-        matches!(self, WriteMode::PostgresPrimary | WriteMode::Postgres)
+        matches!(self, WriteMode::PostgresPrimary | WriteMode::Postgres | WriteMode::ReadOnly)
+    }
+
+    /// Does SQLite follow PostgreSQL's changes in this mode (`postgres` freezes it)?
+    pub fn sqlite_follows(self) -> bool {
+        matches!(self, WriteMode::PostgresPrimary | WriteMode::ReadOnly)
     }
 }
 
@@ -78,7 +88,7 @@ macro_rules! text_enum {
         }
     };
 }
-text_enum!(WriteMode, "write_mode", { Sqlite => "sqlite", Dual => "dual", PostgresPrimary => "postgres_primary", Postgres => "postgres" });
+text_enum!(WriteMode, "write_mode", { Sqlite => "sqlite", Dual => "dual", PostgresPrimary => "postgres_primary", Postgres => "postgres", ReadOnly => "read_only" });
 text_enum!(ReadSource, "read_source", { Sqlite => "sqlite", Postgres => "postgres", Shadow => "shadow" });
 
 /// The flags as stored, plus whether this process's emergency brake overrides them.

@@ -6,6 +6,7 @@
 // Backfill (copy history in while writes go on) and verify/repair (prove the stores equal).
 pub mod backfill;
 mod bridge;
+pub mod capture;
 mod config;
 mod crypto;
 pub mod doctor;

@@ -69,6 +69,11 @@ pub static POSTGRES_MIGRATIONS: &[Migration] = &[
         name: "backfill_rejects",
         sql: include_str!("../migrations/postgres/0006_backfill_rejects.sql"),
     },
+    Migration {
+        version: 7,
+        name: "change_capture",
+        sql: include_str!("../migrations/postgres/0007_change_capture.sql"),
+    },
 ];
 
 pub static SQLITE_MIGRATIONS: &[Migration] = &[
@@ -84,6 +89,11 @@ pub static SQLITE_MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "postgres_primary",
         sql: include_str!("../migrations/sqlite/0005_postgres_primary.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "change_capture",
+        sql: include_str!("../migrations/sqlite/0006_change_capture.sql"),
     },
 ];
 

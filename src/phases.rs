@@ -1,33 +1,30 @@
 //! Moving the write mode between the migration phases without losing a write.
 //!
-//! Runs inside the flag change's SQLite transaction, under the write lock that every write of
-//! every process takes (and checks the stored write mode under), so no write happens half in the
-//! old phase: writes queue behind the change and run in the new mode.
+//! Runs inside the flag change's SQLite transaction, under the file's write lock (so no write
+//! goes to SQLite in the old mode), and moves PostgreSQL's write fence (`store::fence`, so no
+//! write goes to PostgreSQL first in the old mode: the fence waits for those in flight).
 //!
-//! - SQLite first (`sqlite`, `dual`) → PostgreSQL first (`postgres_primary`, `postgres`): what is
-//!   still in SQLite's outbox is applied to PostgreSQL now (reads and read-check-write operations
-//!   move to PostgreSQL, so it must hold everything), and `dualwrite.revision_seq` is moved past
-//!   every revision SQLite handed out.
-//! - `postgres` → `postgres_primary`: SQLite catches up from PostgreSQL's outbox before it follows
-//!   each write again.
-//! - PostgreSQL first → SQLite first (a rollback): SQLite catches up from PostgreSQL's outbox,
-//!   then SQLite's outbox numbering is moved past PostgreSQL's revisions. With PostgreSQL
-//!   unreachable this cannot be lossless and is refused unless forced.
+//! - SQLite first (`sqlite`, `dual`) → PostgreSQL first (`postgres_primary`, `postgres`,
+//!   `read_only`): the change capture must exist (the slot is made if missing); what is still in
+//!   SQLite's outbox is applied to PostgreSQL now (reads and read-check-write operations move to
+//!   PostgreSQL, so it must hold everything); the capture is drained (foreign changes counted),
+//!   the fence moved, and from there on SQLite applies PostgreSQL's changes (era `postgres_first`).
+//! - Between PostgreSQL-first modes: the fence moves; SQLite follows in the background
+//!   (`postgres_primary`, `read_only`) or is frozen with the capture position kept (`postgres`).
+//! - PostgreSQL first → SQLite first (a rollback): the fence moves (no PostgreSQL-first write
+//!   commits after it), then SQLite takes every captured change committed before — the
+//!   monolith's and every other writer's — in this transaction, before it takes writes again.
+//!   When that cannot be done (PostgreSQL unreachable, the slot missing or lost, changes SQLite
+//!   refuses) the switch is refused, unless forced: then SQLite's position is remembered as the
+//!   cut, and what PostgreSQL took after it shows as foreign changes once PostgreSQL is back.
 
+use crate::capture::{self, follow, CaptureState, Era};
 use crate::config::PgConfig;
 use crate::error::{Error, Result};
 use crate::flags::WriteMode;
-use crate::store::pg_primary::records_after;
 use crate::store::postgres::{apply_batch, is_permanent};
-use crate::store::sqlite::{Outbox, PgCatchUp};
+use crate::store::sqlite::Outbox;
 use rusqlite::Connection;
-
-/// A forced rollback with PostgreSQL unreachable cannot learn the revisions PostgreSQL handed out;
-/// SQLite's outbox numbering jumps this far ahead instead, beyond any PostgreSQL-first phase.
-pub const FORCED_REVISION_GAP: i64 = 1 << 40;
-
-/// Records copied per round trip while catching SQLite up.
-const CATCH_UP_BATCH: i64 = 1_000;
 
 /// Do what moving from `from` to `to` needs before the flag is stored (in the same SQLite
 /// transaction, `conn`). Returns notes for the audit event and the log.
@@ -68,31 +65,48 @@ fn write_mode_steps(
     match (from.postgres_first(), to.postgres_first()) {
         (false, false) => Ok(Vec::new()),
         (false, true) => {
-            let mut client = connect(pg).map_err(|e| {
+            let pg = pg.ok_or_else(|| Error::Config("no PostgreSQL is configured".into()))?;
+            let mut client = pg.connect().map_err(|e| {
                 Error::Unavailable(format!("PostgreSQL cannot become the primary store: {e}"))
             })?;
-            become_primary(conn, &mut client)
+            become_primary(conn, pg, &mut client, to)
         }
-        (true, true) if from == WriteMode::Postgres && to == WriteMode::PostgresPrimary => {
-            let mut client = connect(pg).map_err(|e| {
-                Error::Unavailable(format!("SQLite cannot be caught up from PostgreSQL: {e}"))
+        (true, true) => {
+            let pg = pg.ok_or_else(|| Error::Config("no PostgreSQL is configured".into()))?;
+            let mut client = pg.connect().map_err(|e| {
+                Error::Unavailable(format!("the write mode cannot change in PostgreSQL: {e}"))
             })?;
-            Ok(vec![format!(
-                "SQLite caught up with {} change(s) PostgreSQL took alone",
-                catch_up(conn, &mut client)?
-            )])
+            crate::store::fence::set(&mut client, to)?;
+            Ok(match to {
+                WriteMode::Postgres => {
+                    vec!["SQLite is frozen; the capture keeps its position for a rollback".into()]
+                }
+                _ if from == WriteMode::Postgres => {
+                    vec!["SQLite follows PostgreSQL again from the capture position it kept".into()]
+                }
+                _ => Vec::new(),
+            })
         }
-        (true, true) => Ok(Vec::new()),
-        (true, false) => hand_back_to_sqlite(conn, pg, force),
+        (true, false) => hand_back_to_sqlite(conn, pg, from, to, force),
     }
 }
 
-fn connect(pg: Option<&PgConfig>) -> Result<postgres::Client> {
-    pg.ok_or_else(|| Error::Config("no PostgreSQL is configured".into()))?.connect()
-}
-
-fn become_primary(conn: &Connection, client: &mut postgres::Client) -> Result<Vec<String>> {
+fn become_primary(
+    conn: &Connection,
+    pg: &PgConfig,
+    client: &mut postgres::Client,
+    to: WriteMode,
+) -> Result<Vec<String>> {
     let mut notes = Vec::new();
+    // 0. Without the capture SQLite could not follow, and a rollback would lose the changes
+    //    of every writer but the bridge.
+    if capture::slot::ensure(client).map_err(|e| {
+        Error::Conflict(format!("PostgreSQL cannot become the primary store without change capture: {e}"))
+    })? {
+        notes.push(format!("change capture slot {} created", capture::slot::SLOT));
+    }
+    // The drain below is SQLite's data: mark it as the bridge's own, not a foreign write.
+    capture::slot::tag_session(client)?;
     // 1. PostgreSQL must hold every change before it serves reads and read-check-write
     //    operations. The replicator may be applying the same records: both are revision-guarded.
     let mut drained = 0;
@@ -116,68 +130,96 @@ fn become_primary(conn: &Connection, client: &mut postgres::Client) -> Result<Ve
     if drained > 0 {
         notes.push(format!("{drained} pending change(s) applied to PostgreSQL first"));
     }
-    // 2. One revision space: PostgreSQL's revisions start above every number SQLite handed out.
-    let sqlite_last = Outbox::last_seq(conn)?;
-    client.execute(
-        "SELECT setval('dualwrite.revision_seq', greatest($1::int8, (SELECT last_value FROM dualwrite.revision_seq), 1))",
-        &[&sqlite_last],
-    )?;
-    // 3. Records left in PostgreSQL's outbox by an earlier phase are older than what SQLite has
-    //    taken since (only a forced rollback leaves any): SQLite is the truth now.
-    let applied = PgCatchUp::applied(conn)?;
-    let row = client.query_one(
-        "WITH gone AS (DELETE FROM dualwrite.outbox RETURNING seq)
-         SELECT count(*) FILTER (WHERE seq > $1), coalesce(max(seq), 0) FROM gone",
-        &[&applied],
-    )?;
-    let (stale, newest): (i64, i64) = (row.get(0), row.get(1));
-    PgCatchUp::set_applied(conn, newest)?;
-    if stale > 0 {
+    // 2. Foreign changes up to now were made while SQLite was the primary: counted, not applied.
+    let taken = follow::drain(conn, pg)?;
+    if taken.foreign > 0 {
         notes.push(format!(
-            "{stale} change(s) left in PostgreSQL's outbox by a forced rollback were discarded (SQLite's rows are kept)"
+            "{} change(s) made in PostgreSQL by others while SQLite was the primary are not in SQLite (see \
+             `dualwrite status`)",
+            taken.foreign
         ));
     }
+    // 3. From here on PostgreSQL takes writes first and SQLite applies what the capture brings.
+    crate::store::fence::set(client, to)?;
+    CaptureState::set_era(conn, Era::PostgresFirst)?;
     Ok(notes)
 }
 
-/// Apply every record of PostgreSQL's outbox that SQLite does not hold yet, oldest first, then
-/// delete what SQLite holds from that outbox. Returns how many were applied.
-pub(crate) fn catch_up(conn: &Connection, client: &mut postgres::Client) -> Result<usize> {
-    let mut applied = PgCatchUp::applied(conn)?;
-    let mut n = 0;
-    loop {
-        let batch = records_after(client, applied, CATCH_UP_BATCH)?;
-        let Some(last) = batch.last().map(|r| r.seq) else { break };
-        PgCatchUp::apply(conn, &batch)?;
-        applied = last;
-        n += batch.len();
-    }
-    client.execute("DELETE FROM dualwrite.outbox WHERE seq <= $1", &[&applied])?;
-    Ok(n)
-}
-
-fn hand_back_to_sqlite(conn: &Connection, pg: Option<&PgConfig>, force: bool) -> Result<Vec<String>> {
-    match connect(pg) {
-        Ok(mut client) => {
-            let n = catch_up(conn, &mut client)?;
-            let newest: i64 = client.query_one("SELECT last_value FROM dualwrite.revision_seq", &[])?.get(0);
-            PgCatchUp::move_outbox_past(conn, newest)?;
-            Ok(vec![format!("SQLite caught up with {n} change(s) PostgreSQL took first")])
-        }
+fn hand_back_to_sqlite(
+    conn: &Connection,
+    pg: Option<&PgConfig>,
+    from: WriteMode,
+    to: WriteMode,
+    force: bool,
+) -> Result<Vec<String>> {
+    let caught_up = pg
+        .ok_or_else(|| Error::Config("no PostgreSQL is configured".into()))
+        .and_then(|pg| catch_up_for_rollback(conn, pg, from, to));
+    match caught_up {
+        Ok(notes) => Ok(notes),
         Err(e) if force => {
-            let gap = Outbox::last_seq(conn)?.saturating_add(FORCED_REVISION_GAP);
-            PgCatchUp::move_outbox_past(conn, gap)?;
+            CaptureState::cut(conn)?;
             let note = format!(
-                "FORCED without catching up: PostgreSQL is unreachable ({e}); changes only PostgreSQL took \
-                 are not in SQLite (they stay in PostgreSQL's outbox): run `dualwrite verify`"
+                "FORCED without catching up ({e}); what PostgreSQL took after SQLite's capture position is not in \
+                 SQLite and shows as foreign changes in `dualwrite status` once the capture runs again: run \
+                 `dualwrite verify`"
             );
             tracing::error!("{note}");
             Ok(vec![note])
         }
         Err(e) => Err(Error::Conflict(format!(
-            "refusing write_mode: SQLite cannot take writes again without losing the changes only PostgreSQL \
-             holds, because PostgreSQL is unreachable to copy them ({e}); retry when it is back, or use \
-             --force to switch anyway (then those changes are not in SQLite: run `dualwrite verify`)"
+            "refusing write_mode {to}: SQLite cannot take writes again without losing changes only PostgreSQL holds: \
+             {e}. Retry when that is fixed, or use --force to switch anyway (then those changes are not in SQLite: \
+             run `dualwrite verify`)"
         ))),
     }
+}
+
+/// Close PostgreSQL to PostgreSQL-first writes, then take every captured change into SQLite.
+fn catch_up_for_rollback(
+    conn: &Connection,
+    pg: &PgConfig,
+    from: WriteMode,
+    to: WriteMode,
+) -> Result<Vec<String>> {
+    let mut client =
+        pg.connect().map_err(|e| Error::Unavailable(format!("PostgreSQL is unreachable ({e})")))?;
+    match capture::slot::state(&mut client)? {
+        None => {
+            return Err(Error::Unavailable(format!(
+                "the change capture slot {} does not exist, so the changes PostgreSQL took cannot be found",
+                capture::slot::SLOT
+            )))
+        }
+        Some(s) if s.wal_status == "lost" => return Err(capture::slot::lost_error()),
+        Some(_) => {}
+    }
+    // No PostgreSQL-first write commits after this (the fence waits for those in flight).
+    crate::store::fence::set(&mut client, to)?;
+    let dead_before = CaptureState::load(conn)?.dead_letters;
+    let taken = follow::drain(conn, pg).and_then(|taken| {
+        let dead = CaptureState::load(conn)?.dead_letters;
+        if dead > 0 {
+            return Err(Error::Conflict(format!(
+                "SQLite refused {dead} captured change(s) ({} in this catch-up): `dualwrite capture dead-letters`",
+                dead - dead_before
+            )));
+        }
+        Ok(taken)
+    });
+    let taken = match taken {
+        Ok(t) => t,
+        Err(e) => {
+            // Nothing changed in SQLite (this transaction rolls back): PostgreSQL stays the primary.
+            if let Err(undo) = crate::store::fence::set(&mut client, from) {
+                tracing::error!(error = %undo, "cannot put the write fence back; the next write repairs it");
+            }
+            return Err(e);
+        }
+    };
+    CaptureState::set_era(conn, Era::SqliteFirst)?;
+    Ok(vec![format!(
+        "SQLite caught up with {} change(s) in {} PostgreSQL transaction(s), every writer's",
+        taken.applied, taken.transactions
+    )])
 }

@@ -7,6 +7,11 @@
 //! PostgreSQL refuses for a reason of its own (SQLSTATE classes 22, 23) goes to the dead letters
 //! and the rest flows on. A crash between PostgreSQL's commit and the outbox delete only means the
 //! batch is applied again, which the revision guard turns into a no-op.
+//!
+//! The same thread follows PostgreSQL's change capture (`crate::capture`) each pass, in every
+//! write mode but `postgres` (SQLite frozen): SQLite applies what PostgreSQL took while it is the
+//! primary, and counts the changes others made in PostgreSQL while SQLite is. One consumer per
+//! slot: the lease holder.
 
 use crate::config::PgConfig;
 use crate::error::{Error, Result};
@@ -32,6 +37,8 @@ pub struct ReplicatorOptions {
     /// First retry delay; doubles per consecutive failure up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// Do not follow PostgreSQL's change capture here (tests of the outbox alone).
+    pub capture_off: bool,
 }
 
 impl Default for ReplicatorOptions {
@@ -41,6 +48,7 @@ impl Default for ReplicatorOptions {
             poll_interval: Duration::from_millis(250),
             min_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
+            capture_off: false,
         }
     }
 }
@@ -57,6 +65,8 @@ pub struct ReplicationStats {
     pub running: AtomicBool,
     /// This process's replicator holds the lease (is the one applying).
     pub holds_lease: AtomicBool,
+    /// Captured PostgreSQL changes this process applied to SQLite.
+    pub captured: AtomicU64,
     /// (when, applied total) samples of the last few seconds, for the applied/s rate.
     samples: Mutex<VecDeque<(Instant, u64)>>,
 }
@@ -124,6 +134,7 @@ impl Replicator {
             flags,
             lease,
             failures: 0,
+            follower: Follower { client: None, off_until: None, last_confirm: None },
         };
         let thread = std::thread::Builder::new()
             .name("dualwrite-replicator".into())
@@ -154,6 +165,25 @@ impl Drop for Replicator {
     }
 }
 
+/// Messages read from the capture slot per pass (a call ends at a transaction's commit, so one
+/// large transaction may exceed it).
+const CAPTURE_BATCH_MESSAGES: i32 = 20_000;
+/// How often the capture is checked when nothing woke the thread (other writers' changes).
+const CAPTURE_POLL: Duration = Duration::from_millis(50);
+/// How often an idle capture confirms its position (releasing WAL of unrelated work).
+const CAPTURE_IDLE_CONFIRM: Duration = Duration::from_millis(250);
+/// How often a capture that cannot run (wal_level not logical) is looked at again.
+const CAPTURE_RECHECK: Duration = Duration::from_secs(60);
+
+/// The change capture as the replicator thread follows it.
+struct Follower {
+    /// The decoding session (`slot::DECODING_SESSION`); reads only.
+    client: Option<postgres::Client>,
+    /// Capture is off here (wal_level not logical) until then.
+    off_until: Option<Instant>,
+    last_confirm: Option<Instant>,
+}
+
 struct Worker {
     /// Reads the outbox (WAL readers never wait for the writer), and deletes applied batches
     /// from it (`synchronous=NORMAL`, see `Replicator::start`).
@@ -173,6 +203,7 @@ struct Worker {
     lease: Lease,
     /// Consecutive failed attempts, for the backoff.
     failures: u32,
+    follower: Follower,
 }
 
 enum Pass {
@@ -204,6 +235,11 @@ impl Worker {
             }
             let wait = match not_before {
                 Some(t) => t.saturating_duration_since(Instant::now()),
+                None if self.follower.off_until.is_none()
+                    && self.stats.holds_lease.load(Ordering::Relaxed) =>
+                {
+                    self.options.poll_interval.min(CAPTURE_POLL)
+                }
                 None => self.options.poll_interval,
             };
             let wait = deadline.map_or(wait, |d| wait.min(d.saturating_duration_since(Instant::now())));
@@ -245,15 +281,10 @@ impl Worker {
         Pass::Failed
     }
 
-    /// Apply batches until the outbox is empty, a failure, or the deadline.
+    /// Apply batches until the outbox is empty and the capture taken, a failure, or the deadline.
     fn pass(&mut self, deadline: Option<Instant>) -> Pass {
         loop {
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Pass::Drained;
-            }
-            // In write mode `sqlite` (a rollback, or the emergency brake in this process) changes
-            // stay captured in the outbox and nothing is applied until `dual` returns.
-            if self.flags.get().effective_write_mode() == WriteMode::Sqlite {
                 return Pass::Drained;
             }
             // Only the lease holder applies; the others keep checking whether it lapsed.
@@ -265,29 +296,124 @@ impl Worker {
             if !holds {
                 return Pass::Drained;
             }
-            let batch = match Outbox::pending(&self.conn, self.options.batch_size) {
-                Ok(b) => b,
-                Err(e) => return self.fail("reading the outbox", &e),
-            };
-            if batch.is_empty() {
-                return Pass::Drained;
+            let mode = self.flags.get().effective_write_mode();
+            // In write mode `sqlite` (a rollback, or the emergency brake in this process) changes
+            // stay captured in the outbox and nothing is applied until `dual` returns.
+            let mut more = false;
+            if mode != WriteMode::Sqlite {
+                match self.outbox_step() {
+                    Ok(m) => more |= m,
+                    Err(pass) => return pass,
+                }
             }
-            if self.client.as_ref().is_none_or(|c| c.is_closed()) {
-                match self.pg.connect() {
-                    Ok(c) => {
-                        self.client = Some(c);
-                        self.stats.connected.store(true, Ordering::Relaxed);
-                    }
+            if mode != WriteMode::Postgres && !self.options.capture_off {
+                match self.capture_step() {
+                    Ok(m) => more |= m,
                     Err(e) => {
-                        self.stats.connected.store(false, Ordering::Relaxed);
-                        return self.fail("connecting", &e);
+                        self.follower.client = None;
+                        let _ =
+                            crate::capture::CaptureState::record_failure(&self.writer.lock(), &e.to_string());
+                        return self.fail("following PostgreSQL's changes", &e);
                     }
                 }
             }
-            if let Err(pass) = self.apply(&batch) {
-                return pass;
+            if !more {
+                return Pass::Drained;
             }
         }
+    }
+
+    /// One batch of the outbox to PostgreSQL; `Ok(true)` when one was applied (more may wait).
+    fn outbox_step(&mut self) -> std::result::Result<bool, Pass> {
+        let batch = match Outbox::pending(&self.conn, self.options.batch_size) {
+            Ok(b) => b,
+            Err(e) => return Err(self.fail("reading the outbox", &e)),
+        };
+        if batch.is_empty() {
+            return Ok(false);
+        }
+        self.connect()?;
+        self.apply(&batch)?;
+        Ok(true)
+    }
+
+    fn connect(&mut self) -> std::result::Result<(), Pass> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            match self.pg.connect() {
+                Ok(mut c) => {
+                    // Its changes come from SQLite: the capture must not take them for foreign ones.
+                    crate::capture::slot::tag_session_if_capturing(&mut c);
+                    self.client = Some(c);
+                    self.stats.connected.store(true, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.stats.connected.store(false, Ordering::Relaxed);
+                    return Err(self.fail("connecting", &e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass over the capture slot; `Ok(true)` when it stopped at its batch size (more waits).
+    fn capture_step(&mut self) -> Result<bool> {
+        use crate::capture::{follow, slot};
+        if self.follower.off_until.is_some_and(|t| Instant::now() < t) {
+            return Ok(false);
+        }
+        if self.follower.client.as_ref().is_none_or(|c| c.is_closed()) {
+            let mut c = self.pg.connect()?;
+            c.batch_execute(slot::DECODING_SESSION)?;
+            if let Err(e) = slot::ensure(&mut c) {
+                let era = follow::CaptureState::load(&self.conn)?.era;
+                if matches!(e, Error::Config(_)) && era == follow::Era::SqliteFirst {
+                    // No logical decoding on this server: dual writing works without it; say so
+                    // now and then rather than failing every pass.
+                    tracing::warn!(error = %e, "change capture is off: foreign writes to PostgreSQL are not seen");
+                    self.follower.off_until = Some(Instant::now() + CAPTURE_RECHECK);
+                    return Ok(false);
+                }
+                return Err(e);
+            }
+            self.follower.off_until = None;
+            self.follower.client = Some(c);
+        }
+        let Some(client) = self.follower.client.as_mut() else { return Ok(false) };
+        let mut txns = Vec::new();
+        let (target, complete) = follow::peek(client, Some(CAPTURE_BATCH_MESSAGES), |t| {
+            txns.push(t);
+            Ok(())
+        })?;
+        let applied_lsn = follow::CaptureState::load(&self.conn)?.applied_lsn;
+        if txns.iter().all(|t| t.end_lsn <= applied_lsn) {
+            // Nothing new to take: confirm the position now and then so PostgreSQL can recycle
+            // the WAL of work that is not ours to follow.
+            if self.follower.last_confirm.is_none_or(|t| t.elapsed() >= CAPTURE_IDLE_CONFIRM) {
+                slot::advance(client, target)?;
+                self.follower.last_confirm = Some(Instant::now());
+            }
+            return Ok(!complete);
+        }
+        let taken = {
+            let mut guard = self.writer.lock();
+            let tx = guard.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut refetch = follow::Refetcher::new(&self.pg);
+            let taken = follow::take(&tx, &mut refetch, &txns, target)?;
+            tx.commit()?;
+            taken
+        };
+        // Only now, with SQLite's commit done, may PostgreSQL forget these transactions.
+        slot::advance(client, target)?;
+        self.follower.last_confirm = Some(Instant::now());
+        self.failures = 0;
+        self.stats.captured.fetch_add(taken.applied as u64, Ordering::Relaxed);
+        tracing::debug!(
+            transactions = taken.transactions,
+            applied = taken.applied,
+            foreign = taken.foreign,
+            "capture taken"
+        );
+        Ok(!complete)
     }
 
     fn apply(&mut self, batch: &[OutboxRecord]) -> std::result::Result<(), Pass> {

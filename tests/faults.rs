@@ -135,6 +135,7 @@ fn connections_cut_mid_stream_lose_nothing() {
             poll_interval: Duration::from_millis(20),
             min_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(200),
+            ..ReplicatorOptions::default()
         },
         ..BridgeOptions::default()
     };

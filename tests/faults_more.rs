@@ -66,6 +66,7 @@ fn postgres_stopped_immediate_and_restarted_mid_stream_converges() {
             poll_interval: Duration::from_millis(20),
             min_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_secs(1),
+            ..ReplicatorOptions::default()
         },
         ..BridgeOptions::default()
     };

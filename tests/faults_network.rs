@@ -204,6 +204,7 @@ fn black_hole_mid_stream_in_dual_mode_replication_resumes_after_restore() {
             poll_interval: Duration::from_millis(20),
             min_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_secs(1),
+            ..ReplicatorOptions::default()
         },
         ..BridgeOptions::default()
     };

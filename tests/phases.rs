@@ -437,11 +437,12 @@ fn the_full_round_trip_from_sqlite_to_postgres_and_back_keeps_every_write() {
     assert!(b.get_user(u).unwrap().is_some());
     assert!(b.status().unwrap().reads["users"].postgres > 0, "served by PostgreSQL once replicated");
 
-    // postgres_primary: PostgreSQL first, SQLite right behind each write (no flush needed).
+    // postgres_primary: PostgreSQL first, SQLite follows from the change capture.
     set(&b, FlagChange::WriteMode(WriteMode::PostgresPrimary));
     let u = phase_writes(&b, "postgres-primary", &mut w);
     assert!(postgres_user(&db, u).is_some());
-    assert!(sqlite_user(&b, u).is_some(), "SQLite follows each write synchronously");
+    b.wait_for_sqlite(FLUSH).unwrap();
+    assert!(sqlite_user(&b, u).is_some(), "SQLite follows PostgreSQL's writes");
     b.flush(FLUSH).unwrap(); // the flag changes' own audit events travel through SQLite's outbox
     common::assert_stores_equal(&b, &db);
 
@@ -453,8 +454,10 @@ fn the_full_round_trip_from_sqlite_to_postgres_and_back_keeps_every_write() {
     let renamed_only_in_pg = w.users[w.users.len() - 2];
     assert_eq!(sqlite_user(&b, renamed_only_in_pg).unwrap()["display_name"], "postgres-primary");
 
-    let behind = b.status().unwrap().sqlite_behind_postgres.expect("status says what SQLite lacks");
-    assert!(behind >= 20, "the postgres phase's changes wait in PostgreSQL's outbox: {behind}");
+    let capture = b.status().unwrap().capture.expect("status shows the capture");
+    let slot = capture.slot.expect("the capture slot exists");
+    assert!(slot.pending_wal_bytes > 0, "the postgres phase's changes wait in the slot: {slot:?}");
+    assert_eq!(capture.era, "postgres_first");
 
     // rollback: SQLite catches up with everything PostgreSQL alone took, in one step.
     let flags = b.rollback_to_sqlite("ops", "round trip", false).unwrap();
@@ -501,28 +504,22 @@ fn a_process_that_has_not_seen_the_switch_yet_still_writes_in_the_new_mode() {
 }
 
 #[test]
-fn sqlite_catches_up_with_a_write_a_crashed_process_left_in_postgres() {
+fn sqlite_follows_a_write_another_writer_made_in_postgres() {
     let db = common::migrated_db();
     let dir = tempfile::tempdir().unwrap();
     let b = common::bridge(&db, dir.path());
     set(&b, FlagChange::WriteMode(WriteMode::PostgresPrimary));
-    // What a process leaves when it dies after PostgreSQL's commit and before SQLite's: the row
-    // and its outbox record in PostgreSQL only.
-    let orphan = "00000000-0000-4000-8000-0000000000c1";
-    let mut pg = db.connect();
-    pg.batch_execute(&format!(
-        "INSERT INTO jobs (id, type) VALUES ('{orphan}', 'orphan');
-         INSERT INTO dualwrite.outbox (revision, table_name, row_key, op, row_image)
-         SELECT nextval('dualwrite.revision_seq'), 'jobs', '{orphan}', 'upsert', {wire}::text
-         FROM jobs WHERE id = '{orphan}'",
-        wire = dualwrite::store::postgres::wire_expr(dualwrite::schema::table("jobs").unwrap())
-    ))
-    .unwrap();
-    b.insert("jobs", &json!({"type": "next write"})).unwrap();
+    // What a service (or a process of the monolith that died right after PostgreSQL's commit)
+    // leaves: the row in PostgreSQL only, written with plain SQL.
+    let foreign = "00000000-0000-4000-8000-0000000000c1";
+    db.connect()
+        .batch_execute(&format!("INSERT INTO jobs (id, type) VALUES ('{foreign}', 'foreign')"))
+        .unwrap();
+    b.wait_for_sqlite(FLUSH).unwrap();
     let conn = rusqlite::Connection::open(&b.config().sqlite_path).unwrap();
     let jobs = dualwrite::schema::table("jobs").unwrap();
-    let caught = dualwrite::store::sqlite::Rows::get_row(&conn, jobs, orphan).unwrap();
-    assert_eq!(caught.expect("the next write applied it first")["type"], "orphan");
+    let caught = dualwrite::store::sqlite::Rows::get_row(&conn, jobs, foreign).unwrap();
+    assert_eq!(caught.expect("the capture brought it to SQLite")["type"], "foreign");
     b.flush(FLUSH).unwrap();
     common::assert_stores_equal(&b, &db);
 }

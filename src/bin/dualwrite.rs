@@ -202,8 +202,8 @@ fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
                 println!("retries            {}", st.retries);
                 println!("dead letters       {}", st.dead_letters);
                 println!("last error         {}", st.last_error.as_deref().unwrap_or("none"));
-                if let Some(n) = st.sqlite_behind_postgres {
-                    println!("sqlite behind pg   {n} change(s) (copied back by `dualwrite rollback`)");
+                if let Some(c) = &st.capture {
+                    print_capture(c);
                 }
                 if let Some(since) = &st.capture_overflow_since {
                     println!(
@@ -357,4 +357,46 @@ fn flags_command(bridge: Bridge, action: FlagsAction) -> dualwrite::Result<ExitC
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The change capture's part of `dualwrite status`.
+fn print_capture(c: &dualwrite::capture::CaptureStatus) {
+    let follows =
+        if c.era == "postgres_first" { "applies PostgreSQL's changes" } else { "watches for foreign writes" };
+    println!("capture            SQLite {follows}; position {}", c.applied_lsn);
+    if let Some(s) = &c.slot {
+        println!(
+            "capture slot       {} ({}), {} KiB of WAL retained, {} KiB not yet taken{}",
+            dualwrite::capture::slot::SLOT,
+            s.wal_status,
+            s.retained_wal_bytes / 1024,
+            s.pending_wal_bytes / 1024,
+            s.safe_wal_bytes
+                .map(|b| format!(", invalidated after {} MiB more", b / (1 << 20)))
+                .unwrap_or_default()
+        );
+    }
+    println!(
+        "captured applied   {} (last commit taken {})",
+        c.applied_total,
+        c.last_commit_at.as_deref().unwrap_or("never")
+    );
+    println!("foreign writes     {}", c.foreign_total);
+    for f in &c.recent_foreign {
+        println!("  {} {} {} {} (committed {}, lsn {})", "", f.op, f.table, f.key, f.committed_at, f.lsn);
+    }
+    if c.dead_letters > 0 {
+        println!("capture dead letters {} (changes SQLite refused)", c.dead_letters);
+    }
+    if let Some(e) = &c.last_error {
+        println!("capture last error {e}");
+    }
+    if let Some(cut) = &c.cut_at {
+        println!(
+            "capture CUT        at {cut} by a forced rollback: PostgreSQL's later changes are not in SQLite"
+        );
+    }
+    if let Some(p) = &c.problem {
+        println!("CAPTURE PROBLEM    {p}");
+    }
 }

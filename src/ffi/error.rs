@@ -37,6 +37,9 @@ pub enum dw_result {
     /// The configuration is wrong or incomplete: a bad PostgreSQL URL, a missing or unusable
     /// secret key, a SQLite schema this build cannot use (run `dualwrite migrate`).
     DW_CONFIG = 9,
+    /// Writes are switched off: the flag `write_mode` is `read_only` (the monolith is being
+    /// decommissioned; PostgreSQL's services own the data). Nothing was written. Reads still work.
+    DW_READ_ONLY = 10,
 }
 
 use dw_result::*;
@@ -58,6 +61,7 @@ pub(crate) fn map_error(e: &Error) -> dw_result {
             _ => DW_UNAVAILABLE,
         },
         Error::Internal(_) => DW_INTERNAL,
+        Error::ReadOnly(_) => DW_READ_ONLY,
     }
 }
 

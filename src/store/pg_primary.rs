@@ -1,68 +1,49 @@
 //! Writes with PostgreSQL as the primary store (write modes `postgres_primary` and `postgres`).
 //!
 //! A repository operation runs unchanged: inside `Bridge::write` its reads and writes go to one
-//! PostgreSQL transaction instead of SQLite, while the SQLite `BEGIN IMMEDIATE` transaction stays
-//! open around it. That SQLite write lock is what orders the writes of every process, as in the
-//! other modes, so revisions and PostgreSQL's outbox advance one write at a time and the outbox
-//! order is PostgreSQL's commit order; it also orders writes against phase changes.
-//!
-//! Each change takes a revision from `dualwrite.revision_seq`, claims it in
-//! `dualwrite.row_revisions` (the guard the replicator and the backfill use) and is recorded in
-//! `dualwrite.outbox`, all in the operation's PostgreSQL transaction. SQLite catches up from that
-//! outbox (`store::sqlite::PgCatchUp`): right behind each write in `postgres_primary`, and before
-//! it takes writes again after `postgres`.
+//! PostgreSQL transaction instead of SQLite, on a connection from the bridge's pool, and the
+//! write returns after PostgreSQL's commit. No SQLite lock is held: the transaction starts at the
+//! write fence (`store::fence`), which orders it against phase switches. SQLite learns of the
+//! change like of any other writer's, from the change capture (`crate::capture`), in the
+//! background (`postgres_primary`) or at a rollback (`postgres`).
 
 use crate::error::{Error, Result};
+use crate::flags::WriteMode;
 use crate::schema::Table;
+use crate::store::pg_pool::PooledClient;
 use crate::store::postgres::{key_type, row_to_wire_sql, typed_placeholder, wire_expr};
-use crate::store::sqlite::Op;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use serde_json::{Map, Value};
 use std::cell::RefCell;
 
-/// One record of PostgreSQL's outbox: a change PostgreSQL took first.
-#[derive(Clone, Debug)]
-pub struct PrimaryRecord {
-    pub seq: i64,
-    pub table_name: String,
-    pub row_key: String,
-    pub op: Op,
-    /// The wire JSON of the row after the change (`None` for a delete).
-    pub row_image: Option<String>,
+/// The PostgreSQL half of one write while PostgreSQL is the primary: an open transaction on a
+/// pooled connection. `RefCell` because the row reads of `store::sqlite::Rows` take `&self`; a
+/// write runs on one thread.
+pub(crate) struct PgWrite {
+    /// `None` once the transaction ended and the connection went back to the pool.
+    client: RefCell<Option<PooledClient>>,
 }
 
-/// Claim the next revision for a row and record the change in the outbox, in one statement.
-/// The outbox row is written only if the claim won, so a lost claim shows as no row returned.
-const RECORD_SQL: &str = "WITH rev AS (SELECT nextval('dualwrite.revision_seq') AS r),
-     claim AS (
-         INSERT INTO dualwrite.row_revisions (table_name, row_key, revision, deleted)
-         SELECT $1, $2, r, $3 FROM rev
-         ON CONFLICT (table_name, row_key) DO UPDATE SET revision = EXCLUDED.revision, deleted = EXCLUDED.deleted
-         WHERE dualwrite.row_revisions.revision < EXCLUDED.revision
-         RETURNING revision)
-     INSERT INTO dualwrite.outbox (revision, table_name, row_key, op, row_image)
-     SELECT r, $1, $2, $4, $5 FROM rev WHERE EXISTS (SELECT 1 FROM claim)
-     RETURNING seq";
-
-/// Records after a given seq, oldest first.
-const AFTER_SQL: &str = "SELECT seq, table_name, row_key, op, row_image FROM dualwrite.outbox
-     WHERE seq > $1 ORDER BY seq LIMIT $2";
-
-/// The PostgreSQL half of one write while PostgreSQL is the primary: an open transaction on the
-/// bridge's writer connection. `RefCell` because the row reads of `store::sqlite::Rows` take
-/// `&self`; the bridge's writer lock keeps it on one thread.
-pub(crate) struct PgWrite {
-    /// `None` once the transaction ended and the connection was handed back.
-    client: RefCell<Option<postgres::Client>>,
+/// What the write fence said when a PostgreSQL-first write began.
+pub(crate) enum Began {
+    /// PostgreSQL takes the write (`postgres_primary`, `postgres`).
+    Write(Box<PgWrite>),
+    /// The fence holds another mode: a switch happened (or is half-way). The connection went back.
+    Fenced(Option<WriteMode>),
 }
 
 impl PgWrite {
-    /// Start a transaction on `client`.
-    pub(crate) fn begin(mut client: postgres::Client) -> Result<PgWrite> {
-        client
-            .batch_execute(&format!("BEGIN; {}", crate::store::postgres::ABANDONED_TRANSACTION_TIMEOUT))
-            .map_err(write_error)?;
-        Ok(PgWrite { client: RefCell::new(Some(client)) })
+    /// Start a transaction on `client` at the write fence.
+    pub(crate) fn begin(mut client: PooledClient) -> Result<Began> {
+        let mode = crate::store::fence::begin_write(&mut client).map_err(write_error)?;
+        let write = PgWrite { client: RefCell::new(Some(client)) };
+        match mode {
+            Some(WriteMode::PostgresPrimary | WriteMode::Postgres) => Ok(Began::Write(Box::new(write))),
+            other => {
+                write.abort();
+                Ok(Began::Fenced(other))
+            }
+        }
     }
 
     /// Run `f` on the open transaction's connection.
@@ -95,7 +76,7 @@ impl PgWrite {
         let mut guard = self.client.borrow_mut();
         let client =
             guard.as_mut().ok_or_else(|| Error::Internal("the PostgreSQL write has ended".into()))?;
-        select_where(client, table, where_sql, args)
+        select_where(&mut **client, table, where_sql, args)
     }
 
     /// Insert a complete, validated row; returns it as PostgreSQL stored it.
@@ -112,11 +93,8 @@ impl PgWrite {
             w = wire_expr(table)
         );
         let image = Value::Object(row.clone()).to_string();
-        let stored = self
-            .returning_row(&sql, &[&image])?
-            .ok_or_else(|| Error::Internal("INSERT RETURNING gave no row".into()))?;
-        self.record(table, &stored, Op::Upsert)?;
-        Ok(stored)
+        self.returning_row(&sql, &[&image])?
+            .ok_or_else(|| Error::Internal("INSERT RETURNING gave no row".into()))
     }
 
     /// Set some validated columns of an existing row; returns the whole row after the change.
@@ -144,55 +122,35 @@ impl PgWrite {
             w = wire_expr(table)
         );
         let image = Value::Object(changes.clone()).to_string();
-        let stored =
-            self.returning_row(&sql, &[&image, &key])?.ok_or_else(|| Error::not_found(table.name, key))?;
-        self.record(table, &stored, Op::Upsert)?;
-        Ok(stored)
+        self.returning_row(&sql, &[&image, &key])?.ok_or_else(|| Error::not_found(table.name, key))
     }
 
     /// Delete a row; `false` when there was none (nothing is recorded then).
     pub(crate) fn delete(&mut self, table: &'static Table, key: &str) -> Result<bool> {
         let sql =
             format!("DELETE FROM public.{} WHERE {} = $1::text::{}", table.name, table.key, key_type(table));
-        let n = self.with(|c| c.execute(&sql, &[&key]))?;
-        if n == 0 {
-            return Ok(false);
-        }
-        let no_image: Option<String> = None;
-        self.claim_and_record(table, key, Op::Delete, no_image)?;
-        Ok(true)
+        Ok(self.with(|c| c.execute(&sql, &[&key]))? > 0)
     }
 
-    /// Commit; first, when SQLite follows right behind (`postgres_primary`), read every outbox
-    /// record after `sqlite_holds` — this write's and any a crashed process left — for SQLite to
-    /// apply in order. The connection is handed back whatever happens (`None` if it broke).
-    pub(crate) fn commit(
-        self,
-        sqlite_holds: Option<i64>,
-    ) -> (Option<postgres::Client>, Result<Vec<PrimaryRecord>>) {
-        let result = (|| {
-            let records = match sqlite_holds {
-                Some(after) => self.with(|c| records_after(c, after, i64::MAX))?,
-                None => Vec::new(),
-            };
-            self.with(|c| c.batch_execute("COMMIT"))?;
-            Ok(records)
-        })();
-        (self.hand_back(result.is_ok()), result)
+    /// Commit. The connection goes back to the pool whatever happens (dropped if it broke).
+    pub(crate) fn commit(self) -> Result<()> {
+        let result = self.with(|c| c.batch_execute("COMMIT"));
+        self.hand_back(result.is_ok());
+        result
     }
 
-    /// Roll back and hand the connection back (`None` if it broke).
-    pub(crate) fn abort(self) -> Option<postgres::Client> {
+    /// Roll back; the connection goes back to the pool (dropped if it broke).
+    pub(crate) fn abort(self) {
         self.hand_back(false)
     }
 
-    fn hand_back(self, committed: bool) -> Option<postgres::Client> {
-        let mut client = self.client.borrow_mut().take()?;
+    fn hand_back(self, committed: bool) {
+        let Some(mut client) = self.client.borrow_mut().take() else { return };
         if !committed && !client.is_closed() {
-            // An error inside a transaction leaves it aborted: end it before the reuse.
-            client.batch_execute("ROLLBACK").ok()?;
+            // An error inside a transaction leaves it aborted: end it before the reuse. If even
+            // that fails the connection is closed and the pool drops it.
+            let _ = client.batch_execute("ROLLBACK");
         }
-        (!client.is_closed()).then_some(client)
     }
 
     fn returning_row(
@@ -203,33 +161,6 @@ impl PgWrite {
         let rows = self.with(|c| c.query(sql, params))?;
         rows.first().map(|r| parse_object(r.get(0))).transpose()
     }
-
-    fn record(&mut self, table: &'static Table, row: &Map<String, Value>, op: Op) -> Result<()> {
-        let key = table.key_of(row)?;
-        self.claim_and_record(table, key, op, Some(Value::Object(row.clone()).to_string()))
-    }
-
-    fn claim_and_record(
-        &mut self,
-        table: &'static Table,
-        key: &str,
-        op: Op,
-        image: Option<String>,
-    ) -> Result<()> {
-        let deleted = op == Op::Delete;
-        let rows =
-            self.with(|c| c.query(RECORD_SQL, &[&table.name, &key, &deleted, &op.as_str(), &image]))?;
-        if rows.is_empty() {
-            // The sequence is moved past every revision before PostgreSQL becomes the primary,
-            // so this means someone reset it: refuse rather than write a change that could lose.
-            return Err(Error::Internal(format!(
-                "{} {key}: PostgreSQL already holds a newer revision than dualwrite.revision_seq gave; \
-                 the revision sequence was reset",
-                table.name
-            )));
-        }
-        Ok(())
-    }
 }
 
 impl Drop for PgWrite {
@@ -239,28 +170,6 @@ impl Drop for PgWrite {
             let _ = c.batch_execute("ROLLBACK");
         }
     }
-}
-
-/// Up to `limit` outbox records after `after`, oldest first.
-pub(crate) fn records_after(
-    client: &mut impl postgres::GenericClient,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<PrimaryRecord>, postgres::Error> {
-    let rows = client.query(AFTER_SQL, &[&after, &limit])?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let op: String = r.get(3);
-            PrimaryRecord {
-                seq: r.get(0),
-                table_name: r.get(1),
-                row_key: r.get(2),
-                op: if op == "delete" { Op::Delete } else { Op::Upsert },
-                row_image: r.get(4),
-            }
-        })
-        .collect())
 }
 
 /// Rows of `table` matching `where_sql`, a condition written for SQLite in this crate (see

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::schema::{decode_sqlite_row, encode_for_sqlite, now_timestamp, SqlValue, Table};
-use crate::store::pg_primary::{PgWrite, PrimaryRecord};
+use crate::store::pg_primary::PgWrite;
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -123,28 +123,39 @@ impl Rows for Connection {
 /// A write transaction: every change made through it is recorded in the outbox in the same
 /// transaction, so the row and its outbox record commit (or vanish) together.
 ///
-/// While PostgreSQL is the primary (`store::pg_primary`), a PostgreSQL transaction is attached:
-/// the rows are then read and written there, recorded in PostgreSQL's outbox, and this SQLite
-/// transaction only holds the write lock (and applies the changes behind PostgreSQL).
+/// While PostgreSQL is the primary (`store::pg_primary`) the rows are read and written in a
+/// PostgreSQL transaction instead, and nothing is written to SQLite (the change capture brings
+/// the changes there); no SQLite lock is held.
 pub struct WriteTx<'c> {
-    tx: rusqlite::Transaction<'c>,
+    target: Target<'c>,
     pub(crate) changes: usize,
     /// (table, key, outbox number) of every change, for read-your-writes.
     pub(crate) written: Vec<(&'static str, String, i64)>,
-    primary: Option<PgWrite>,
     /// Off once SQLite-only mode has captured as many changes as it may (`Bridge::write`).
     capture: bool,
 }
 
+enum Target<'c> {
+    Sqlite(rusqlite::Transaction<'c>),
+    /// `conn`: a SQLite connection for the bridge's own bookkeeping reads, never written.
+    Postgres {
+        pg: Box<PgWrite>,
+        conn: &'c Connection,
+    },
+}
+
 impl Rows for WriteTx<'_> {
     fn conn(&self) -> &Connection {
-        &self.tx
+        match &self.target {
+            Target::Sqlite(tx) => tx,
+            Target::Postgres { conn, .. } => conn,
+        }
     }
 
     fn get_row(&self, table: &Table, key: &str) -> Result<Option<Map<String, Value>>> {
-        match &self.primary {
-            Some(pg) => pg.get_row(table, key),
-            None => get_row(&self.tx, table, key),
+        match &self.target {
+            Target::Postgres { pg, .. } => pg.get_row(table, key),
+            Target::Sqlite(tx) => get_row(tx, table, key),
         }
     }
 
@@ -154,9 +165,9 @@ impl Rows for WriteTx<'_> {
         where_sql: &str,
         args: &[&dyn ToSql],
     ) -> Result<Vec<Map<String, Value>>> {
-        match &self.primary {
-            Some(pg) => pg.query_rows(table, where_sql, args),
-            None => query_rows(&self.tx, table, where_sql, args),
+        match &self.target {
+            Target::Postgres { pg, .. } => pg.query_rows(table, where_sql, args),
+            Target::Sqlite(tx) => query_rows(tx, table, where_sql, args),
         }
     }
 }
@@ -166,22 +177,35 @@ impl<'c> WriteTx<'c> {
         // IMMEDIATE takes the write lock up front, so a transaction that read first never fails
         // to upgrade (SQLITE_BUSY without a retry) when another process writes.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        Ok(WriteTx { tx, changes: 0, written: Vec::new(), primary: None, capture: true })
+        Ok(WriteTx { target: Target::Sqlite(tx), changes: 0, written: Vec::new(), capture: true })
+    }
+
+    /// A write whose rows live in PostgreSQL's transaction `pg` (PostgreSQL is the primary).
+    pub(crate) fn on_postgres(conn: &'c Connection, pg: Box<PgWrite>) -> Self {
+        WriteTx { target: Target::Postgres { pg, conn }, changes: 0, written: Vec::new(), capture: false }
     }
 
     pub(crate) fn commit(self) -> Result<()> {
-        debug_assert!(self.primary.is_none(), "the PostgreSQL transaction is ended first");
-        self.tx.commit()?;
-        Ok(())
+        match self.target {
+            Target::Sqlite(tx) => Ok(tx.commit()?),
+            Target::Postgres { pg, .. } => pg.commit(),
+        }
     }
 
-    /// Send this transaction's row reads and writes to PostgreSQL's transaction `pg`.
-    pub(crate) fn attach_primary(&mut self, pg: PgWrite) {
-        self.primary = Some(pg);
+    /// End without committing (a failed operation). SQLite rolls back on drop by itself.
+    pub(crate) fn abort(self) {
+        if let Target::Postgres { pg, .. } = self.target {
+            pg.abort();
+        }
     }
 
-    pub(crate) fn detach_primary(&mut self) -> Option<PgWrite> {
-        self.primary.take()
+    fn sqlite(&mut self) -> Result<&mut rusqlite::Transaction<'c>> {
+        match &mut self.target {
+            Target::Sqlite(tx) => Ok(tx),
+            Target::Postgres { .. } => {
+                Err(Error::Internal("a SQLite write while PostgreSQL is the primary".into()))
+            }
+        }
     }
 
     /// Commit this transaction's changes without outbox records (the capture limit of
@@ -192,7 +216,7 @@ impl<'c> WriteTx<'c> {
 
     /// Insert a complete, validated row (see `schema::validate_row`) and return it as stored.
     pub fn insert(&mut self, table: &'static Table, row: &Map<String, Value>) -> Result<Map<String, Value>> {
-        if let Some(pg) = &mut self.primary {
+        if let Target::Postgres { pg, .. } = &mut self.target {
             self.changes += 1;
             return pg.insert(table, row);
         }
@@ -208,7 +232,7 @@ impl<'c> WriteTx<'c> {
             column_list(table)
         );
         let stored = {
-            let mut stmt = self.tx.prepare_cached(&sql)?;
+            let mut stmt = self.sqlite()?.prepare_cached(&sql)?;
             let mut rows = stmt.query(rusqlite::params_from_iter(values.iter()))?;
             let r = rows.next()?.ok_or_else(|| Error::Internal("INSERT RETURNING gave no row".into()))?;
             decode_sqlite_row(table, r)?
@@ -224,7 +248,7 @@ impl<'c> WriteTx<'c> {
         key: &str,
         changes: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
-        if let Some(pg) = &mut self.primary {
+        if let Target::Postgres { pg, .. } = &mut self.target {
             self.changes += usize::from(!changes.is_empty());
             return pg.update(table, key, changes);
         }
@@ -250,7 +274,7 @@ impl<'c> WriteTx<'c> {
             column_list(table)
         );
         let stored = {
-            let mut stmt = self.tx.prepare_cached(&sql)?;
+            let mut stmt = self.sqlite()?.prepare_cached(&sql)?;
             let mut rows = stmt.query(rusqlite::params_from_iter(values.iter()))?;
             match rows.next()? {
                 Some(r) => decode_sqlite_row(table, r)?,
@@ -263,13 +287,13 @@ impl<'c> WriteTx<'c> {
 
     /// Delete a row; `false` when there was none (nothing is recorded then).
     pub fn delete(&mut self, table: &'static Table, key: &str) -> Result<bool> {
-        if let Some(pg) = &mut self.primary {
+        if let Target::Postgres { pg, .. } = &mut self.target {
             let deleted = pg.delete(table, key)?;
             self.changes += usize::from(deleted);
             return Ok(deleted);
         }
         let sql = format!("DELETE FROM {} WHERE {} = ?1", table.name, table.key);
-        let n = self.tx.prepare_cached(&sql)?.execute([key])?;
+        let n = self.sqlite()?.prepare_cached(&sql)?.execute([key])?;
         if n == 0 {
             return Ok(false);
         }
@@ -292,19 +316,20 @@ impl<'c> WriteTx<'c> {
         if !self.capture {
             return Ok(());
         }
-        self.tx
-            .prepare_cached(
-                "INSERT INTO _dualwrite_outbox (table_name, row_key, op, row_image, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![table, key, op.as_str(), image, now_timestamp()])?;
-        self.written.push((table, key.to_string(), self.tx.last_insert_rowid()));
+        let tx = self.sqlite()?;
+        tx.prepare_cached(
+            "INSERT INTO _dualwrite_outbox (table_name, row_key, op, row_image, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![table, key, op.as_str(), image, now_timestamp()])?;
+        let seq = tx.last_insert_rowid();
+        self.written.push((table, key.to_string(), seq));
         Ok(())
     }
 
     /// Re-enqueue a row's current state (or its absence, as a delete) with a new revision.
     /// Used to repair PostgreSQL and to retry dead letters.
     pub fn requeue(&mut self, table: &'static Table, key: &str) -> Result<()> {
-        if self.primary.is_some() {
+        if matches!(self.target, Target::Postgres { .. }) {
             return Err(Error::Conflict(
                 "PostgreSQL is the primary store (write_mode postgres_primary or postgres): SQLite's copy \
                  of a row cannot be sent to it; roll back to dual first"
@@ -516,85 +541,4 @@ impl DeadLetters {
     pub fn drop(conn: &Connection, seq: i64) -> Result<bool> {
         Ok(conn.execute("DELETE FROM _dualwrite_dead_letters WHERE seq = ?1", [seq])? > 0)
     }
-}
-
-/// How far SQLite holds the changes PostgreSQL took first (`store::pg_primary`): the newest
-/// record of `dualwrite.outbox` applied here.
-pub struct PgCatchUp;
-
-impl PgCatchUp {
-    pub fn applied(conn: &Connection) -> Result<i64> {
-        Ok(conn.query_row("SELECT applied_seq FROM _dualwrite_pg_catchup WHERE id = 1", [], |r| r.get(0))?)
-    }
-
-    pub fn set_applied(conn: &Connection, seq: i64) -> Result<()> {
-        conn.prepare_cached(
-            "UPDATE _dualwrite_pg_catchup SET applied_seq = max(applied_seq, ?1) WHERE id = 1",
-        )?
-        .execute([seq])?;
-        Ok(())
-    }
-
-    /// Apply `records` (in seq order) to SQLite's rows, without outbox records (PostgreSQL has
-    /// them already), and remember the newest.
-    pub(crate) fn apply(conn: &Connection, records: &[PrimaryRecord]) -> Result<()> {
-        for r in records {
-            let table = crate::schema::table(&r.table_name).ok_or_else(|| {
-                Error::Internal(format!("PostgreSQL's outbox names table {:?}", r.table_name))
-            })?;
-            match (&r.op, &r.row_image) {
-                (Op::Upsert, Some(image)) => {
-                    let row: Map<String, Value> = serde_json::from_str(image)
-                        .map_err(|e| Error::Internal(format!("an outbox image is not a JSON object: {e}")))?;
-                    upsert_image(conn, table, &row)?;
-                }
-                _ => {
-                    let sql = format!("DELETE FROM {} WHERE {} = ?1", table.name, table.key);
-                    conn.prepare_cached(&sql)?.execute([&r.row_key])?;
-                }
-            }
-        }
-        if let Some(last) = records.last() {
-            Self::set_applied(conn, last.seq)?;
-        }
-        Ok(())
-    }
-
-    /// Make SQLite's outbox number its next changes above `revision` (every revision PostgreSQL
-    /// handed out while it was the primary), so they win against those in PostgreSQL.
-    pub fn move_outbox_past(conn: &Connection, revision: i64) -> Result<()> {
-        conn.execute(
-            "INSERT INTO sqlite_sequence (name, seq) SELECT '_dualwrite_outbox', 0
-             WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = '_dualwrite_outbox')",
-            [],
-        )?;
-        conn.execute(
-            "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = '_dualwrite_outbox'",
-            [revision],
-        )?;
-        Ok(())
-    }
-}
-
-/// Write a whole wire row, inserting or replacing the row with its key.
-fn upsert_image(conn: &Connection, table: &Table, row: &Map<String, Value>) -> Result<()> {
-    let mut values = Vec::with_capacity(table.columns.len());
-    for c in table.columns {
-        values.push(encode_for_sqlite(c, row.get(c.name).unwrap_or(&Value::Null))?);
-    }
-    let placeholders = (1..=values.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-    let sets = table
-        .column_names()
-        .filter(|c| *c != table.key)
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "INSERT INTO {t} ({cols}) VALUES ({placeholders}) ON CONFLICT ({key}) DO UPDATE SET {sets}",
-        t = table.name,
-        cols = column_list(table),
-        key = table.key
-    );
-    conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(values.iter()))?;
-    Ok(())
 }

@@ -41,6 +41,13 @@ impl Drop for TestDb {
             return;
         }
         if let Ok(mut c) = self.admin.connect() {
+            // A logical slot (the change capture) keeps its database from being dropped.
+            let _ = c.batch_execute(&format!(
+                "SELECT pg_terminate_backend(active_pid, 5000) FROM pg_replication_slots
+                     WHERE database = '{n}' AND active_pid IS NOT NULL;
+                 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{n}';",
+                n = self.name
+            ));
             let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
         }
     }

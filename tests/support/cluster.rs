@@ -85,7 +85,7 @@ impl PrivateCluster {
         // what the server wrote is still in the page cache and crash recovery finds it.
         let conf = format!(
             "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nfsync = off\n\
-             max_connections = 50\n",
+             max_connections = 50\nwal_level = logical\n",
             cluster.port,
             cluster.dir.path().display()
         );
