@@ -383,7 +383,7 @@ fn print_capture(c: &dualwrite::capture::CaptureStatus) {
     );
     println!("foreign writes     {}", c.foreign_total);
     for f in &c.recent_foreign {
-        println!("  {} {} {} {} (committed {}, lsn {})", "", f.op, f.table, f.key, f.committed_at, f.lsn);
+        println!("  {} {} {} (committed {}, lsn {})", f.op, f.table, f.key, f.committed_at, f.lsn);
     }
     if c.dead_letters > 0 {
         println!("capture dead letters {} (changes SQLite refused)", c.dead_letters);
