@@ -61,6 +61,9 @@ typedef enum {
     // The configuration is wrong or incomplete: a bad PostgreSQL URL, a missing or unusable
     // secret key, a SQLite schema this build cannot use (run `dualwrite migrate`).
     DW_CONFIG = 9,
+    // Writes are switched off: the flag `write_mode` is `read_only` (the monolith is being
+    // decommissioned; PostgreSQL's services own the data). Nothing was written. Reads still work.
+    DW_READ_ONLY = 10,
 } dw_result;
 
 // An open bridge: SQLite connections, the secret key and (when PostgreSQL is configured and

@@ -784,6 +784,8 @@ impl Run<'_> {
         let rules = ColumnRules::new(table, &self.options.conversions);
         // Its own connection, with its own staging table, as a worker's.
         let mut client = self.pg_config.connect()?;
+        // Its rows come from SQLite: not foreign writes to the change capture.
+        crate::capture::slot::tag_session_if_capturing(&mut client);
         if method == ApplyMethod::Copy {
             client.batch_execute(&stage_ddl(table))?;
         }
@@ -1008,6 +1010,8 @@ fn worker(
         Ok(c) => c,
         Err(e) => return fail(Attempt::Transient(e)),
     };
+    // Its rows come from SQLite: not foreign writes to the change capture.
+    crate::capture::slot::tag_session_if_capturing(&mut client);
     // A chunk and its checkpoint commit together, so an asynchronous commit lost in a PostgreSQL
     // crash only means those chunks are copied again by the resumed run (still revision-guarded).
     // lock_timeout: two workers' chunks from different snapshots can carry the same unique value

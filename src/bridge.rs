@@ -635,6 +635,51 @@ impl Bridge {
         Some(crate::capture::CaptureStatus::new(state, recent_foreign, slot))
     }
 
+    /// The captured PostgreSQL changes SQLite refused (a constraint), oldest first.
+    pub fn capture_dead_letters(&self) -> Result<Vec<crate::capture::follow::CaptureDeadLetter>> {
+        self.read(crate::capture::follow::dead_letters)
+    }
+
+    /// The way back from a lost capture slot while PostgreSQL is the primary: a new slot, then
+    /// SQLite takes every row PostgreSQL holds (see `capture::resync`). Recorded in `audit_events`.
+    pub fn resync_sqlite_from_postgres(
+        &self,
+        who: &str,
+        why: &str,
+    ) -> Result<crate::capture::resync::Resynced> {
+        if who.trim().is_empty() || why.trim().is_empty() {
+            return Err(Error::invalid("resync", "say who resyncs and why"));
+        }
+        let pg = self.inner.config.require_postgres()?.clone();
+        let audit = schema::require_table("audit_events")?;
+        self.write_local(|tx| {
+            let done = crate::capture::resync::resync(tx.conn(), &pg)?;
+            let event = validate_row(
+                audit,
+                &json!({"action": "capture.resync", "entity": "dualwrite_capture",
+                        "metadata": {"who": who, "why": why, "rows": done.rows, "deleted": done.deleted}}),
+                RowMode::Insert,
+            )?;
+            tx.insert(audit, &event)?;
+            Ok(done)
+        })
+    }
+
+    /// Drop the capture slot (after the decommission: nothing follows PostgreSQL any more, and a
+    /// slot nobody reads keeps WAL forever). While PostgreSQL is the primary this ends the lossless
+    /// rollback, so it is refused unless `force`.
+    pub fn drop_capture(&self, force: bool) -> Result<bool> {
+        let mode = self.read(crate::flags::stored_write_mode)?;
+        if mode.postgres_first() && !force {
+            return Err(Error::Conflict(format!(
+                "write_mode is {mode}: without the capture a rollback could not bring PostgreSQL's changes back to \
+                 SQLite; use --force once SQLite is no longer a fallback (the monolith is switched off)"
+            )));
+        }
+        let pg = self.inner.config.require_postgres()?;
+        crate::capture::slot::drop_slot(&mut pg.connect()?)
+    }
+
     /// Wait until SQLite holds every change PostgreSQL committed before this call (whoever made
     /// it), as far as the capture goes: for tests, benchmarks and the cut-over. `Unavailable`
     /// when the time runs out.

@@ -77,6 +77,7 @@ pub fn run(config: &Config) -> Vec<Check> {
                 "postgres schema",
                 version_check(Store::Postgres, migrate::postgres_version(&mut client)),
             ));
+            checks.extend(capture_checks(&mut client));
         }
         Err(e) => checks.push(Check::new("postgres connection", Err(e.to_string()))),
     }
@@ -86,6 +87,81 @@ pub fn run(config: &Config) -> Vec<Check> {
         SecretKey::load(&config.key_source)
             .map(|k| format!("{:?}, fingerprint {}", config.key_source, k.fingerprint()))
             .map_err(|e| e.to_string()),
+    ));
+    checks
+}
+
+/// What the change capture needs (docs/ARCHITECTURE.md, "Change capture"): logical decoding, the
+/// slot (made by the replicator or the first switch to a PostgreSQL-first mode), the publication,
+/// and the rights of the role the bridge connects as.
+fn capture_checks(client: &mut postgres::Client) -> Vec<Check> {
+    let pg = |e: postgres::Error| crate::Error::Postgres(e).to_string();
+    let mut checks = Vec::new();
+    let level = crate::capture::slot::wal_level(client).map_err(|e| e.to_string());
+    checks.push(Check::new(
+        "wal_level",
+        match level {
+            Ok(l) if l == "logical" => Ok(l),
+            Ok(l) => Err(format!(
+                "{l}: change capture needs logical (set wal_level = logical and restart PostgreSQL; on a managed \
+                 service its own switch, e.g. rds.logical_replication = 1). Without it foreign writes are not seen \
+                 and the PostgreSQL-first write modes are refused"
+            )),
+            Err(e) => Err(e),
+        },
+    ));
+    checks.push(Check::new(
+        "capture slot",
+        match crate::capture::slot::state(client) {
+            Ok(Some(s)) if s.wal_status == "lost" => Err(crate::capture::slot::lost_error().to_string()),
+            Ok(Some(s)) => Ok(format!(
+                "{} ({}), {} KiB of WAL retained, {} KiB not yet taken",
+                s.slot_name,
+                s.wal_status,
+                s.retained_wal_bytes / 1024,
+                s.pending_wal_bytes / 1024
+            )),
+            Ok(None) => Ok("not made yet (the replicator makes it once wal_level is logical)".into()),
+            Err(e) => Err(e.to_string()),
+        },
+    ));
+    let publication = client
+        .query_one(
+            "SELECT count(*) FROM pg_publication WHERE pubname = $1",
+            &[&crate::capture::slot::PUBLICATION],
+        )
+        .map(|r| r.get::<_, i64>(0))
+        .map_err(pg);
+    checks.push(Check::new(
+        "capture publication",
+        match publication {
+            Ok(1) => Ok(crate::capture::slot::PUBLICATION.into()),
+            Ok(_) => Err("missing: run `dualwrite migrate`".into()),
+            Err(e) => Err(e),
+        },
+    ));
+    let rights = client
+        .query_one(
+            "SELECT r.rolsuper OR r.rolreplication,
+                    has_function_privilege('pg_replication_origin_session_setup(text)', 'EXECUTE'),
+                    has_function_privilege('pg_replication_origin_create(text)', 'EXECUTE')
+             FROM pg_roles r WHERE r.rolname = current_user",
+            &[],
+        )
+        .map(|r| (r.get::<_, bool>(0), r.get::<_, bool>(1), r.get::<_, bool>(2)))
+        .map_err(pg);
+    checks.push(Check::new(
+        "capture privileges",
+        match rights {
+            Ok((true, true, true)) => Ok("REPLICATION and the replication origin functions".into()),
+            Ok((replication, setup, create)) => Err(format!(
+                "the role needs{}{}{} (migrations/postgres/roles.sql.example)",
+                if replication { "" } else { " the REPLICATION attribute (slot functions)" },
+                if setup { "" } else { " EXECUTE on pg_replication_origin_session_setup(text)" },
+                if create { "" } else { " EXECUTE on pg_replication_origin_create(text)" }
+            )),
+            Err(e) => Err(e),
+        },
     ));
     checks
 }

@@ -123,6 +123,13 @@ pub struct VerifyReport {
     /// Pending outbox records when the run started.
     pub outbox_depth: i64,
     pub tables: Vec<TableResult>,
+    /// Changes made in PostgreSQL by others than the bridge while SQLite was the primary, as the
+    /// change capture counted them (all time), and the newest of them: the likely cause of
+    /// differences, named where they happened.
+    #[serde(default)]
+    pub foreign_writes: i64,
+    #[serde(default)]
+    pub recent_foreign: Vec<crate::capture::ForeignChange>,
 }
 
 impl VerifyReport {
@@ -191,8 +198,24 @@ impl VerifyReport {
             );
             show("in flight", t.in_flight.clone(), &mut out);
         }
+        out.push_str(&self.foreign_lines());
         out.push_str(&self.summary_line());
         out.push('\n');
+        out
+    }
+
+    /// The foreign writes the change capture saw, if any.
+    fn foreign_lines(&self) -> String {
+        if self.foreign_writes == 0 {
+            return String::new();
+        }
+        let mut out = format!(
+            "{} change(s) were made in PostgreSQL by others than the bridge while SQLite was the primary; newest:\n",
+            self.foreign_writes
+        );
+        for f in &self.recent_foreign {
+            out.push_str(&format!("  {} {} {} (committed {})\n", f.op, f.table, f.key, f.committed_at));
+        }
         out
     }
 
@@ -267,6 +290,8 @@ pub fn verify(config: &Config, options: &VerifyOptions) -> Result<VerifyReport> 
     let started = Instant::now();
     let lite = sqlite::open(&config.sqlite_path)?;
     let (outbox_depth, _) = sqlite::Outbox::depth(&lite)?;
+    let foreign_writes = crate::capture::CaptureState::load(&lite)?.foreign_total;
+    let recent_foreign = crate::capture::follow::foreign_changes(&lite, 20)?;
     let mut client = pg.connect()?;
     crate::backfill::require_bookkeeping(&mut client)?;
     let mut results = Vec::new();
@@ -286,6 +311,8 @@ pub fn verify(config: &Config, options: &VerifyOptions) -> Result<VerifyReport> 
         ok: results.iter().all(TableResult::ok),
         outbox_depth,
         tables: results,
+        foreign_writes,
+        recent_foreign,
     };
     if options.record {
         report.id = Some(record(&mut client, &report)?);

@@ -60,6 +60,11 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The change capture (SQLite following PostgreSQL's changes): refused changes, resync, drop.
+    Capture {
+        #[command(subcommand)]
+        action: CaptureAction,
+    },
     /// Replication health: outbox depth, lag, applied, retries, dead letters, last error.
     Status {
         /// Print JSON instead of a table.
@@ -117,6 +122,26 @@ enum DeadLetterAction {
     List,
     Retry { seq: i64 },
     Drop { seq: i64 },
+}
+
+#[derive(Subcommand)]
+enum CaptureAction {
+    /// Captured PostgreSQL changes SQLite refused (a constraint), oldest first.
+    DeadLetters,
+    /// After the capture slot was lost (or dropped) while PostgreSQL is the primary: make a new slot
+    /// and copy every PostgreSQL row into SQLite, so SQLite is a lossless fallback again.
+    Resync {
+        #[arg(long, env = "USER")]
+        who: String,
+        #[arg(long)]
+        why: String,
+    },
+    /// Drop the capture slot once the monolith is switched off (a slot nobody reads keeps WAL
+    /// forever). Refused while PostgreSQL is the primary unless --force: rollbacks would lose changes.
+    Drop {
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -266,6 +291,36 @@ fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Flags { action } => flags_command(inspect(config)?, action),
+        Command::Capture { action } => {
+            let bridge = inspect(config)?;
+            match action {
+                CaptureAction::DeadLetters => {
+                    let letters = bridge.capture_dead_letters()?;
+                    if letters.is_empty() {
+                        println!("no captured change was refused");
+                    }
+                    for d in letters {
+                        println!(
+                            "{:>6}  {}  {} {} {}  {}  {}",
+                            d.seq, d.lsn, d.op, d.table, d.key, d.failed_at, d.error
+                        );
+                    }
+                }
+                CaptureAction::Resync { who, why } => {
+                    let done = bridge.resync_sqlite_from_postgres(&who, &why)?;
+                    println!(
+                        "resynced: {} row(s) copied from PostgreSQL, {} deleted from SQLite; a new capture slot follows \
+                         from here (run `dualwrite verify` once it has caught up)",
+                        done.rows, done.deleted
+                    );
+                }
+                CaptureAction::Drop { force } => {
+                    let dropped = bridge.drop_capture(force)?;
+                    println!("{}", if dropped { "capture slot dropped" } else { "no capture slot to drop" });
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Rollback { who, why, force } => {
             let bridge = inspect(config)?;
             let flags = bridge.rollback_to_sqlite(&who, &why, force)?;

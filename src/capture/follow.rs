@@ -114,6 +114,37 @@ pub struct ForeignChange {
     pub lsn: String,
 }
 
+/// A captured change SQLite refused.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CaptureDeadLetter {
+    pub seq: i64,
+    pub lsn: String,
+    pub table: String,
+    pub key: String,
+    pub op: String,
+    pub error: String,
+    pub failed_at: String,
+}
+
+/// The captured changes SQLite refused, oldest first.
+pub fn dead_letters(conn: &Connection) -> Result<Vec<CaptureDeadLetter>> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, lsn, table_name, row_key, op, error, failed_at FROM _dualwrite_capture_dead_letters ORDER BY seq",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(CaptureDeadLetter {
+            seq: r.get(0)?,
+            lsn: super::pgoutput::lsn_text(r.get::<_, i64>(1)? as u64),
+            table: r.get(2)?,
+            key: r.get(3)?,
+            op: r.get(4)?,
+            error: r.get(5)?,
+            failed_at: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// The newest foreign changes, newest first.
 pub fn foreign_changes(conn: &Connection, limit: i64) -> Result<Vec<ForeignChange>> {
     let mut stmt = conn.prepare(

@@ -15,6 +15,7 @@
 pub mod decode;
 pub mod follow;
 pub mod pgoutput;
+pub mod resync;
 pub mod slot;
 
 pub use follow::{CaptureState, Era, ForeignChange};

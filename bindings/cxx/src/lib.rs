@@ -15,7 +15,7 @@
 //!   results come back as `rust::String` holding JSON.
 //! - A failure throws `rust::Error`. Its `what()` starts with the name of the C ABI's result code
 //!   for the same failure (`DW_NOT_FOUND: `, `DW_CONFLICT: `, `DW_INVALID_ARGUMENT: `, `DW_BUSY: `,
-//!   `DW_UNAVAILABLE: `, `DW_CONFIG: `, `DW_INTERNAL: `, `DW_PANIC: `), then the message. A
+//!   `DW_UNAVAILABLE: `, `DW_CONFIG: `, `DW_READ_ONLY: `, `DW_INTERNAL: `, `DW_PANIC: `), then the message. A
 //!   `const char*` or `std::string` that is not UTF-8 throws `std::invalid_argument` while being
 //!   converted to `rust::Str`, before the call.
 //! - A panic inside dualwrite would abort the process if it reached cxx, so every method body runs
@@ -119,6 +119,7 @@ pub fn code_name(e: &dualwrite::Error) -> &'static str {
         E::Busy(_) => "DW_BUSY",
         E::Unavailable(_) | E::Io(_) => "DW_UNAVAILABLE",
         E::Config(_) | E::Migration(_) | E::Crypto(_) => "DW_CONFIG",
+        E::ReadOnly(_) => "DW_READ_ONLY",
         E::Sqlite(_) if e.is_not_found() => "DW_NOT_FOUND",
         // SQLite's primary result codes (the low byte of the extended code).
         E::Sqlite(_) => match e.sqlite_extended_code().map(|c| c & 0xff) {
@@ -365,6 +366,7 @@ mod tests {
             (E::Config("c".into()), "DW_CONFIG"),
             (E::Migration("m".into()), "DW_CONFIG"),
             (E::Crypto("k".into()), "DW_CONFIG"),
+            (E::ReadOnly("r".into()), "DW_READ_ONLY"),
             (E::Internal("i".into()), "DW_INTERNAL"),
         ];
         for (e, want) in cases {

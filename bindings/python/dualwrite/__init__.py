@@ -35,6 +35,7 @@ __all__ = [
     "Panic",
     "InternalError",
     "ConfigError",
+    "ReadOnly",
     "library_version",
     "load_library",
 ]
@@ -50,6 +51,7 @@ DW_NULL_PARAMETER = 6
 DW_PANIC = 7
 DW_INTERNAL = 8
 DW_CONFIG = 9
+DW_READ_ONLY = 10
 
 
 class DualwriteError(Exception):
@@ -118,9 +120,26 @@ class ConfigError(DualwriteError):
     code = DW_CONFIG
 
 
+class ReadOnly(DualwriteError):
+    """DW_READ_ONLY: writes are switched off (write_mode read_only, the monolith's decommission); reads work."""
+
+    code = DW_READ_ONLY
+
+
 _ERRORS = {
     cls.code: cls
-    for cls in (NotFound, Conflict, InvalidArgument, Busy, Unavailable, NullParameter, Panic, InternalError, ConfigError)
+    for cls in (
+        NotFound,
+        Conflict,
+        InvalidArgument,
+        Busy,
+        Unavailable,
+        NullParameter,
+        Panic,
+        InternalError,
+        ConfigError,
+        ReadOnly,
+    )
 }
 
 _LIB_NAME = "libdualwrite.so"
