@@ -15,10 +15,10 @@
 //! sqlite: the rollback target; changes are captured in the outbox, nothing is applied),
 //! `dual-sqlite` (write_mode dual, reads from SQLite), `dual-postgres` (write_mode dual,
 //! read_source postgres: reads from PostgreSQL with read-your-writes), `postgres-primary`
-//! (write_mode postgres_primary: each write goes to PostgreSQL synchronously, with its outbox
-//! record, and SQLite applies it right behind in the same call, under SQLite's write lock; every
-//! read from PostgreSQL), `postgres-bridge` (write_mode postgres: the bridge writes and reads
-//! PostgreSQL only, SQLite frozen; its lock still orders the writes), and `postgres`: **not the
+//! (write_mode postgres_primary: each write is one PostgreSQL transaction on a pooled connection,
+//! no SQLite lock; SQLite follows from the change capture; every read from PostgreSQL),
+//! `postgres-bridge` (write_mode postgres: the bridge writes and reads PostgreSQL only, SQLite
+//! frozen), and `postgres`: **not the
 //! bridge** — the same operations done directly with SQL through the `postgres` crate (one
 //! connection per worker, the same schema, indexes and foreign keys), the baseline the new
 //! services would see. The two PostgreSQL-first configurations are seeded in write mode dual and
@@ -50,10 +50,11 @@
 //! **Outbox peak**: `status().outbox_depth`, sampled every 100 ms. **Peak RSS**: `VmHWM` of the
 //! child process at its end (after the post-run catch-up).
 //!
-//! In `postgres-primary` and `postgres-bridge` nothing is replicated in the background: a write
-//! returns after PostgreSQL's commit (and, in postgres_primary, SQLite's), so there is no
-//! replication lag, SQLite's outbox stays empty and there is nothing to catch up; those columns
-//! say "n/a" (an "—" means not measured: write mode sqlite replicates nothing, direct SQL has no
+//! In `postgres-primary` a write returns after PostgreSQL's commit and SQLite follows from the
+//! change capture in the background: its lag column is the **SQLite follower's** lag (when each
+//! job_logs row appeared in SQLite, polled every 2 ms, − when its write returned), and catch-up
+//! is `Bridge::wait_for_sqlite` after the run. In `postgres-bridge` SQLite is frozen: no lag,
+//! "n/a" (an "—" means not measured: write mode sqlite replicates nothing, direct SQL has no
 //! bridge).
 //!
 //! Without `--bench` (criterion-style test mode: `cargo test --benches`), it runs every
@@ -975,6 +976,64 @@ fn commit_lag(pg: &PgConfig, written: &[(Uuid, SystemTime)]) -> Lag {
     lag_of(lags, "commit_timestamp")
 }
 
+/// When each job_logs row appeared in SQLite, polled every 2 ms by rowid (rows the capture
+/// applies get increasing rowids): the SQLite follower's side of the lag in postgres_primary.
+struct SqliteWatcher {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<HashMap<Uuid, SystemTime>>,
+}
+
+impl SqliteWatcher {
+    fn start(path: &Path) -> SqliteWatcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let path = path.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let c = rusqlite::Connection::open(&path).expect("open SQLite");
+            let mut seen = HashMap::new();
+            let mut last: i64 =
+                c.query_row("SELECT coalesce(max(rowid), 0) FROM job_logs", [], |r| r.get(0)).unwrap_or(0);
+            loop {
+                let done = flag.load(Ordering::Relaxed);
+                let mut stmt = c
+                    .prepare_cached("SELECT rowid, id FROM job_logs WHERE rowid > ?1 ORDER BY rowid")
+                    .expect("prepare");
+                let rows: Vec<(i64, String)> = stmt
+                    .query_map([last], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .and_then(|rows| rows.collect())
+                    .unwrap_or_default();
+                let now = SystemTime::now();
+                for (rowid, id) in rows {
+                    last = last.max(rowid);
+                    if let Ok(id) = id.parse() {
+                        seen.entry(id).or_insert(now);
+                    }
+                }
+                if done {
+                    return seen;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        SqliteWatcher { stop, thread }
+    }
+
+    fn finish(self) -> HashMap<Uuid, SystemTime> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("watcher")
+    }
+}
+
+/// SQLite's follower lag per job_logs row: when it appeared in SQLite − when its write returned.
+fn follower_lag(seen: &HashMap<Uuid, SystemTime>, written: &[(Uuid, SystemTime)]) -> Lag {
+    let mut lags = Vec::with_capacity(written.len());
+    for (id, back) in written {
+        let at = seen.get(id).unwrap_or_else(|| panic!("job log {id} never reached SQLite"));
+        lags.push(at.duration_since(*back).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0));
+    }
+    lag_of(lags, "sqlite_poll_2ms")
+}
+
 fn merge(outs: &[WorkerOut]) -> (BTreeMap<Op, Histogram<u64>>, Histogram<u64>, u64, Option<String>) {
     let mut per_op: BTreeMap<Op, Histogram<u64>> = BTreeMap::new();
     let mut all = new_hist();
@@ -1030,10 +1089,21 @@ fn run_config(config: &str, load: &Load) -> RunResult {
             }
         }
         let pg_first = postgres_first(config);
-        // Nothing is replicated in the background once PostgreSQL is the primary.
+        // Nothing is replicated to PostgreSQL in the background once PostgreSQL is the primary;
+        // in postgres_primary SQLite follows it in the background instead.
         let sampler = (!pg_first).then(|| Sampler::start(&b));
+        let watcher = (config == "postgres-primary")
+            .then(|| SqliteWatcher::start(&dir.path().join("monolith.sqlite3")));
         let backends = (0..load.concurrency).map(|_| Backend::Bridge(b.clone())).collect();
         let (outs, secs) = drive(backends, &fx, load, None, &stop);
+        if let Some(w) = watcher {
+            let t = Instant::now();
+            b.wait_for_sqlite(Duration::from_secs(600)).expect("SQLite follows after the run");
+            result.catch_up_secs = Some(t.elapsed().as_secs_f64());
+            let seen = w.finish();
+            let written: Vec<_> = outs.iter().flat_map(|o| o.job_logs.iter().copied()).collect();
+            result.lag = Some(follower_lag(&seen, &written));
+        }
         if config != "sqlite" && !pg_first {
             let t = Instant::now();
             b.flush(Duration::from_secs(600)).expect("catch up after the run");
@@ -1069,7 +1139,7 @@ fn run_config(config: &str, load: &Load) -> RunResult {
     result
 }
 
-/// In postgres_primary SQLite applies each write inside the call: after the run it must hold
+/// In postgres_primary SQLite follows from the capture: after the run (and `wait_for_sqlite`) it must hold
 /// as many rows as PostgreSQL in every table the mix writes (else the figures would be of a
 /// bridge whose SQLite silently fell behind).
 fn assert_sqlite_followed(sqlite_path: &Path, pg: &PgConfig) {
@@ -1128,8 +1198,9 @@ fn render_compare(results: &[RunResult]) -> String {
     s.push_str("| configuration | ops/s | p50 ms | p95 ms | p99 ms | max ms | lag p50 / p99 / max ms | outbox peak | catch-up s | peak RSS MB | errors |\n");
     s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for r in results {
-        // Not "—" (not measured) but not applicable: PostgreSQL took each write synchronously.
-        let na = |v: String| if postgres_first(&r.config) { "n/a".to_string() } else { v };
+        // Not "—" (not measured) but not applicable: PostgreSQL took each write synchronously
+        // (postgres_primary's lag and catch-up are SQLite's, following the capture).
+        let na = |v: String| if postgres_first(&r.config) && r.lag.is_none() { "n/a".to_string() } else { v };
         let lag = r.lag.as_ref().map_or_else(
             || "—".to_string(),
             |l| {
@@ -1138,7 +1209,11 @@ fn render_compare(results: &[RunResult]) -> String {
                     l.p50_ms,
                     l.p99_ms,
                     l.max_ms,
-                    if l.method == "commit_timestamp" { "" } else { " (sampled)" }
+                    match l.method.as_str() {
+                        "commit_timestamp" => "",
+                        "sqlite_poll_2ms" => " (SQLite follower)",
+                        _ => " (sampled)",
+                    }
                 )
             },
         );
