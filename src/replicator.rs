@@ -364,8 +364,15 @@ impl Worker {
         if self.follower.client.as_ref().is_none_or(|c| c.is_closed()) {
             let mut c = self.pg.connect()?;
             c.batch_execute(slot::DECODING_SESSION)?;
-            if let Err(e) = slot::ensure(&mut c) {
+            // Short: this thread also replicates the outbox, which must not wait on a long
+            // transaction somewhere in the cluster.
+            if let Err(e) = slot::ensure_within(&mut c, Duration::from_secs(2)) {
                 let era = follow::CaptureState::load(&self.conn)?.era;
+                if matches!(e, Error::Unavailable(_)) && era == follow::Era::SqliteFirst {
+                    tracing::info!(error = %e, "change capture slot not made yet");
+                    self.follower.off_until = Some(Instant::now() + Duration::from_secs(10));
+                    return Ok(false);
+                }
                 if matches!(e, Error::Config(_)) && era == follow::Era::SqliteFirst {
                     // No logical decoding on this server: dual writing works without it; say so
                     // now and then rather than failing every pass.

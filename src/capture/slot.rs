@@ -72,8 +72,14 @@ pub fn probe(client: &mut postgres::Client) -> Result<(String, Option<SlotState>
 }
 
 /// Make the slot if it does not exist. `Ok(false)`: it existed. Refused with a message that says
-/// what to configure when `wal_level` is not `logical`.
+/// what to configure when `wal_level` is not `logical`. Making a slot waits for every transaction
+/// running at that moment to end (its starting snapshot): bounded by `wait`, then `Unavailable`.
 pub fn ensure(client: &mut postgres::Client) -> Result<bool> {
+    ensure_within(client, std::time::Duration::from_secs(30))
+}
+
+/// [`ensure`] with its own bound on the wait for running transactions.
+pub fn ensure_within(client: &mut postgres::Client, wait: std::time::Duration) -> Result<bool> {
     if let Some(s) = state(client)? {
         if s.wal_status == "lost" {
             return Err(lost_error());
@@ -98,6 +104,10 @@ pub fn ensure(client: &mut postgres::Client) -> Result<bool> {
         }
         // Another process made it at the same moment.
         Err(e) if e.code() == Some(&postgres::error::SqlState::DUPLICATE_OBJECT) => Ok(false),
+        Err(e) if e.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) => Err(Error::Unavailable(format!(
+            "the change capture slot could not be made within {wait:?}: PostgreSQL waits for the transactions \
+             running when it starts to end (a long-running one holds it up); retried later"
+        ))),
         Err(e) => Err(Error::Postgres(e)),
     }
 }

@@ -67,8 +67,10 @@ pub unsafe extern "C" fn dw_list(
 }
 
 /// Insert a row given as a JSON object. Missing ids, timestamps and columns with defaults are
-/// filled in. The call returns only after the SQLite transaction holding the row and its outbox
-/// record has committed; PostgreSQL receives it in the background.
+/// filled in. The call returns only after the store that takes writes first has committed: SQLite
+/// with the outbox record (PostgreSQL receives it in the background), or, in the PostgreSQL-first
+/// write modes, PostgreSQL (`DW_UNAVAILABLE` while it is unreachable). `DW_READ_ONLY` in
+/// write_mode read_only.
 ///
 /// On `DW_OK`, `*row_json_out` receives the row as stored, owned by the caller: free it with
 /// `dw_string_free`. `DW_CONFLICT` for a duplicate key or a missing parent row;
