@@ -238,9 +238,7 @@ impl Bridge {
         }
         let out = f(&mut tx)?;
         let changed = tx.changes > 0;
-        let written = std::mem::take(&mut tx.written);
         tx.commit()?;
-        self.inner.router.remember(written, &conn);
         drop(conn);
         if changed {
             // A full channel already holds a wake-up: nothing is lost by dropping this one.

@@ -85,6 +85,11 @@ pub static SQLITE_MIGRATIONS: &[Migration] = &[
         name: "postgres_primary",
         sql: include_str!("../migrations/sqlite/0005_postgres_primary.sql"),
     },
+    Migration {
+        version: 6,
+        name: "pending_by_row",
+        sql: include_str!("../migrations/sqlite/0006_pending_by_row.sql"),
+    },
 ];
 
 pub fn migrations(store: Store) -> &'static [Migration] {

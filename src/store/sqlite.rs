@@ -129,8 +129,6 @@ impl Rows for Connection {
 pub struct WriteTx<'c> {
     tx: rusqlite::Transaction<'c>,
     pub(crate) changes: usize,
-    /// (table, key, outbox number) of every change, for read-your-writes.
-    pub(crate) written: Vec<(&'static str, String, i64)>,
     primary: Option<PgWrite>,
     /// Off once SQLite-only mode has captured as many changes as it may (`Bridge::write`).
     capture: bool,
@@ -166,7 +164,7 @@ impl<'c> WriteTx<'c> {
         // IMMEDIATE takes the write lock up front, so a transaction that read first never fails
         // to upgrade (SQLITE_BUSY without a retry) when another process writes.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        Ok(WriteTx { tx, changes: 0, written: Vec::new(), primary: None, capture: true })
+        Ok(WriteTx { tx, changes: 0, primary: None, capture: true })
     }
 
     pub(crate) fn commit(self) -> Result<()> {
@@ -297,7 +295,6 @@ impl<'c> WriteTx<'c> {
                 "INSERT INTO _dualwrite_outbox (table_name, row_key, op, row_image, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![table, key, op.as_str(), image, now_timestamp()])?;
-        self.written.push((table, key.to_string(), self.tx.last_insert_rowid()));
         Ok(())
     }
 
@@ -437,6 +434,27 @@ impl Outbox {
             .query_row("SELECT seq FROM sqlite_sequence WHERE name = '_dualwrite_outbox'", [], |r| r.get(0))
             .optional()?;
         Ok(v.unwrap_or(0))
+    }
+
+    /// Whether a change of `table` — of the row `key`, or of any row when `None` — has not reached
+    /// PostgreSQL: pending in the outbox (whichever process wrote it), or dead-lettered. Reads use
+    /// it for read-your-writes across processes (`src/reads.rs`); each side is one probe of an
+    /// index on `(table_name, row_key)`, so it costs the same with an empty outbox or a backlog.
+    pub fn holds_unapplied(conn: &Connection, table: &str, key: Option<&str>) -> Result<bool> {
+        Ok(match key {
+            Some(k) => conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM _dualwrite_outbox WHERE table_name = ?1 AND row_key = ?2)
+                     OR EXISTS (SELECT 1 FROM _dualwrite_dead_letters WHERE table_name = ?1 AND row_key = ?2)",
+                )?
+                .query_row([table, k], |r| r.get(0))?,
+            None => conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM _dualwrite_outbox WHERE table_name = ?1)
+                     OR EXISTS (SELECT 1 FROM _dualwrite_dead_letters WHERE table_name = ?1)",
+                )?
+                .query_row([table], |r| r.get(0))?,
+        })
     }
 
     /// Whether any record with `seq <= upto` is still pending.
