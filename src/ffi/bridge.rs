@@ -224,4 +224,16 @@ mod tests {
         assert_eq!(code(r#"{"postgres_url": "postgres://h:notaport/db"}"#), Some(dw_result::DW_CONFIG));
         assert_eq!(code(r#"{"config_file": "/nonexistent/dw.toml"}"#), Some(dw_result::DW_CONFIG));
     }
+
+    /// Regression (issue 14, item 2): `config_file` naming the key file put the key in the message.
+    #[test]
+    fn a_config_file_that_does_not_parse_is_not_quoted_in_the_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("secret.key");
+        std::fs::write(&key, "k3y-0f-the-api-keys-9a8b7c6d5e4f3a2b1c0d\n").unwrap();
+        let f = open_config(&serde_json::json!({ "config_file": key }).to_string()).err().unwrap();
+        assert_eq!(f.code, dw_result::DW_CONFIG);
+        assert!(f.message.contains("secret.key") && f.message.contains("at line 1"), "{}", f.message);
+        assert!(!f.message.contains("k3y-0f-the-api-keys"), "{}", f.message);
+    }
 }
