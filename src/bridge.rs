@@ -111,6 +111,27 @@ struct Inner {
     pid: u32,
 }
 
+impl Drop for Inner {
+    /// Dropped in a fork()ed child (the bridge it inherited): the replicator and flag-watcher
+    /// threads are the parent's and do not exist here, and the SQLite connections and PostgreSQL
+    /// sockets are the parent's too. Joining the threads would fail (a panic), closing SQLite
+    /// would touch the parent's file locks, and a PostgreSQL client's goodbye would end the
+    /// parent's session. So the child's copy lets go of those parts without running their
+    /// destructors: the child leaks its own copy of that memory, and the parent is untouched.
+    fn drop(&mut self) {
+        if self.pid == std::process::id() {
+            return;
+        }
+        std::mem::forget(self.replicator.get_mut().unwrap_or_else(|p| p.into_inner()).take());
+        std::mem::forget(std::mem::take(self.readers.get_mut().unwrap_or_else(|p| p.into_inner())));
+        std::mem::forget(self.primary.get_mut().unwrap_or_else(|p| p.into_inner()).take());
+        // A reference that is never dropped keeps each shared part (and its connections) alive.
+        std::mem::forget(Arc::clone(&self.writer));
+        std::mem::forget(Arc::clone(&self.router));
+        std::mem::forget(Arc::clone(&self.flags));
+    }
+}
+
 #[derive(Clone)]
 pub struct Bridge {
     inner: Arc<Inner>,
@@ -179,6 +200,11 @@ impl Bridge {
     /// The secret key, or why there is none.
     pub(crate) fn key(&self) -> Result<&SecretKey> {
         self.inner.key.as_ref().map_err(|e| Error::Config(format!("no secret key for api_keys: {e}")))
+    }
+
+    /// Whether this process opened the bridge (false in a fork()ed child that inherited it).
+    pub(crate) fn opened_here(&self) -> bool {
+        std::process::id() == self.inner.pid
     }
 
     fn same_process(&self) -> Result<()> {
@@ -628,7 +654,13 @@ impl Bridge {
 
     /// Stop the replicator after draining what it can within `timeout`; the rest stays in the
     /// outbox. Writes keep working (they are replicated by the next process that replicates).
+    ///
+    /// In a fork()ed child that inherited the bridge this does nothing: the replicator is the
+    /// parent's.
     pub fn shutdown(&self, timeout: Duration) {
+        if !self.opened_here() {
+            return;
+        }
         let r = self.inner.replicator.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(r) = r {
             let _ = self.inner.wake.try_send(());
