@@ -254,3 +254,92 @@ fn bad_inputs_are_invalid_arguments_naming_the_field_and_write_nothing() {
     }
     assert_eq!(b.list("generated_text", &json!({})).unwrap().len(), 1);
 }
+
+/// `n` bytes of text no compressor shrinks much (random hex), as a URL or key would be.
+fn incompressible(n: usize) -> String {
+    let mut s = String::with_capacity(n + 32);
+    while s.len() < n {
+        s.push_str(&Uuid::new_v4().simple().to_string());
+    }
+    s.truncate(n);
+    s
+}
+
+/// An email address `n` bytes long.
+fn email(n: usize) -> String {
+    format!("{}@example.com", incompressible(n - "@example.com".len()))
+}
+
+/// Regression (issue 14, item 5): a value longer than a PostgreSQL btree index takes (a cache
+/// key, an email, a URL) committed to SQLite and became a permanent dead letter ("index row
+/// requires 9032 bytes"). Now every indexed free-text column (the key, the unique constraints and
+/// the registry's other indexes) refuses it at write time, naming the column and the limit,
+/// through the generic and the typed API, for inserts and patches; and a value at the limit
+/// replicates.
+#[test]
+fn indexed_text_past_the_btree_limit_is_refused_at_write_time() {
+    const MAX: usize = dualwrite::schema::MAX_INDEXED_TEXT_BYTES;
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::bridge(&db, dir.path());
+    let owner = b.create_user(&NewUser::new("owner@example.com", "O")).unwrap();
+    let day = Duration::from_secs(86_400);
+    // One row per index, its text exactly `len` bytes long (two-column indexes split it).
+    let rows = |len: usize| -> Vec<(&'static str, &'static str, serde_json::Value)> {
+        let (half, rest) = (len / 2, len - len / 2);
+        vec![
+            ("users", "email", json!({"email": email(len), "display_name": "u"})),
+            ("serpapi_results", "hash", json!({"keyword": "k", "raw_json": {}, "hash": incompressible(len)})),
+            ("pages", "url", json!({"url": incompressible(len)})),
+            (
+                "embeddings",
+                "model",
+                json!({"text_hash": incompressible(half), "model": incompressible(rest), "vector": [1.0]}),
+            ),
+            ("prompts", "key", json!({"key": incompressible(len), "body": "b", "version": 1})),
+            (
+                "text_analytics_cache",
+                "cache_key",
+                json!({"cache_key": incompressible(len), "value": 1, "expires_at": "2030-01-01T00:00:00Z"}),
+            ),
+            (
+                "wordstat_cache",
+                "cache_key",
+                json!({"cache_key": incompressible(len), "value": 1, "expires_at": "2030-01-01T00:00:00Z"}),
+            ),
+            ("audit_events", "entity", json!({"action": "a", "entity": incompressible(len)})),
+        ]
+    };
+    let before = b.status().unwrap().outbox_depth;
+    for (table, column, row) in rows(MAX + 1) {
+        match b.insert(table, &row) {
+            Err(Error::InvalidArgument { field, message }) => {
+                assert_eq!(field, format!("{table}.{column}"));
+                assert!(message.contains(&MAX.to_string()), "{message}");
+            }
+            other => panic!("{table}.{column}: {MAX} + 1 bytes accepted: {other:?}"),
+        }
+    }
+    // The typed API and the api_keys operations (the generic API cannot write a secret).
+    assert_invalid(
+        b.cache_put(Cache::Wordstat, &incompressible(MAX + 1), &json!(1), day),
+        "wordstat_cache.cache_key",
+    );
+    assert_invalid(b.create_user(&NewUser::new(email(MAX + 1), "u")), "users.email");
+    assert_invalid(b.put_api_key(owner.id, &incompressible(MAX + 1), b"s", None), "api_keys.provider");
+    assert_eq!(b.status().unwrap().outbox_depth, before, "a refused value reached the outbox");
+
+    // At the limit every index takes it, and it replicates.
+    for (table, _, row) in rows(MAX) {
+        b.insert(table, &row).unwrap_or_else(|e| panic!("{table}: {e}"));
+    }
+    b.put_api_key(owner.id, &incompressible(MAX), b"s", None).unwrap();
+    let page = b.insert("pages", &json!({"url": "https://example.com/short"})).unwrap();
+    // A patch is held to it too, and leaves the row as it was.
+    let id = page["id"].as_str().unwrap();
+    assert_invalid(b.patch("pages", id, &json!({"url": incompressible(MAX + 1)})), "pages.url");
+    assert_eq!(b.get("pages", id).unwrap().unwrap(), page);
+    b.flush(Duration::from_secs(60)).unwrap();
+    assert_eq!(b.dead_letters().unwrap(), vec![], "a value at the limit did not replicate");
+    common::assert_stores_equal(&b, &db);
+}

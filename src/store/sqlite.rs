@@ -2,7 +2,9 @@
 //! outbox write that shares each change's transaction.
 
 use crate::error::{Error, Result};
-use crate::schema::{decode_sqlite_row, encode_for_sqlite, now_timestamp, SqlValue, Table};
+use crate::schema::{
+    check_indexed_text, decode_sqlite_row, encode_for_sqlite, now_timestamp, SqlValue, Table,
+};
 use crate::store::pg_primary::{PgWrite, PrimaryRecord};
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
 use serde_json::{Map, Value};
@@ -190,6 +192,7 @@ impl<'c> WriteTx<'c> {
 
     /// Insert a complete, validated row (see `schema::validate_row`) and return it as stored.
     pub fn insert(&mut self, table: &'static Table, row: &Map<String, Value>) -> Result<Map<String, Value>> {
+        check_indexed_text(table, row)?;
         if let Some(pg) = &mut self.primary {
             self.changes += 1;
             return pg.insert(table, row);
@@ -222,6 +225,7 @@ impl<'c> WriteTx<'c> {
         key: &str,
         changes: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
+        check_indexed_text(table, changes)?;
         if let Some(pg) = &mut self.primary {
             self.changes += usize::from(!changes.is_empty());
             return pg.update(table, key, changes);
@@ -255,6 +259,9 @@ impl<'c> WriteTx<'c> {
                 None => return Err(Error::not_found(table.name, key)),
             }
         };
+        // The whole row: an index may sum this change's text with the row's other columns. An
+        // error here rolls the whole write back.
+        check_indexed_text(table, &stored)?;
         self.record(table, &stored, Op::Upsert)?;
         Ok(stored)
     }
