@@ -416,7 +416,8 @@ impl Bridge {
         Ok(self.routed_read(t, ReadSpec::Key(key))?.into_iter().next())
     }
 
-    /// Rows matching a filter (see [`ListQuery`]).
+    /// Rows matching a filter (see [`ListQuery`]). At most [`MAX_LIST_BYTES`] of rows: past it
+    /// the read stops with `InvalidArgument` saying to page (the typed lists too).
     pub fn list(&self, table: &str, query: &Value) -> Result<Vec<Row>> {
         let t = schema::require_table(table)?;
         let q = ListQuery::parse(t, query)?;
@@ -701,6 +702,24 @@ pub struct ListQuery {
 
 pub const MAX_LIST_LIMIT: i64 = 10_000;
 
+/// The most one list returns, as the rows' bytes (SQLite's values, or PostgreSQL's wire text):
+/// without a bound, 10,000 rows of up to 8 MiB each would be ~80 GB in the caller's process.
+/// Reading stops as soon as the rows pass it, and the read fails with [`list_too_large`]; a list
+/// always returns its first row, whatever its size.
+pub const MAX_LIST_BYTES: usize = 64 << 20;
+
+/// The error of a list whose rows pass [`MAX_LIST_BYTES`] (`InvalidArgument`, `DW_INVALID_ARGUMENT`).
+pub(crate) fn list_too_large(rows: usize) -> Error {
+    Error::invalid(
+        "limit",
+        format!(
+            "the first {rows} rows of this list already take more than {} MiB, the most one list returns: \
+             ask for fewer rows (limit) and page through the rest (offset)",
+            MAX_LIST_BYTES >> 20
+        ),
+    )
+}
+
 /// Phase changes away from SQLite are refused while more changes than this wait in the outbox.
 pub const GUARD_MAX_PENDING: i64 = 1_000;
 
@@ -803,7 +822,7 @@ impl ListQuery {
             self.offset
         ));
         let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
-        conn.query_rows(t, &sql, &refs)
+        sqlite::query_rows_within(conn, t, &sql, &refs, MAX_LIST_BYTES)
     }
 }
 

@@ -146,6 +146,8 @@ impl ReadRouter {
                         self.count(table.name, |c| c.postgres += 1);
                         Ok(rows)
                     }
+                    // The caller's to fix (a list past `MAX_LIST_BYTES`): SQLite would say the same.
+                    Err(e @ crate::Error::InvalidArgument { .. }) => Err(e),
                     Err(e) => {
                         self.count(table.name, |c| c.fallbacks += 1);
                         self.log_fallback(&e);
@@ -222,7 +224,13 @@ fn read_sqlite(
             crate::bridge::ListQuery::from_parts(filters.clone(), order_by.clone(), *desc, *limit, *offset)
                 .run(table, sqlite)
         }
-        ReadSpec::Where(sql, args) => sqlite.query_rows(table, sql, &arg_refs(args)),
+        ReadSpec::Where(sql, args) => crate::store::sqlite::query_rows_within(
+            sqlite,
+            table,
+            sql,
+            &arg_refs(args),
+            crate::bridge::MAX_LIST_BYTES,
+        ),
     }
 }
 

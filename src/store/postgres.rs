@@ -256,12 +256,35 @@ pub fn select_rows(
         if clauses.is_empty() { "true".to_string() } else { clauses.join(" AND ") },
         table.order_clause(order_by, desc)
     );
-    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-        params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
+    wire_rows_within(
+        client,
+        &sql,
+        params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)),
+        Error::from,
+    )
+}
+
+/// Run `sql` (one wire-form JSON text column) and parse its rows, streaming: reading stops with
+/// `bridge::list_too_large` once the rows' text passes `bridge::MAX_LIST_BYTES` (the first row is
+/// always read), so a list never holds more than that in the caller's process. PostgreSQL's
+/// errors become `on_error`'s.
+pub(crate) fn wire_rows_within<'p>(
+    client: &mut impl postgres::GenericClient,
+    sql: &str,
+    params: impl ExactSizeIterator<Item = &'p (dyn postgres::types::ToSql + Sync)>,
+    on_error: fn(postgres::Error) -> Error,
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut rows = client.query_raw(sql, params).map_err(on_error)?;
     let mut out = Vec::new();
-    for row in client.query(&sql, &refs)? {
-        let text: String = row.get(0);
-        match serde_json::from_str(&text) {
+    let mut bytes = 0usize;
+    while let Some(row) = rows.next().map_err(on_error)? {
+        let text: &str = row.try_get(0).map_err(on_error)?;
+        bytes += text.len();
+        if bytes > crate::bridge::MAX_LIST_BYTES && !out.is_empty() {
+            return Err(crate::bridge::list_too_large(out.len()));
+        }
+        match serde_json::from_str(text) {
             Ok(serde_json::Value::Object(m)) => out.push(m),
             _ => return Err(Error::Internal("PostgreSQL returned a row that is not a JSON object".into())),
         }

@@ -106,11 +106,35 @@ fn query_rows(
     where_sql: &str,
     args: &[&dyn ToSql],
 ) -> Result<Vec<Map<String, Value>>> {
+    query_rows_within(conn, table, where_sql, args, usize::MAX)
+}
+
+/// Like [`Rows::query_rows`], for a list a caller asked for: reading stops, with
+/// `bridge::list_too_large`, once the rows' values take more than `max_bytes` (the first row is
+/// always read).
+pub(crate) fn query_rows_within(
+    conn: &Connection,
+    table: &Table,
+    where_sql: &str,
+    args: &[&dyn ToSql],
+    max_bytes: usize,
+) -> Result<Vec<Map<String, Value>>> {
+    use rusqlite::types::ValueRef;
     let sql = format!("{} WHERE {}", select_sql(table), where_sql);
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(args)?;
     let mut out = Vec::new();
+    let mut bytes = 0usize;
     while let Some(r) = rows.next()? {
+        for i in 0..table.columns.len() {
+            bytes += match r.get_ref(i)? {
+                ValueRef::Text(b) | ValueRef::Blob(b) => b.len(),
+                _ => 8,
+            };
+        }
+        if bytes > max_bytes && !out.is_empty() {
+            return Err(crate::bridge::list_too_large(out.len()));
+        }
         out.push(decode_sqlite_row(table, r)?);
     }
     Ok(out)
