@@ -16,6 +16,11 @@
 //!   and `shadow`. The typed `cache_get` (routed like the generic `get`) is measured from SQLite
 //!   only, as `read/sqlite/cache_get_typed`, next to its C ABI twin. `read/sqlite/c_abi/*` are
 //!   the same reads through `dw_call`, for the C ABI's cost without an fsync in the way.
+//! - `read/pending_check/<what>/<outbox>`: what read-your-writes across processes adds to every
+//!   read meant for PostgreSQL (`read/postgres/*` include it): `Outbox::holds_unapplied`, the probe
+//!   of the shared outbox and dead letters for a change of the row (`row`) or, for a list, of the
+//!   table (`table`), with an empty outbox (`empty`) and behind [`BACKLOG`] pending changes of
+//!   other rows (`backlog`: PostgreSQL was down for a while). No PostgreSQL.
 //! - `replicate/apply_batch_1000_job_logs`: `store::postgres::apply_batch` of 1,000 new job_logs
 //!   records (claim + upsert + commit), and `…_replayed`: the same records again (every claim lost,
 //!   nothing written: what a retried batch costs).
@@ -40,7 +45,7 @@
 use criterion::{criterion_group, BatchSize, BenchmarkId, Criterion, Throughput};
 use dualwrite::schema::{now_timestamp, validate_row, RowMode};
 use dualwrite::store::postgres::apply_batch;
-use dualwrite::store::sqlite::{Op, OutboxRecord};
+use dualwrite::store::sqlite::{Op, Outbox, OutboxRecord};
 use dualwrite::verify::sqlite_row_digest;
 use dualwrite::{
     Bridge, BridgeOptions, Cache, Config, FlagChange, KeySource, LogLevel, NewJob, NewJobLog, Paging,
@@ -430,6 +435,42 @@ fn reads(c: &mut Criterion, db: &BenchDb) {
     group.finish();
 }
 
+/// Pending changes of other rows behind which `read/pending_check/*/backlog` probes.
+const BACKLOG: usize = 10_000;
+
+fn pending_check(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = dualwrite::store::sqlite::open(&dir.path().join("pending.sqlite3")).expect("open sqlite");
+    dualwrite::migrate_sqlite(&mut conn).expect("migrate sqlite");
+    let key = Uuid::now_v7().to_string();
+    let mut group = c.benchmark_group("read/pending_check");
+    let probe = |group: &mut criterion::BenchmarkGroup<'_, _>, outbox: &str, conn: &rusqlite::Connection| {
+        group.bench_function(format!("row/{outbox}"), |bench| {
+            bench.iter(|| {
+                let pending = Outbox::holds_unapplied(conn, "jobs", Some(&key)).expect("probe");
+                assert!(!pending);
+            })
+        });
+        group.bench_function(format!("table/{outbox}"), |bench| {
+            bench.iter(|| assert!(!Outbox::holds_unapplied(conn, "jobs", None).expect("probe")))
+        });
+    };
+    probe(&mut group, "empty", &conn);
+    // A backlog of job_logs changes, as the outbox holds them while PostgreSQL is down.
+    let tx = conn.transaction().expect("begin");
+    for _ in 0..BACKLOG {
+        tx.execute(
+            "INSERT INTO _dualwrite_outbox (table_name, row_key, op, row_image, created_at) \
+             VALUES ('job_logs', ?1, 'upsert', '{}', ?2)",
+            rusqlite::params![Uuid::now_v7().to_string(), now_timestamp()],
+        )
+        .expect("outbox record");
+    }
+    tx.commit().expect("commit");
+    probe(&mut group, "backlog", &conn);
+    group.finish();
+}
+
 // ----- the replicator's apply -----
 
 static SEQ: AtomicI64 = AtomicI64::new(1);
@@ -577,6 +618,7 @@ fn hot_paths(c: &mut Criterion) {
     }
     writes(c, &db);
     reads(c, &db);
+    pending_check(c);
     replicate(c, &db);
     checksum(c);
 }

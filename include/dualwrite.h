@@ -71,6 +71,13 @@ typedef enum {
 //
 // Thread-safe: any number of threads may call functions on one handle at the same time.
 // Created by `dw_bridge_open`, closed by `dw_bridge_close`, released by `dw_bridge_free`.
+//
+// Across `fork()`: a handle belongs to the process that opened it. A child that inherits one
+// (a pre-fork server that opened it before forking) gets `DW_UNAVAILABLE` from every call on it,
+// except `dw_bridge_close` and `dw_bridge_free`, which release the child's copy quietly: they
+// touch none of the parent's threads, connections or file locks, and the child's copy of the
+// memory is left allocated (a leak checker run in the child reports it). The parent's handle is
+// unaffected. A child that needs a bridge opens its own with `dw_bridge_open`.
 typedef struct dw_bridge dw_bridge;
 
 #ifdef __cplusplus
@@ -122,6 +129,9 @@ dw_result dw_bridge_open(const char *config_json,
 // SQLite outbox, and the next process that replicates applies them. Closing a closed handle
 // does nothing and returns `DW_OK`.
 //
+// In a `fork()`ed child, on the handle it inherited: returns `DW_OK` at once and drains nothing
+// (the replicator is the parent's); the parent's bridge is unaffected.
+//
 // Use after close is detected: every later call on the handle, except `dw_bridge_close` and
 // `dw_bridge_free`, returns `DW_INVALID_ARGUMENT`. Calls already running on other threads
 // finish normally. The handle stays allocated until `dw_bridge_free`.
@@ -136,6 +146,9 @@ dw_result dw_bridge_close(dw_bridge *bridge, uint32_t timeout_ms);
 // for it to drain (changes not applied stay in the outbox). If another thread is still inside
 // a call on the handle, that call finishes first and the bridge is released after it. Never
 // use the handle again after this call, and free it only once: that is not detected.
+//
+// In a `fork()`ed child, on the handle it inherited: releases the child's copy without
+// stopping, joining or closing anything of the parent's (see `dw_bridge`).
 //
 // # Safety
 // `bridge` is NULL or a handle from `dw_bridge_open` that was not freed.
@@ -236,6 +249,11 @@ dw_result dw_get(dw_bridge *bridge, const char *table, const char *key, char **r
 // `filter_json` may be NULL (the first 100 rows by key) or a JSON object:
 // `{"where": {"column": value, ...}, "order_by": "column", "desc": false, "limit": 100,
 // "offset": 0}` (equality only; `null` matches NULL; `limit` at most 10000).
+//
+// A list holds at most 64 MiB of rows (the first row always comes back, whatever its size):
+// past that, reading stops and the call returns `DW_INVALID_ARGUMENT` with a message saying to
+// ask for fewer rows and page with `offset`. The same bound holds for `dw_call` operations that
+// list rows.
 //
 // On `DW_OK`, `*rows_json_out` receives a JSON array of row objects (possibly empty), owned by
 // the caller: free it with `dw_string_free`.

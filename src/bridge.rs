@@ -112,6 +112,27 @@ struct Inner {
     pid: u32,
 }
 
+impl Drop for Inner {
+    /// Dropped in a fork()ed child (the bridge it inherited): the replicator and flag-watcher
+    /// threads are the parent's and do not exist here, and the SQLite connections and PostgreSQL
+    /// sockets are the parent's too. Joining the threads would fail (a panic), closing SQLite
+    /// would touch the parent's file locks, and a PostgreSQL client's goodbye would end the
+    /// parent's session. So the child's copy lets go of those parts without running their
+    /// destructors: the child leaks its own copy of that memory, and the parent is untouched.
+    fn drop(&mut self) {
+        if self.pid == std::process::id() {
+            return;
+        }
+        std::mem::forget(self.replicator.get_mut().unwrap_or_else(|p| p.into_inner()).take());
+        std::mem::forget(std::mem::take(self.readers.get_mut().unwrap_or_else(|p| p.into_inner())));
+        std::mem::forget(self.primary.get_mut().unwrap_or_else(|p| p.into_inner()).take());
+        // A reference that is never dropped keeps each shared part (and its connections) alive.
+        std::mem::forget(Arc::clone(&self.writer));
+        std::mem::forget(Arc::clone(&self.router));
+        std::mem::forget(Arc::clone(&self.flags));
+    }
+}
+
 #[derive(Clone)]
 pub struct Bridge {
     inner: Arc<Inner>,
@@ -185,6 +206,11 @@ impl Bridge {
     /// The secret key, or why there is none.
     pub(crate) fn key(&self) -> Result<&SecretKey> {
         self.inner.key.as_ref().map_err(|e| Error::Config(format!("no secret key for api_keys: {e}")))
+    }
+
+    /// Whether this process opened the bridge (false in a fork()ed child that inherited it).
+    pub(crate) fn opened_here(&self) -> bool {
+        std::process::id() == self.inner.pid
     }
 
     fn same_process(&self) -> Result<()> {
@@ -271,9 +297,7 @@ impl Bridge {
             let op = f.take().ok_or_else(|| Error::Internal("a write ran twice".into()))?;
             let out = op(&mut tx)?;
             let changed = tx.changes > 0;
-            let written = std::mem::take(&mut tx.written);
             tx.commit()?;
-            self.inner.router.remember(written, &conn);
             drop(conn);
             if changed {
                 // A full channel already holds a wake-up: nothing is lost by dropping this one.
@@ -407,7 +431,8 @@ impl Bridge {
         Ok(self.routed_read(t, ReadSpec::Key(key))?.into_iter().next())
     }
 
-    /// Rows matching a filter (see [`ListQuery`]).
+    /// Rows matching a filter (see [`ListQuery`]). At most [`MAX_LIST_BYTES`] of rows: past it
+    /// the read stops with `InvalidArgument` saying to page (the typed lists too).
     pub fn list(&self, table: &str, query: &Value) -> Result<Vec<Row>> {
         let t = schema::require_table(table)?;
         let q = ListQuery::parse(t, query)?;
@@ -736,7 +761,13 @@ impl Bridge {
 
     /// Stop the replicator after draining what it can within `timeout`; the rest stays in the
     /// outbox. Writes keep working (they are replicated by the next process that replicates).
+    ///
+    /// In a fork()ed child that inherited the bridge this does nothing: the replicator is the
+    /// parent's.
     pub fn shutdown(&self, timeout: Duration) {
+        if !self.opened_here() {
+            return;
+        }
         let r = self.inner.replicator.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(r) = r {
             let _ = self.inner.wake.try_send(());
@@ -785,6 +816,24 @@ pub struct ListQuery {
 }
 
 pub const MAX_LIST_LIMIT: i64 = 10_000;
+
+/// The most one list returns, as the rows' bytes (SQLite's values, or PostgreSQL's wire text):
+/// without a bound, 10,000 rows of up to 8 MiB each would be ~80 GB in the caller's process.
+/// Reading stops as soon as the rows pass it, and the read fails with [`list_too_large`]; a list
+/// always returns its first row, whatever its size.
+pub const MAX_LIST_BYTES: usize = 64 << 20;
+
+/// The error of a list whose rows pass [`MAX_LIST_BYTES`] (`InvalidArgument`, `DW_INVALID_ARGUMENT`).
+pub(crate) fn list_too_large(rows: usize) -> Error {
+    Error::invalid(
+        "limit",
+        format!(
+            "the first {rows} rows of this list already take more than {} MiB, the most one list returns: \
+             ask for fewer rows (limit) and page through the rest (offset)",
+            MAX_LIST_BYTES >> 20
+        ),
+    )
+}
 
 /// Phase changes away from SQLite are refused while more changes than this wait in the outbox.
 pub const GUARD_MAX_PENDING: i64 = 1_000;
@@ -888,6 +937,6 @@ impl ListQuery {
             self.offset
         ));
         let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
-        conn.query_rows(t, &sql, &refs)
+        sqlite::query_rows_within(conn, t, &sql, &refs, MAX_LIST_BYTES)
     }
 }

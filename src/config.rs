@@ -621,10 +621,53 @@ fn read_file_config(file: Option<&Path>, env: &HashMap<String, String>) -> Resul
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| Error::Config(format!("cannot read {}: {e}", p.display())))?;
-            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", p.display())))?
+            toml::from_str(&text).map_err(|e| toml_error(p, &text, &e))?
         }
         None => FileConfig::default(),
     })
+}
+
+/// A configuration file that does not parse, said without quoting the file: toml's own message
+/// shows the offending line, which may hold the password of `postgres.url`, or the key itself when
+/// `--config`/`config_file` names the key file by mistake. The position and toml's reason stay;
+/// a string value the reason quotes is left out too (`invalid type: string "…"`).
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Error {
+    let at = e
+        .span()
+        .and_then(|span| text.get(..span.start))
+        .map(|before| {
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(" at line {line}, column {column}")
+        })
+        .unwrap_or_default();
+    Error::Config(format!("{}{at}: {}", path.display(), without_quoted_strings(e.message().trim())))
+}
+
+/// `text` with what stands between double quotes replaced by `…` (backslash escapes honoured).
+fn without_quoted_strings(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' {
+            continue;
+        }
+        out.push('…');
+        while let Some(q) = chars.next() {
+            match q {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => {
+                    out.push('"');
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 /// The legacy-data settings of the configuration file (read beside [`Config`], from the same
@@ -900,6 +943,38 @@ mod tests {
         assert!(err.contains("jobs.queued_at") && err.contains("epoch_days"), "{err}");
         std::fs::write(&f, "[adoption]\nunconvertible = \"drop\"\n").unwrap();
         assert!(LegacyConfig::load_with_env(Some(&f), &env).is_err());
+    }
+
+    /// Regression (issue 14, item 2): a file that failed to parse was quoted line by line in the
+    /// error, with the password of its PostgreSQL URL, or the key itself when the key file was
+    /// given as the configuration file.
+    #[test]
+    fn a_file_that_does_not_parse_is_never_quoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("dw.toml");
+        let env = HashMap::new();
+        for (text, secret) in [
+            ("[postgres]\nurl = \"postgres://app:hunter2-pw@db/app\" sslmode=require\n", "hunter2-pw"),
+            ("[postgres]\nurl = \"postgres://app:hunter2-pw@db/app\n", "hunter2-pw"),
+            ("sqlite = \"postgres://app:hunter2-pw@db/app\"\n", "hunter2-pw"),
+            ("[postgres]\nurl = [\"postgres://app:hunter2-pw@db/app\"]\n", "hunter2-pw"),
+            // A key file named as the configuration file.
+            ("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n", "9f86d081884c7d659a2f"),
+            ("dGhpcyBpcyBhIHNlY3JldCBrZXkgZm9yIHRlc3Rz==\n", "dGhpcyBpcyBhIHNlY3JldCBr"),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            for err in [
+                Config::load_with_env(Some(&f), &env).unwrap_err().to_string(),
+                LegacyConfig::load_with_env(Some(&f), &env).unwrap_err().to_string(),
+            ] {
+                assert!(!err.contains(secret), "{text:?} shows its secret: {err}");
+                assert!(err.contains("dw.toml") && err.contains(" at line "), "{err}");
+            }
+        }
+        // What is not secret is still said: where, and why.
+        std::fs::write(&f, "[sqlite]\npath = \"a.db\"\n[postgres]\nurl = \"x\" y\n").unwrap();
+        let err = Config::load_with_env(Some(&f), &env).unwrap_err().to_string();
+        assert!(err.contains("at line 4, column"), "{err}");
     }
 
     #[test]

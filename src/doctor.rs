@@ -1,5 +1,6 @@
 //! `doctor`: the smoke test a CI/CD pipeline runs before a deploy. It connects to both stores,
-//! checks the extensions, the schema versions and the secret key, and reports each check.
+//! checks the extensions, the schema versions, the PostgreSQL role's right to create temporary
+//! tables (the backfill's staging) and the secret key, and reports each check.
 
 use crate::config::Config;
 use crate::migrate::{self, Store};
@@ -78,6 +79,7 @@ pub fn run(config: &Config) -> Vec<Check> {
                 version_check(Store::Postgres, migrate::postgres_version(&mut client)),
             ));
             checks.extend(capture_checks(&mut client));
+            checks.push(Check::new("postgres temporary tables", temporary_check(&mut client)));
         }
         Err(e) => checks.push(Check::new("postgres connection", Err(e.to_string()))),
     }
@@ -164,6 +166,26 @@ fn capture_checks(client: &mut postgres::Client) -> Vec<Check> {
         },
     ));
     checks
+/// The role the bridge connects as may create temporary tables: the backfill stages each chunk
+/// in one (`CREATE TEMP TABLE … ON COMMIT DELETE ROWS`), so without `TEMPORARY` on the database
+/// it fails, while everything else works. migrations/postgres/roles.sql.example grants it.
+fn temporary_check(client: &mut postgres::Client) -> std::result::Result<String, String> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text, current_database()::text,
+                    has_database_privilege(current_database(), 'TEMPORARY')",
+            &[],
+        )
+        .map_err(|e| crate::Error::Postgres(e).to_string())?;
+    let (role, database, allowed): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
+    if allowed {
+        Ok(format!("role {role} may create them (the backfill stages its chunks in them)"))
+    } else {
+        Err(format!(
+            "role {role} lacks TEMPORARY on database {database}, which the backfill needs for its staging tables: \
+             GRANT TEMPORARY ON DATABASE {database} TO {role} (see migrations/postgres/roles.sql.example)"
+        ))
+    }
 }
 
 fn version_check(store: Store, v: crate::Result<i64>) -> std::result::Result<String, String> {

@@ -26,7 +26,7 @@ pub mod schema;
 pub mod store;
 pub mod verify;
 
-pub use bridge::{Bridge, BridgeOptions, ListQuery, Row, Status};
+pub use bridge::{Bridge, BridgeOptions, ListQuery, Row, Status, MAX_LIST_BYTES};
 pub use config::{Config, KeySource, LegacyConfig, PgConfig, RootCert, SslMode};
 pub use crypto::SecretKey;
 pub use error::{Error, Result};

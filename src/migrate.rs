@@ -95,6 +95,11 @@ pub static SQLITE_MIGRATIONS: &[Migration] = &[
         name: "change_capture",
         sql: include_str!("../migrations/sqlite/0006_change_capture.sql"),
     },
+    Migration {
+        version: 7,
+        name: "pending_by_row",
+        sql: include_str!("../migrations/sqlite/0007_pending_by_row.sql"),
+    },
 ];
 
 pub fn migrations(store: Store) -> &'static [Migration] {

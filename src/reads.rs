@@ -2,12 +2,12 @@
 //! read-your-writes and a fallback to SQLite), or shadow (serve SQLite, compare PostgreSQL in the
 //! background).
 //!
-//! Read-your-writes: the router remembers the outbox sequence number of every row this process
-//! changed. A row whose number is still at or above the outbox's lowest pending number has not
-//! reached PostgreSQL yet, so a get of it is served from SQLite; a list of a table in which this
-//! process has such a row is served from SQLite as a whole (the guarantee for lists: never missing
-//! or older than this process's own writes; otherwise PostgreSQL's state). Rows changed by other
-//! processes are seen as replication delivers them.
+//! Read-your-writes, across processes: a read meant for PostgreSQL is served from SQLite while
+//! the shared outbox (or the dead letters) holds a change of the row it asks for — or, for a list,
+//! of any row of its table — whichever process on the file made that change. A change leaves the
+//! outbox only after PostgreSQL committed it, so a read served by PostgreSQL is never older than
+//! SQLite's committed state for what it reads. The check is one probe of an index on
+//! `(table_name, row_key)` (SQLite migration 0006); with an empty outbox it finds nothing at once.
 
 use crate::config::PgConfig;
 use crate::error::Result;
@@ -21,29 +21,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Above this many remembered writes, forget the ones already applied.
-const PRUNE_AT: usize = 50_000;
-
-/// The writes this process remembers, and the size at which to prune them next.
-struct OwnWrites {
-    rows: HashMap<(&'static str, String), i64>,
-    /// The newest outbox number per table (never pruned: one entry per table), so a list read
-    /// checks its table without scanning `rows`.
-    newest: HashMap<&'static str, i64>,
-    /// At least [`PRUNE_AT`], and twice what the last pruning kept: while PostgreSQL lags (an
-    /// outage, write mode `sqlite`) nothing can be forgotten, and pruning on every write past
-    /// [`PRUNE_AT`] would scan the whole map each time (O(n) per write). Doubling keeps the
-    /// cost amortised O(1) per write, for at most twice the memory.
-    prune_at: usize,
-    /// Tables whose per-row memory was dropped at [`MAX_REMEMBERED`], with the newest outbox
-    /// number dropped: until PostgreSQL passes it, every read of that table is treated as
-    /// possibly this process's own pending write (served from SQLite). Conservative, bounded.
-    dropped: HashMap<&'static str, i64>,
-}
-
-/// The most row-level writes remembered; past it (PostgreSQL down for long under heavy writes)
-/// the memory falls back to one number per table, so it stays bounded (~100 bytes a row).
-const MAX_REMEMBERED: usize = 500_000;
 /// Idle PostgreSQL connections kept for reads.
 const MAX_IDLE_PG: usize = 4;
 /// Shadow comparisons waiting for the background worker; more are dropped (and counted).
@@ -56,8 +33,10 @@ const SHADOW_WAIT: Duration = Duration::from_secs(2);
 pub struct ReadCounters {
     pub sqlite: u64,
     pub postgres: u64,
-    /// Reads meant for PostgreSQL served from SQLite because this process had unapplied writes.
-    pub own_writes_from_sqlite: u64,
+    /// Reads meant for PostgreSQL served from SQLite because a change to what they read (the row;
+    /// for a list, its table) had not reached PostgreSQL yet, whichever process made it.
+    #[serde(alias = "own_writes_from_sqlite")]
+    pub pending_from_sqlite: u64,
     /// Reads meant for PostgreSQL served from SQLite because PostgreSQL failed.
     pub fallbacks: u64,
     pub shadow_matches: u64,
@@ -93,7 +72,6 @@ struct ShadowJob {
 pub(crate) struct ReadRouter {
     pg: Option<PgConfig>,
     pool: Mutex<Vec<::postgres::Client>>,
-    own_writes: Mutex<OwnWrites>,
     counters: Arc<Mutex<BTreeMap<&'static str, ReadCounters>>>,
     shadow: Sender<ShadowJob>,
     last_fallback_log: Mutex<Option<Instant>>,
@@ -106,12 +84,6 @@ impl ReadRouter {
         let router = Arc::new(ReadRouter {
             pg: pg.clone(),
             pool: Mutex::new(Vec::new()),
-            own_writes: Mutex::new(OwnWrites {
-                rows: HashMap::new(),
-                newest: HashMap::new(),
-                prune_at: PRUNE_AT,
-                dropped: HashMap::new(),
-            }),
             counters: counters.clone(),
             shadow: tx,
             last_fallback_log: Mutex::new(None),
@@ -132,66 +104,6 @@ impl ReadRouter {
     fn count(&self, table: &'static str, f: impl FnOnce(&mut ReadCounters)) {
         let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         f(c.entry(table).or_default());
-    }
-
-    /// Remember rows this process just committed (table, key, outbox number).
-    pub(crate) fn remember(&self, writes: Vec<(&'static str, String, i64)>, sqlite: &rusqlite::Connection) {
-        // Without PostgreSQL no read can go there: nothing to remember.
-        if writes.is_empty() || self.pg.is_none() {
-            return;
-        }
-        let mut own = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
-        for (t, k, seq) in writes {
-            let newest = own.newest.entry(t).or_insert(seq);
-            *newest = (*newest).max(seq);
-            own.rows.insert((t, k), seq);
-        }
-        if own.rows.len() > own.prune_at {
-            if let Ok(low) = lowest_pending(sqlite) {
-                own.rows.retain(|_, seq| *seq >= low);
-            }
-            own.prune_at = PRUNE_AT.max(own.rows.len().saturating_mul(2));
-            if own.rows.len() > MAX_REMEMBERED {
-                let newest: Vec<(&'static str, i64)> = own.newest.iter().map(|(t, s)| (*t, *s)).collect();
-                own.dropped.extend(newest);
-                own.rows.clear();
-                own.prune_at = PRUNE_AT;
-            }
-        }
-    }
-
-    /// Does this process have a change to `table` (and `key`, if given) that PostgreSQL lacks?
-    fn has_unapplied(
-        &self,
-        sqlite: &rusqlite::Connection,
-        table: &'static str,
-        key: Option<&str>,
-    ) -> Result<bool> {
-        let own = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
-        let newest = match key {
-            Some(k) => {
-                own.rows.get(&(table, k.to_string())).copied().or_else(|| own.dropped.get(table).copied())
-            }
-            None => own.newest.get(table).copied(),
-        };
-        drop(own);
-        let Some(seq) = newest else { return Ok(false) };
-        if seq >= lowest_pending(sqlite)? {
-            return Ok(true);
-        }
-        // A dead-lettered change never reached PostgreSQL either.
-        Ok(match key {
-            Some(k) => sqlite.query_row(
-                "SELECT EXISTS (SELECT 1 FROM _dualwrite_dead_letters WHERE table_name = ?1 AND row_key = ?2)",
-                [table, k],
-                |r| r.get(0),
-            )?,
-            None => sqlite.query_row(
-                "SELECT EXISTS (SELECT 1 FROM _dualwrite_dead_letters WHERE table_name = ?1)",
-                [table],
-                |r| r.get(0),
-            )?,
-        })
     }
 
     /// Serve a read according to `source`.
@@ -225,8 +137,8 @@ impl ReadRouter {
                     ReadSpec::Key(k) => Some(k.as_str()),
                     ReadSpec::List { .. } | ReadSpec::Where(..) => None,
                 };
-                if self.has_unapplied(sqlite, table.name, key)? {
-                    self.count(table.name, |c| c.own_writes_from_sqlite += 1);
+                if Outbox::holds_unapplied(sqlite, table.name, key)? {
+                    self.count(table.name, |c| c.pending_from_sqlite += 1);
                     return read_sqlite(table, &spec, sqlite);
                 }
                 match self.read_postgres(table, &spec) {
@@ -234,6 +146,8 @@ impl ReadRouter {
                         self.count(table.name, |c| c.postgres += 1);
                         Ok(rows)
                     }
+                    // The caller's to fix (a list past `MAX_LIST_BYTES`): SQLite would say the same.
+                    Err(e @ crate::Error::InvalidArgument { .. }) => Err(e),
                     Err(e) => {
                         self.count(table.name, |c| c.fallbacks += 1);
                         self.log_fallback(&e);
@@ -310,7 +224,13 @@ fn read_sqlite(
             crate::bridge::ListQuery::from_parts(filters.clone(), order_by.clone(), *desc, *limit, *offset)
                 .run(table, sqlite)
         }
-        ReadSpec::Where(sql, args) => sqlite.query_rows(table, sql, &arg_refs(args)),
+        ReadSpec::Where(sql, args) => crate::store::sqlite::query_rows_within(
+            sqlite,
+            table,
+            sql,
+            &arg_refs(args),
+            crate::bridge::MAX_LIST_BYTES,
+        ),
     }
 }
 

@@ -357,6 +357,39 @@ fn four_pthreads_share_one_handle() {
     }
 }
 
+/// Regression (issue 14, item 3): in a fork()ed child, `dw_bridge_close` and `dw_bridge_free` on
+/// the inherited handle panicked inside the library (joining the parent's replicator thread):
+/// `DW_PANIC`, and a panic message with a backtrace on the host's stderr. Now the child's copy is
+/// released quietly and the parent's bridge goes on replicating.
+#[test]
+fn a_forked_child_releases_the_inherited_handle_quietly() {
+    for link in BOTH {
+        let exe = compile("fork", link);
+        let db = common::migrated_db();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(&exe);
+        cmd.arg(config_json(&db, dir.path()))
+            .env("ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1:abort_on_error=0")
+            .env("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
+            .env("RUST_BACKTRACE", "1");
+        let Output { status, stdout, stderr } = cmd.output().expect("run the fork program");
+        let (stdout, stderr) = (String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr));
+        assert!(status.success(), "{link:?}: {status}\n{stdout}\n{stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{link:?}: the library printed a panic:\n{stderr}"
+        );
+        let mut pg = db.connect();
+        for label in ["parent_before", "parent_after"] {
+            let id = printed(&stdout, label);
+            let n: i64 =
+                pg.query_one("SELECT count(*) FROM users WHERE id = $1::text::uuid", &[&id]).unwrap().get(0);
+            assert_eq!(n, 1, "{label} {id} did not reach PostgreSQL");
+        }
+        common::assert_stores_equal(&checker(&db, dir.path()), &db);
+    }
+}
+
 #[test]
 fn a_locked_sqlite_file_is_dw_busy_and_nothing_is_written() {
     let exe = compile("busy", Link::Shared);

@@ -84,3 +84,33 @@ fn doctor_fails_clearly_on_a_missing_extension_an_old_schema_or_no_key() {
     assert!(!doc.status.success());
     assert!(text(&doc).contains("FAIL  secret key"), "{}", text(&doc));
 }
+
+/// Regression (issue 14, item 2): `--config` naming a file that does not parse quoted it line by
+/// line: the key itself when it named the key file, a password when the URL's line was wrong.
+#[test]
+fn a_configuration_file_that_does_not_parse_is_not_quoted() {
+    let e = env();
+    let secret = std::fs::read_to_string(&e.key).unwrap().trim().to_string();
+    let broken = e.sqlite.with_file_name("broken.toml");
+    std::fs::write(&broken, "[postgres]\nurl = \"postgres://app:hunter2-pw@db/app\" sslmode=require\n")
+        .unwrap();
+    for (file, secret) in [(&e.key, secret.as_str()), (&broken, "hunter2-pw")] {
+        for command in ["status", "doctor"] {
+            let out = Command::new(env!("CARGO_BIN_EXE_dualwrite"))
+                .arg("--config")
+                .arg(file)
+                .arg(command)
+                .env_remove("DUALWRITE_CONFIG")
+                .output()
+                .expect("run dualwrite");
+            let t = text(&out);
+            assert!(!out.status.success(), "{t}");
+            assert!(t.contains(" at line 1") || t.contains(" at line 2"), "{t}");
+            assert!(
+                !t.contains(secret),
+                "`dualwrite --config {} {command}` shows the secret: {t}",
+                file.display()
+            );
+        }
+    }
+}

@@ -711,25 +711,39 @@ fn a_change_over_a_postgres_limit_becomes_a_dead_letter_and_is_not_retried() {
     let _serial = serial();
     let db = common::migrated_db();
     let dir = tempfile::tempdir().unwrap();
-    let b = common::bridge(&db, dir.path());
-    let job = b.insert("jobs", &json!({"type": "t"})).unwrap();
+    // The rows are written while nothing replicates, so the bad one is in the same batch.
+    let w = common::bridge_with(&db, dir.path(), BridgeOptions { replicate: false, ..Default::default() });
+    let job = w.insert("jobs", &json!({"type": "t"})).unwrap();
     let jid = job["id"].as_str().unwrap();
     // pages.url has a btree index (pages_url_idx) in PostgreSQL only. A 3,000-character URL of
     // random characters does not compress (pglz), so its index entry exceeds the btree maximum
     // of 2,704 bytes: "index row size ... exceeds btree version 4 maximum", SQLSTATE 54000.
-    // SQLite takes it (no such limit, and far below the 8 MiB text bound).
+    // The bridge refuses such a value at write time (`check_indexed_text`), so the row is
+    // planted in SQLite and its outbox record as a file written before that check would hold it.
     let mut rng = StdRng::seed_from_u64(54);
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let long: String = (0..3_000).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect();
     let mut bad = String::new();
     for i in 0..21 {
-        let url =
-            if i == 7 { format!("https://example.com/{long}") } else { format!("https://example.com/{i}") };
-        let page = b.insert("pages", &json!({"url": url, "source_job_id": jid})).unwrap();
+        let page = w
+            .insert("pages", &json!({"url": format!("https://example.com/{i}"), "source_job_id": jid}))
+            .unwrap();
         if i == 7 {
             bad = page["id"].as_str().unwrap().to_string();
         }
     }
+    let url = format!("https://example.com/{long}");
+    let lite = rusqlite::Connection::open(&w.config().sqlite_path).unwrap();
+    lite.execute("UPDATE pages SET url = ?1 WHERE id = ?2", [&url, &bad]).unwrap();
+    let planted = lite
+        .execute(
+            "UPDATE _dualwrite_outbox SET row_image = json_set(row_image, '$.url', ?1) WHERE row_key = ?2",
+            [&url, &bad],
+        )
+        .unwrap();
+    assert_eq!(planted, 1);
+    w.shutdown(Duration::from_secs(5));
+    let b = common::bridge(&db, dir.path());
     let flushing = Instant::now();
     b.flush(Duration::from_secs(60)).expect("the batch with the oversized row does not block replication");
     let took = flushing.elapsed();

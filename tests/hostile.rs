@@ -896,6 +896,52 @@ fn a_backlog_of_large_rows_replicates() {
     assert_eq!(n, 40);
 }
 
+/// Regression (issue 14, item 6): a list could return 10,000 rows of up to 8 MiB each (about
+/// 80 GB in the monolith's process; 40 such rows took 681 MB through the Python binding). Now a
+/// list stops reading once its rows pass `MAX_LIST_BYTES` and says to page, from SQLite and from
+/// PostgreSQL, through the generic and the typed API (the C ABI and the bindings: see
+/// bindings/python/tests/test_bridge.py); pages below the bound work.
+#[test]
+fn a_list_is_bounded_in_bytes_and_says_to_page() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::bridge(&db, dir.path());
+    let job = b.submit_job(&dualwrite::NewJob::new("big")).unwrap();
+    let per_row = 7 << 20;
+    let rows = dualwrite::MAX_LIST_BYTES / per_row + 1;
+    let message = "m".repeat(per_row);
+    for _ in 0..rows {
+        b.insert("job_logs", &json!({"job_id": job.id, "level": "info", "message": message})).unwrap();
+    }
+    b.flush(Duration::from_secs(120)).unwrap();
+    let filter = |limit: usize, offset: usize| json!({"where": {"job_id": job.id}, "order_by": "created_at", "limit": limit, "offset": offset});
+    for source in [dualwrite::ReadSource::Sqlite, dualwrite::ReadSource::Postgres] {
+        b.set_flag(dualwrite::FlagChange::ReadSource(source), "tests/hostile.rs", "bounded lists", true)
+            .unwrap();
+        for result in [
+            b.list("job_logs", &filter(rows, 0)).map(|r| r.len()),
+            b.list_job_logs(job.id, dualwrite::Paging::new(rows as u32, 0)).map(|r| r.len()),
+        ] {
+            match result {
+                Err(Error::InvalidArgument { field, message }) => {
+                    assert_eq!(field, "limit", "{source}");
+                    assert!(message.contains("64 MiB") && message.contains("page"), "{source}: {message}");
+                }
+                other => panic!("{source}: {rows} rows of 7 MiB listed: {other:?}"),
+            }
+        }
+        // Paged, every row comes back.
+        let first = b.list("job_logs", &filter(rows / 2, 0)).unwrap();
+        let rest = b.list("job_logs", &filter(rows, rows / 2)).map(|r| r.len());
+        assert_eq!(first.len(), rows / 2, "{source}");
+        assert!(rest.is_ok_and(|n| n == rows - rows / 2), "{source}");
+        // One row is always returned, whatever its size.
+        assert_eq!(b.list("job_logs", &filter(1, 0)).unwrap().len(), 1);
+    }
+    let reads = &b.status().unwrap().reads["job_logs"];
+    assert!(reads.postgres > 0 && reads.fallbacks == 0, "{reads:?}");
+}
+
 /// Numbers at the edges of f64 inside jsonb are valid: they must reach PostgreSQL (numeric inside
 /// jsonb) and come back as the same numbers, so the stores never disagree about them.
 #[test]

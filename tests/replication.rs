@@ -162,3 +162,61 @@ fn bad_input_is_refused_by_name_and_writes_nothing() {
         assert!(b.list(t.name, &json!({})).unwrap().is_empty());
     }
 }
+
+/// Regression (issue 14, item 7): a batch that deletes a row and re-creates its unique key under a
+/// new id (owner + provider, prompt key + version, email) applied the insert before the delete:
+/// PostgreSQL refused it (unique violation) and the replicator re-applied the batch change by
+/// change. The batch is taken straight from the outbox the bridge wrote, as the replicator takes it.
+#[test]
+fn a_unique_key_deleted_and_recreated_under_a_new_id_applies_in_one_batch() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let (owner, key, prompt, user) = {
+        let r = common::bridge(&db, dir.path());
+        let owner = r.insert("users", &json!({"email": "owner@example.com", "display_name": "O"})).unwrap();
+        let owner = uuid::Uuid::parse_str(owner["id"].as_str().unwrap()).unwrap();
+        let key = r.put_api_key(owner, "serpapi", b"first-secret", None).unwrap().id.to_string();
+        let prompt = r.insert("prompts", &json!({"key": "greeting", "body": "v1", "version": 1})).unwrap();
+        let user = r.insert("users", &json!({"email": "reused@example.com", "display_name": "A"})).unwrap();
+        r.flush(FLUSH).unwrap();
+        r.shutdown(Duration::from_secs(5));
+        (owner, key, prompt["id"].as_str().unwrap().to_string(), user["id"].as_str().unwrap().to_string())
+    };
+    let w = common::bridge_with(
+        &db,
+        dir.path(),
+        dualwrite::BridgeOptions { replicate: false, ..Default::default() },
+    );
+    assert!(w.delete("api_keys", &key).unwrap());
+    let key2 = w.put_api_key(owner, "serpapi", b"second-secret", None).unwrap().id.to_string();
+    assert!(w.delete("prompts", &prompt).unwrap());
+    let prompt2 = w.insert("prompts", &json!({"key": "greeting", "body": "v2", "version": 1})).unwrap();
+    assert!(w.delete("users", &user).unwrap());
+    let user2 = w.insert("users", &json!({"email": "reused@example.com", "display_name": "B"})).unwrap();
+    assert_ne!(key2, key);
+
+    let sqlite = dualwrite::store::sqlite::open(&w.config().sqlite_path).unwrap();
+    let batch = dualwrite::store::sqlite::Outbox::pending(&sqlite, 1000).unwrap();
+    assert_eq!(batch.len(), 6);
+    let mut pg = db.connect();
+    let applied = dualwrite::store::postgres::apply_batch(&mut pg, &batch, true)
+        .unwrap_or_else(|e| panic!("the batch needed a retry: {}", dualwrite::Error::Postgres(e)));
+    assert_eq!((applied.written, applied.skipped), (6, 0));
+    let ids = |pg: &mut postgres::Client, sql: &str| -> Vec<String> {
+        pg.query(sql, &[]).unwrap().iter().map(|r| r.get(0)).collect()
+    };
+    assert_eq!(ids(&mut pg, "SELECT id::text FROM api_keys"), vec![key2]);
+    assert_eq!(
+        ids(&mut pg, "SELECT id::text FROM prompts"),
+        vec![prompt2["id"].as_str().unwrap().to_string()]
+    );
+    assert_eq!(
+        ids(&mut pg, "SELECT id::text FROM users WHERE email = 'reused@example.com'"),
+        vec![user2["id"].as_str().unwrap().to_string()]
+    );
+    // The replicator finds it applied (every claim already won) and the stores agree.
+    let r = common::bridge(&db, dir.path());
+    r.flush(FLUSH).unwrap();
+    assert_eq!(r.dead_letters().unwrap(), vec![]);
+    common::assert_stores_equal(&r, &db);
+}

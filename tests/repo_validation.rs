@@ -254,3 +254,225 @@ fn bad_inputs_are_invalid_arguments_naming_the_field_and_write_nothing() {
     }
     assert_eq!(b.list("generated_text", &json!({})).unwrap().len(), 1);
 }
+
+/// `n` bytes of text no compressor shrinks much (random hex), as a URL or key would be.
+fn incompressible(n: usize) -> String {
+    let mut s = String::with_capacity(n + 32);
+    while s.len() < n {
+        s.push_str(&Uuid::new_v4().simple().to_string());
+    }
+    s.truncate(n);
+    s
+}
+
+/// An email address `n` bytes long.
+fn email(n: usize) -> String {
+    format!("{}@example.com", incompressible(n - "@example.com".len()))
+}
+
+/// Regression (issue 14, item 5): a value longer than a PostgreSQL btree index takes (a cache
+/// key, an email, a URL) committed to SQLite and became a permanent dead letter ("index row
+/// requires 9032 bytes"). Now every indexed free-text column (the key, the unique constraints and
+/// the registry's other indexes) refuses it at write time, naming the column and the limit,
+/// through the generic and the typed API, for inserts and patches; and a value at the limit
+/// replicates.
+#[test]
+fn indexed_text_past_the_btree_limit_is_refused_at_write_time() {
+    const MAX: usize = dualwrite::schema::MAX_INDEXED_TEXT_BYTES;
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::bridge(&db, dir.path());
+    let owner = b.create_user(&NewUser::new("owner@example.com", "O")).unwrap();
+    let day = Duration::from_secs(86_400);
+    // One row per index, its text exactly `len` bytes long (two-column indexes split it).
+    let rows = |len: usize| -> Vec<(&'static str, &'static str, serde_json::Value)> {
+        let (half, rest) = (len / 2, len - len / 2);
+        vec![
+            ("users", "email", json!({"email": email(len), "display_name": "u"})),
+            ("serpapi_results", "hash", json!({"keyword": "k", "raw_json": {}, "hash": incompressible(len)})),
+            ("pages", "url", json!({"url": incompressible(len)})),
+            (
+                "embeddings",
+                "model",
+                json!({"text_hash": incompressible(half), "model": incompressible(rest), "vector": [1.0]}),
+            ),
+            ("prompts", "key", json!({"key": incompressible(len), "body": "b", "version": 1})),
+            (
+                "text_analytics_cache",
+                "cache_key",
+                json!({"cache_key": incompressible(len), "value": 1, "expires_at": "2030-01-01T00:00:00Z"}),
+            ),
+            (
+                "wordstat_cache",
+                "cache_key",
+                json!({"cache_key": incompressible(len), "value": 1, "expires_at": "2030-01-01T00:00:00Z"}),
+            ),
+            ("audit_events", "entity", json!({"action": "a", "entity": incompressible(len)})),
+        ]
+    };
+    let before = b.status().unwrap().outbox_depth;
+    for (table, column, row) in rows(MAX + 1) {
+        match b.insert(table, &row) {
+            Err(Error::InvalidArgument { field, message }) => {
+                assert_eq!(field, format!("{table}.{column}"));
+                assert!(message.contains(&MAX.to_string()), "{message}");
+            }
+            other => panic!("{table}.{column}: {MAX} + 1 bytes accepted: {other:?}"),
+        }
+    }
+    // The typed API and the api_keys operations (the generic API cannot write a secret).
+    assert_invalid(
+        b.cache_put(Cache::Wordstat, &incompressible(MAX + 1), &json!(1), day),
+        "wordstat_cache.cache_key",
+    );
+    assert_invalid(b.create_user(&NewUser::new(email(MAX + 1), "u")), "users.email");
+    assert_invalid(b.put_api_key(owner.id, &incompressible(MAX + 1), b"s", None), "api_keys.provider");
+    assert_eq!(b.status().unwrap().outbox_depth, before, "a refused value reached the outbox");
+
+    // At the limit every index takes it, and it replicates.
+    for (table, _, row) in rows(MAX) {
+        b.insert(table, &row).unwrap_or_else(|e| panic!("{table}: {e}"));
+    }
+    b.put_api_key(owner.id, &incompressible(MAX), b"s", None).unwrap();
+    let page = b.insert("pages", &json!({"url": "https://example.com/short"})).unwrap();
+    // A patch is held to it too, and leaves the row as it was.
+    let id = page["id"].as_str().unwrap();
+    assert_invalid(b.patch("pages", id, &json!({"url": incompressible(MAX + 1)})), "pages.url");
+    assert_eq!(b.get("pages", id).unwrap().unwrap(), page);
+    b.flush(Duration::from_secs(60)).unwrap();
+    assert_eq!(b.dead_letters().unwrap(), vec![], "a value at the limit did not replicate");
+    common::assert_stores_equal(&b, &db);
+}
+
+mod c_abi {
+    use std::ffi::{c_char, c_int, c_void, CStr, CString};
+    extern "C" {
+        pub fn dw_bridge_open(config_json: *const c_char, bridge_out: *mut *mut c_void) -> c_int;
+        pub fn dw_call(
+            b: *mut c_void,
+            op: *const c_char,
+            args: *const c_char,
+            out: *mut *mut c_char,
+        ) -> c_int;
+        pub fn dw_string_free(s: *mut c_char);
+        pub fn dw_last_error_message() -> *const c_char;
+        pub fn dw_bridge_close(b: *mut c_void, timeout_ms: u32) -> c_int;
+        pub fn dw_bridge_free(b: *mut c_void);
+    }
+
+    /// `dw_call(op, args)` on a bridge opened from `config`: the result code and the error
+    /// message (or the reply).
+    pub fn call(config: &serde_json::Value, op: &str, args: &serde_json::Value) -> (c_int, String) {
+        let config = CString::new(config.to_string()).unwrap();
+        let (op, args) = (CString::new(op).unwrap(), CString::new(args.to_string()).unwrap());
+        // SAFETY: valid NUL-terminated strings and out pointers; the handle is closed and freed once.
+        unsafe {
+            let mut b = std::ptr::null_mut();
+            assert_eq!(dw_bridge_open(config.as_ptr(), &mut b), 0);
+            let mut out = std::ptr::null_mut();
+            let rc = dw_call(b, op.as_ptr(), args.as_ptr(), &mut out);
+            let text = if rc == 0 {
+                let t = CStr::from_ptr(out).to_string_lossy().into_owned();
+                dw_string_free(out);
+                t
+            } else {
+                CStr::from_ptr(dw_last_error_message()).to_string_lossy().into_owned()
+            };
+            dw_bridge_close(b, 1000);
+            dw_bridge_free(b);
+            (rc, text)
+        }
+    }
+}
+
+/// Regression (issue 14, item 8): `null` for a required jsonb column (payload, context, metadata,
+/// meta, ...) was refused by the generic API but silently became `{}` through the typed API and
+/// the C ABI's operations. Now all three refuse it the same way; a field left out still gets the
+/// column's documented default.
+#[test]
+fn null_for_a_required_jsonb_column_is_refused_by_every_api() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let b = quiet_bridge(&db, dir.path());
+    let user = b.create_user(&NewUser::new("jsonb@example.com", "J")).unwrap();
+    let job = b.submit_job(&NewJob::new("t")).unwrap();
+    let null = Some(serde_json::Value::Null);
+    let before = depth(&b);
+
+    // Generic API (as before).
+    assert_invalid(b.insert("jobs", &json!({"type": "t", "payload": null})), "jobs.payload");
+    // Typed API.
+    assert_invalid(b.submit_job(&NewJob { payload: null.clone(), ..NewJob::new("t") }), "jobs.payload");
+    assert_invalid(
+        b.append_job_log(&NewJobLog { context: null.clone(), ..NewJobLog::new(job.id, LogLevel::Info, "m") }),
+        "job_logs.context",
+    );
+    assert_invalid(
+        b.record_audit_event(&NewAuditEvent {
+            metadata: null.clone(),
+            ..NewAuditEvent::new("a", "jobs", None)
+        }),
+        "audit_events.metadata",
+    );
+    assert_invalid(
+        b.upsert_embedding(&NewEmbedding {
+            text_hash: "h".into(),
+            model: "m".into(),
+            vector: vec![1.0],
+            meta: null.clone(),
+            id: None,
+        }),
+        "embeddings.meta",
+    );
+    assert_invalid(
+        b.create_generated_text(&NewGeneratedText {
+            metrics: null.clone(),
+            ..NewGeneratedText::new(SectionType::Intro, "c")
+        }),
+        "generated_text.metrics",
+    );
+    assert_invalid(
+        b.record_serpapi_result(&NewSerpApiResult {
+            keyword: "kw".into(),
+            params: null.clone(),
+            raw_json: json!({}),
+            ..NewSerpApiResult::default()
+        }),
+        "serpapi_results.params",
+    );
+    assert_invalid(b.put_api_key(user.id, "p", b"s", Some(&serde_json::Value::Null)), "api_keys.metadata");
+
+    // The C ABI's operations.
+    let config = json!({
+        "sqlite_path": b.config().sqlite_path,
+        "postgres_url": null,
+        "key_file": common::key_file(dir.path()),
+        "migrate_sqlite": false,
+    });
+    for (op, args, field) in [
+        ("jobs.submit", json!({"type": "t", "payload": null}), "jobs.payload"),
+        (
+            "jobs.append_log",
+            json!({"job_id": job.id, "level": "info", "message": "m", "context": null}),
+            "job_logs.context",
+        ),
+        ("audit.record", json!({"action": "a", "entity": "jobs", "metadata": null}), "audit_events.metadata"),
+        (
+            "api_keys.put",
+            json!({"owner_id": user.id, "provider": "p", "secret": "s", "metadata": null}),
+            "api_keys.metadata",
+        ),
+    ] {
+        let (rc, message) = c_abi::call(&config, op, &args);
+        assert_eq!(rc, 3, "{op}: DW_INVALID_ARGUMENT expected, got {rc}: {message}");
+        assert!(message.contains(field) && message.contains("null"), "{op}: {message}");
+    }
+    assert_eq!(depth(&b), before, "a refused null reached the outbox");
+
+    // Left out, the documented default applies, through every API.
+    assert_eq!(b.submit_job(&NewJob::new("t")).unwrap().payload, json!({}));
+    assert_eq!(b.insert("jobs", &json!({"type": "t"})).unwrap()["payload"], json!({}));
+    let (rc, reply) = c_abi::call(&config, "jobs.submit", &json!({"type": "t"}));
+    assert_eq!(rc, 0, "{reply}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&reply).unwrap()["payload"], json!({}));
+}

@@ -9,6 +9,7 @@
 mod common;
 
 use dualwrite::backfill::{backfill, BackfillOptions, NoProgress};
+use dualwrite::doctor::CheckStatus;
 use dualwrite::verify::{verify, VerifyOptions};
 use dualwrite::{Bridge, BridgeOptions, Config, FlagChange, KeySource, PgConfig, ReadSource, WriteMode};
 use serde_json::json;
@@ -228,4 +229,29 @@ fn migration_role_migrates_and_runtime_role_replicates_but_cannot_change_the_sch
         .unwrap()
         .get(0);
     assert_eq!(owner, migrator);
+
+    // Regression (issue 14, item 10): `dualwrite doctor` checks, for the role it runs as, the
+    // TEMPORARY right the backfill's staging tables need (the example grants it).
+    let temporary = |config: &Config| {
+        dualwrite::doctor::run(config)
+            .into_iter()
+            .find(|c| c.name == "postgres temporary tables")
+            .expect("checked")
+    };
+    let checks = dualwrite::doctor::run(&config);
+    assert!(checks.iter().all(|c| c.status == CheckStatus::Ok), "{}", dualwrite::doctor::render(&checks));
+    assert!(temporary(&config).detail.contains(&runtime), "{:?}", temporary(&config));
+    su.batch_execute(&format!("REVOKE TEMPORARY ON DATABASE {dbname} FROM {runtime}")).unwrap();
+    let refused = temporary(&config);
+    assert_eq!(refused.status, CheckStatus::Fail);
+    assert!(
+        refused.detail.contains(&format!("GRANT TEMPORARY ON DATABASE {dbname} TO {runtime}")),
+        "{}",
+        refused.detail
+    );
+    // What the check is for: without the right, the backfill fails (run again from the start,
+    // so it has chunks to stage).
+    let again = BackfillOptions { restart: true, ..Default::default() };
+    let e = backfill(&config, &again, &mut NoProgress).expect_err("a backfill without TEMPORARY");
+    assert!(e.to_string().contains("temporary"), "{e}");
 }

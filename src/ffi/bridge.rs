@@ -19,6 +19,13 @@ use std::time::{Duration, Instant};
 ///
 /// Thread-safe: any number of threads may call functions on one handle at the same time.
 /// Created by `dw_bridge_open`, closed by `dw_bridge_close`, released by `dw_bridge_free`.
+///
+/// Across `fork()`: a handle belongs to the process that opened it. A child that inherits one
+/// (a pre-fork server that opened it before forking) gets `DW_UNAVAILABLE` from every call on it,
+/// except `dw_bridge_close` and `dw_bridge_free`, which release the child's copy quietly: they
+/// touch none of the parent's threads, connections or file locks, and the child's copy of the
+/// memory is left allocated (a leak checker run in the child reports it). The parent's handle is
+/// unaffected. A child that needs a bridge opens its own with `dw_bridge_open`.
 pub struct dw_bridge {
     _private: [u8; 0],
 }
@@ -152,6 +159,9 @@ pub unsafe extern "C" fn dw_bridge_open(
 /// SQLite outbox, and the next process that replicates applies them. Closing a closed handle
 /// does nothing and returns `DW_OK`.
 ///
+/// In a `fork()`ed child, on the handle it inherited: returns `DW_OK` at once and drains nothing
+/// (the replicator is the parent's); the parent's bridge is unaffected.
+///
 /// Use after close is detected: every later call on the handle, except `dw_bridge_close` and
 /// `dw_bridge_free`, returns `DW_INVALID_ARGUMENT`. Calls already running on other threads
 /// finish normally. The handle stays allocated until `dw_bridge_free`.
@@ -167,7 +177,8 @@ pub unsafe extern "C" fn dw_bridge_close(bridge: *mut dw_bridge, timeout_ms: u32
         }
         let timeout = Duration::from_millis(timeout_ms.into());
         let started = Instant::now();
-        let drained = if h.replicating { h.bridge.flush(timeout) } else { Ok(()) };
+        // In a fork()ed child the replicator is the parent's: nothing to drain or stop here.
+        let drained = if h.replicating && h.bridge.opened_here() { h.bridge.flush(timeout) } else { Ok(()) };
         h.bridge.shutdown(timeout.saturating_sub(started.elapsed()));
         drained.map_err(|e| {
             let mut f = Failure::from(e);
@@ -187,6 +198,9 @@ pub unsafe extern "C" fn dw_bridge_close(bridge: *mut dw_bridge, timeout_ms: u32
 /// for it to drain (changes not applied stay in the outbox). If another thread is still inside
 /// a call on the handle, that call finishes first and the bridge is released after it. Never
 /// use the handle again after this call, and free it only once: that is not detected.
+///
+/// In a `fork()`ed child, on the handle it inherited: releases the child's copy without
+/// stopping, joining or closing anything of the parent's (see `dw_bridge`).
 ///
 /// # Safety
 /// `bridge` is NULL or a handle from `dw_bridge_open` that was not freed.
@@ -223,5 +237,17 @@ mod tests {
         assert_eq!(code(r#"{"key_file": "/k", "key_env": "K"}"#), Some(dw_result::DW_INVALID_ARGUMENT));
         assert_eq!(code(r#"{"postgres_url": "postgres://h:notaport/db"}"#), Some(dw_result::DW_CONFIG));
         assert_eq!(code(r#"{"config_file": "/nonexistent/dw.toml"}"#), Some(dw_result::DW_CONFIG));
+    }
+
+    /// Regression (issue 14, item 2): `config_file` naming the key file put the key in the message.
+    #[test]
+    fn a_config_file_that_does_not_parse_is_not_quoted_in_the_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("secret.key");
+        std::fs::write(&key, "k3y-0f-the-api-keys-9a8b7c6d5e4f3a2b1c0d\n").unwrap();
+        let f = open_config(&serde_json::json!({ "config_file": key }).to_string()).err().unwrap();
+        assert_eq!(f.code, dw_result::DW_CONFIG);
+        assert!(f.message.contains("secret.key") && f.message.contains("at line 1"), "{}", f.message);
+        assert!(!f.message.contains("k3y-0f-the-api-keys"), "{}", f.message);
     }
 }

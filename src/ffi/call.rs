@@ -2,8 +2,10 @@
 //! JSON result, so the header stays small and stable while every operation is reachable.
 //!
 //! Arguments are one JSON object; unknown argument names are refused (`DW_INVALID_ARGUMENT`), as
-//! are values of the wrong type. `limit` (default 100, at most 10000) and `offset` (default 0)
-//! page the `list*` operations. A lookup that finds nothing is `DW_NOT_FOUND`, except
+//! are values of the wrong type. An optional jsonb argument (`payload`?, `context`?, `metadata`?,
+//! `meta`?, `params`?, `keywords_used`?, `metrics`?) left out gets its default (`{}`, `[]`);
+//! `null` is refused (`DW_INVALID_ARGUMENT`), as the generic API refuses it. `limit` (default
+//! 100, at most 10000) and `offset` (default 0) page the `list*` operations. A lookup that finds nothing is `DW_NOT_FOUND`, except
 //! `jobs.claim_next`, whose result is `null` when no job is queued. Rows come back in the wire
 //! form (docs/ARCHITECTURE.md).
 //!
@@ -569,6 +571,7 @@ struct SecretArgs {
     provider: String,
     secret: Option<SecretText>,
     secret_hex: Option<SecretHex>,
+    #[serde(default, deserialize_with = "crate::repo::json_given", skip_serializing_if = "Option::is_none")]
     metadata: Option<Value>,
 }
 

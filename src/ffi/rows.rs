@@ -44,6 +44,11 @@ pub unsafe extern "C" fn dw_get(
 /// `{"where": {"column": value, ...}, "order_by": "column", "desc": false, "limit": 100,
 /// "offset": 0}` (equality only; `null` matches NULL; `limit` at most 10000).
 ///
+/// A list holds at most 64 MiB of rows (the first row always comes back, whatever its size):
+/// past that, reading stops and the call returns `DW_INVALID_ARGUMENT` with a message saying to
+/// ask for fewer rows and page with `offset`. The same bound holds for `dw_call` operations that
+/// list rows.
+///
 /// On `DW_OK`, `*rows_json_out` receives a JSON array of row objects (possibly empty), owned by
 /// the caller: free it with `dw_string_free`.
 ///

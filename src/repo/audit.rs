@@ -29,7 +29,8 @@ pub struct NewAuditEvent {
     pub entity: String,
     pub entity_id: Option<Uuid>,
     pub actor_id: Option<Uuid>,
-    /// Default `{}`.
+    /// Default `{}` when left out; `Some(Value::Null)` is refused.
+    #[serde(default, deserialize_with = "crate::repo::json_given", skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
     /// Now when absent.
     pub created_at: Option<String>,

@@ -27,7 +27,8 @@ pub struct NewEmbedding {
     pub model: String,
     /// 1 to 16,000 finite components.
     pub vector: Vec<f32>,
-    /// Default `{}`.
+    /// Default `{}` when left out; `Some(Value::Null)` is refused.
+    #[serde(default, deserialize_with = "crate::repo::json_given", skip_serializing_if = "Option::is_none")]
     pub meta: Option<Value>,
     /// Generated when absent (used only when the embedding is new).
     pub id: Option<Uuid>,
@@ -39,7 +40,7 @@ impl Bridge {
     /// Store an embedding, deduplicated by (text_hash, model): when one exists, its vector (and
     /// meta, if given) are replaced and it keeps its id and `created_at`.
     pub fn upsert_embedding(&self, embedding: &NewEmbedding) -> Result<Embedding> {
-        let new = new_row::<Embedding>(to_wire(embedding)?)?;
+        let new = new_row::<Embedding>(to_wire::<Embedding>(embedding)?)?;
         let replace: &[&str] = if embedding.meta.is_some() { &["vector", "meta"] } else { &["vector"] };
         let args: [&dyn rusqlite::ToSql; 2] = [&embedding.text_hash, &embedding.model];
         self.write(|tx| tx.upsert_as(BY_HASH_MODEL, &args, &new, replace, Row::new()))

@@ -76,10 +76,12 @@ pub struct NewGeneratedText {
     pub section_type: SectionType,
     pub content: String,
     pub heading: Option<String>,
-    /// Default `[]`.
+    /// Default `[]` when left out; `Some(Value::Null)` is refused.
+    #[serde(default, deserialize_with = "crate::repo::json_given", skip_serializing_if = "Option::is_none")]
     pub keywords_used: Option<Value>,
     pub lang: Option<String>,
-    /// Default `{}`.
+    /// Default `{}` when left out; `Some(Value::Null)` is refused.
+    #[serde(default, deserialize_with = "crate::repo::json_given", skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Value>,
     pub source_heading_id: Option<Uuid>,
     pub owner_id: Option<Uuid>,
@@ -110,8 +112,10 @@ impl NewGeneratedText {
 pub struct GeneratedTextRevision {
     pub content: String,
     pub heading: Option<String>,
+    #[serde(default, deserialize_with = "crate::repo::json_given", skip_serializing_if = "Option::is_none")]
     pub keywords_used: Option<Value>,
     pub lang: Option<String>,
+    #[serde(default, deserialize_with = "crate::repo::json_given", skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Value>,
 }
 
@@ -143,7 +147,7 @@ impl Bridge {
         of: Uuid,
         revision: &GeneratedTextRevision,
     ) -> Result<GeneratedText> {
-        let given = to_wire(revision)?;
+        let given = to_wire::<GeneratedText>(revision)?;
         // Check the revision's own fields before taking the write lock.
         changes::<GeneratedText>(given.clone())?;
         self.write(|tx| {
@@ -152,7 +156,7 @@ impl Bridge {
             let latest: Option<GeneratedText> =
                 tx.first_as(LINEAGE_LATEST, &[&base.section_type.as_str(), &ids[0], &ids[1], &ids[2]])?;
             let version = latest.map_or(base.version, |l| l.version.max(base.version)) + 1;
-            let mut row = to_wire(&base)?;
+            let mut row = to_wire::<GeneratedText>(&base)?;
             for c in ["id", "created_at", "status"] {
                 row.remove(c);
             }

@@ -69,7 +69,8 @@ impl Entity for Job {
 pub struct NewJob {
     #[serde(rename = "type")]
     pub job_type: String,
-    /// Default `{}`.
+    /// Default `{}` when left out; `Some(Value::Null)` is refused.
+    #[serde(default, deserialize_with = "crate::repo::json_given", skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
     /// Default `normal`.
     pub priority: Option<JobPriority>,
@@ -107,7 +108,8 @@ pub struct NewJobLog {
     pub level: LogLevel,
     pub message: String,
     pub step: Option<String>,
-    /// Default `{}`.
+    /// Default `{}` when left out; `Some(Value::Null)` is refused.
+    #[serde(default, deserialize_with = "crate::repo::json_given", skip_serializing_if = "Option::is_none")]
     pub context: Option<Value>,
     /// Generated when absent.
     pub id: Option<Uuid>,

@@ -43,7 +43,7 @@ pub use users::{NewUser, User, UserChanges, UserRole};
 use crate::bridge::{Bridge, Row, MAX_LIST_LIMIT};
 use crate::error::{Error, Result};
 use crate::reads::ReadSpec;
-use crate::schema::{self, validate_row, RowMode, Table};
+use crate::schema::{self, validate_row, ColType, RowMode, Table};
 use crate::store::sqlite::{Rows, WriteTx};
 use rusqlite::ToSql;
 use serde::de::DeserializeOwned;
@@ -64,14 +64,28 @@ pub(crate) fn registry_table(name: &str) -> Result<&'static Table> {
     schema::table(name).ok_or_else(|| Error::Internal(format!("the registry has no table {name}")))
 }
 
-/// A typed input as a wire object, without its absent (null) fields, so that an insert fills
-/// them with defaults, new ids and timestamps.
-pub(crate) fn to_wire(input: &impl Serialize) -> Result<Row> {
+/// A typed input of `E`'s table as a wire object, without its absent (null) fields, so that an
+/// insert fills them with defaults, new ids and timestamps. A null for a NOT NULL jsonb column is
+/// kept, so validation refuses it as the generic API does: the input's optional jsonb fields
+/// leave out what the caller left out ([`json_given`]), and a JSON `null` was given.
+pub(crate) fn to_wire<E: Entity>(input: &impl Serialize) -> Result<Row> {
+    let table = E::table()?;
+    let given_null = |name: &str| table.column(name).is_some_and(|c| c.ty == ColType::Jsonb && !c.nullable);
     match serde_json::to_value(input) {
-        Ok(Value::Object(m)) => Ok(m.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+        Ok(Value::Object(m)) => Ok(m.into_iter().filter(|(k, v)| !v.is_null() || given_null(k)).collect()),
         Ok(_) => Err(Error::Internal("a typed input did not serialize to a JSON object".into())),
         Err(e) => Err(Error::Internal(format!("cannot serialize a typed input: {e}"))),
     }
+}
+
+/// The deserializer of a typed input's optional jsonb field (with `#[serde(default)]` and
+/// `skip_serializing_if = "Option::is_none"`): a field left out is `None` (the column's default
+/// applies), a JSON `null` is `Some(Value::Null)`, which the NOT NULL column refuses. serde's own
+/// `Option` reads `null` as `None`, which silently became the default (`{}`).
+pub(crate) fn json_given<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// Validate a whole new row of `E`'s table (defaults, id and timestamps filled in).
@@ -286,7 +300,7 @@ impl Bridge {
 
     /// Validate a typed input as a new row and insert it in its own transaction.
     pub(crate) fn create_entity<E: Entity>(&self, input: &impl Serialize) -> Result<E> {
-        let row = new_row::<E>(to_wire(input)?)?;
+        let row = new_row::<E>(to_wire::<E>(input)?)?;
         self.write(|tx| tx.insert_as(&row))
     }
 }

@@ -100,7 +100,7 @@ impl Bridge {
             .iter()
             .enumerate()
             .map(|(i, h)| {
-                let mut row = to_wire(h)?;
+                let mut row = to_wire::<Heading>(h)?;
                 row.insert("page_id".into(), Value::String(page_id.to_string()));
                 row.entry("created_at").or_insert_with(|| batch_time.clone());
                 row.entry("id").or_insert_with(|| Value::String(Uuid::now_v7().to_string()));

@@ -27,7 +27,8 @@ impl Entity for SerpApiResult {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct NewSerpApiResult {
     pub keyword: String,
-    /// The query parameters (default `{}`); part of the hash.
+    /// The query parameters (default `{}` when left out; `Some(Value::Null)` is refused); part of the hash.
+    #[serde(default, deserialize_with = "crate::repo::json_given", skip_serializing_if = "Option::is_none")]
     pub params: Option<Value>,
     pub raw_json: Value,
     pub job_id: Option<Uuid>,
@@ -73,7 +74,7 @@ impl Bridge {
     pub fn record_serpapi_result(&self, result: &NewSerpApiResult) -> Result<SerpApiResult> {
         let params = result.params.clone().unwrap_or_else(|| Value::Object(Default::default()));
         let hash = serpapi_hash(&result.keyword, &params);
-        let mut row = to_wire(result)?;
+        let mut row = to_wire::<SerpApiResult>(result)?;
         row.insert("hash".into(), Value::String(hash.clone()));
         let new = new_row::<SerpApiResult>(row)?;
         // `new` holds fetched_at = now when the caller gave none.

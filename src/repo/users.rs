@@ -69,7 +69,7 @@ fn normalise_email(email: &str) -> Result<String> {
 
 impl Bridge {
     pub fn create_user(&self, user: &NewUser) -> Result<User> {
-        let mut row = to_wire(user)?;
+        let mut row = to_wire::<User>(user)?;
         row.insert("email".into(), Value::String(normalise_email(&user.email)?));
         let row = new_row::<User>(row)?;
         self.write(|tx| tx.insert_as(&row))
@@ -87,7 +87,7 @@ impl Bridge {
 
     /// Change e-mail, display name and/or role; `updated_at` becomes now.
     pub fn update_user(&self, id: Uuid, change: &UserChanges) -> Result<User> {
-        let mut row = to_wire(change)?;
+        let mut row = to_wire::<User>(change)?;
         if let Some(e) = &change.email {
             row.insert("email".into(), Value::String(normalise_email(e)?));
         }

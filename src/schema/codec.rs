@@ -14,6 +14,13 @@ use serde_json::{Map, Value};
 
 /// Longest text value accepted in one column (PostgreSQL allows 1 GB; the monolith never needs it).
 pub const MAX_TEXT_BYTES: usize = 8 * 1024 * 1024;
+/// The most bytes of free text one row may put into one of PostgreSQL's btree indexes (the key,
+/// a unique constraint, `Table::indexes`; summed over the index's text columns). PostgreSQL's
+/// btree (version 4, 8 kB pages) refuses an index entry over 2,704 bytes; the rest is left for the
+/// entry's header and the index's fixed-width columns. PostgreSQL compresses large entries, so
+/// some longer values would fit, but whether one does depends on its content: refusing by length
+/// gives the same answer for every value of that length, before SQLite commits anything.
+pub const MAX_INDEXED_TEXT_BYTES: usize = 2_600;
 /// pgvector's own limit on a vector's dimension.
 pub const MAX_VECTOR_DIM: usize = 16_000;
 
@@ -99,6 +106,35 @@ pub fn validate_row(table: &Table, input: &Value, mode: RowMode) -> Result<Map<S
         }
     }
     Ok(out)
+}
+
+/// Refuse a row (whole, or the columns a patch sets) whose text in one of PostgreSQL's btree
+/// indexes exceeds [`MAX_INDEXED_TEXT_BYTES`]: SQLite has no such limit, so it would commit and
+/// then never replicate (a dead letter: "index row requires … bytes").
+pub fn check_indexed_text(table: &Table, row: &Map<String, Value>) -> Result<()> {
+    let len = |c: &Column| row.get(c.name).and_then(Value::as_str).map_or(0, str::len);
+    for columns in table.indexed_text() {
+        let total: usize = columns.iter().map(|c| len(c)).sum();
+        if total <= MAX_INDEXED_TEXT_BYTES {
+            continue;
+        }
+        let longest = columns.iter().copied().max_by_key(|c| len(c)).unwrap_or(columns[0]);
+        let names = columns.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
+        let size = if columns.len() == 1 {
+            format!("is {total} bytes")
+        } else {
+            format!("is {} bytes ({total} with the other text of the index on {names})", len(longest))
+        };
+        return Err(Error::invalid(
+            field(table, longest),
+            format!(
+                "{size}; PostgreSQL's btree index on {}({names}) holds at most {MAX_INDEXED_TEXT_BYTES} bytes of text \
+                 per row: shorten it, or index a hash of it",
+                table.name
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn field(table: &Table, column: &Column) -> String {
@@ -475,6 +511,31 @@ mod tests {
             canonical_timestamp("2016-12-31T23:59:59.999999Z").unwrap(),
             "2016-12-31T23:59:59.999999Z"
         );
+    }
+
+    /// Regression (issue 14, item 5): see tests/repo_validation.rs for the stores' side.
+    #[test]
+    fn indexed_text_is_held_to_the_btree_limit() {
+        let pages = table("pages").unwrap();
+        let page = |url: String, title: String| {
+            validate_row(pages, &json!({"url": url, "title": title}), RowMode::Insert).unwrap()
+        };
+        let max = MAX_INDEXED_TEXT_BYTES;
+        assert!(check_indexed_text(pages, &page("u".repeat(max), "t".repeat(3 * max))).is_ok());
+        let e = check_indexed_text(pages, &page("u".repeat(max + 1), "t".into())).unwrap_err();
+        assert!(matches!(&e, Error::InvalidArgument { field, .. } if field == "pages.url"), "{e}");
+        assert!(e.to_string().contains(&format!("at most {max} bytes")), "{e}");
+        // The text columns of one index count together, and the longer one is named.
+        let embeddings = table("embeddings").unwrap();
+        let row = |h: usize, m: usize| {
+            let mut r = Map::new();
+            r.insert("text_hash".into(), Value::String("h".repeat(h)));
+            r.insert("model".into(), Value::String("m".repeat(m)));
+            r
+        };
+        assert!(check_indexed_text(embeddings, &row(max / 2, max / 2)).is_ok());
+        let e = check_indexed_text(embeddings, &row(max / 2 + 1, max / 2)).unwrap_err();
+        assert!(matches!(&e, Error::InvalidArgument { field, .. } if field == "embeddings.text_hash"), "{e}");
     }
 
     #[test]

@@ -7,8 +7,8 @@ mod codec;
 mod tables;
 
 pub use codec::{
-    canonical_value, decode_sqlite_row, encode_for_sqlite, format_timestamp, now_timestamp, validate_row,
-    RowMode, SqlValue,
+    canonical_value, check_indexed_text, decode_sqlite_row, encode_for_sqlite, format_timestamp,
+    now_timestamp, validate_row, RowMode, SqlValue, MAX_INDEXED_TEXT_BYTES,
 };
 pub use tables::TABLES;
 
@@ -81,6 +81,11 @@ pub struct Table {
     pub foreign_keys: &'static [ForeignKey],
     /// Unique constraints besides the key.
     pub unique: &'static [&'static [&'static str]],
+    /// PostgreSQL's other btree indexes that hold a free-text column (one whose values are not an
+    /// enumerated set), with all their plain columns: with the key and `unique`, what bounds the
+    /// size of an indexed text value ([`MAX_INDEXED_TEXT_BYTES`]). A test compares them with the
+    /// catalog.
+    pub indexes: &'static [&'static [&'static str]],
 }
 
 impl Table {
@@ -104,6 +109,23 @@ impl Table {
     /// Position in [`TABLES`], which lists parents before children.
     pub fn fk_rank(&self) -> usize {
         TABLES.iter().position(|t| t.name == self.name).unwrap_or(usize::MAX)
+    }
+
+    /// The free-text columns of each btree index PostgreSQL keeps on this table (the key, the
+    /// unique constraints, [`Table::indexes`]); indexes without one are left out.
+    pub fn indexed_text(&self) -> impl Iterator<Item = Vec<&'static Column>> + '_ {
+        let key: &[&'static str] = std::slice::from_ref(&self.key);
+        std::iter::once(key)
+            .chain(self.unique.iter().copied())
+            .chain(self.indexes.iter().copied())
+            .filter_map(|names| {
+                let text: Vec<&'static Column> = names
+                    .iter()
+                    .filter_map(|n| self.column(n))
+                    .filter(|c| c.ty == ColType::Text && c.allowed.is_none())
+                    .collect();
+                (!text.is_empty()).then_some(text)
+            })
     }
 
     pub fn column_names(&self) -> impl Iterator<Item = &'static str> + '_ {

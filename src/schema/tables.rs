@@ -46,6 +46,7 @@ pub static TABLES: &[Table] = &[
         ],
         foreign_keys: &[],
         unique: &[&["email"]],
+        indexes: &[],
     },
     Table {
         name: "api_keys",
@@ -69,6 +70,7 @@ pub static TABLES: &[Table] = &[
         ],
         foreign_keys: &[fk("owner_id", "users")],
         unique: &[&["owner_id", "provider"]],
+        indexes: &[],
     },
     Table {
         name: "jobs",
@@ -87,6 +89,7 @@ pub static TABLES: &[Table] = &[
         ],
         foreign_keys: &[fk("owner_id", "users")],
         unique: &[],
+        indexes: &[],
     },
     Table {
         name: "job_logs",
@@ -102,6 +105,7 @@ pub static TABLES: &[Table] = &[
         ],
         foreign_keys: &[fk("job_id", "jobs")],
         unique: &[],
+        indexes: &[],
     },
     Table {
         name: "serpapi_results",
@@ -117,6 +121,7 @@ pub static TABLES: &[Table] = &[
         ],
         foreign_keys: &[fk("job_id", "jobs")],
         unique: &[&["hash"]],
+        indexes: &[],
     },
     Table {
         name: "pages",
@@ -133,6 +138,7 @@ pub static TABLES: &[Table] = &[
         ],
         foreign_keys: &[fk("source_job_id", "jobs"), fk("serpapi_result_id", "serpapi_results")],
         unique: &[],
+        indexes: &[&["url"]],
     },
     Table {
         name: "embeddings",
@@ -147,6 +153,7 @@ pub static TABLES: &[Table] = &[
         ],
         foreign_keys: &[],
         unique: &[&["text_hash", "model"]],
+        indexes: &[],
     },
     Table {
         name: "headings",
@@ -161,6 +168,7 @@ pub static TABLES: &[Table] = &[
         ],
         foreign_keys: &[fk("page_id", "pages"), fk("embeddings_ref", "embeddings")],
         unique: &[],
+        indexes: &[],
     },
     Table {
         name: "generated_text",
@@ -182,6 +190,7 @@ pub static TABLES: &[Table] = &[
         ],
         foreign_keys: &[fk("source_heading_id", "headings"), fk("owner_id", "users"), fk("job_id", "jobs")],
         unique: &[],
+        indexes: &[],
     },
     Table {
         name: "prompts",
@@ -196,6 +205,7 @@ pub static TABLES: &[Table] = &[
         ],
         foreign_keys: &[fk("updated_by", "users")],
         unique: &[&["key", "version"]],
+        indexes: &[],
     },
     Table {
         name: "text_analytics_cache",
@@ -203,6 +213,7 @@ pub static TABLES: &[Table] = &[
         columns: &[col("cache_key", T::Text), col("value", T::Jsonb), col("expires_at", T::Timestamptz)],
         foreign_keys: &[],
         unique: &[],
+        indexes: &[],
     },
     Table {
         name: "wordstat_cache",
@@ -210,6 +221,7 @@ pub static TABLES: &[Table] = &[
         columns: &[col("cache_key", T::Text), col("value", T::Jsonb), col("expires_at", T::Timestamptz)],
         foreign_keys: &[],
         unique: &[],
+        indexes: &[],
     },
     Table {
         name: "audit_events",
@@ -225,5 +237,6 @@ pub static TABLES: &[Table] = &[
         ],
         foreign_keys: &[fk("actor_id", "users")],
         unique: &[],
+        indexes: &[&["entity", "entity_id", "created_at"]],
     },
 ];

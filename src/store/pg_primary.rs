@@ -182,10 +182,8 @@ pub(crate) fn select_where(
 ) -> Result<Vec<Map<String, Value>>> {
     let sql = format!("{} WHERE {}", row_to_wire_sql(table), translate_where(table, where_sql)?);
     let texts = args.iter().map(|a| arg_text(*a)).collect::<Result<Vec<Option<String>>>>()?;
-    let params: Vec<&(dyn postgres::types::ToSql + Sync)> =
-        texts.iter().map(|t| t as &(dyn postgres::types::ToSql + Sync)).collect();
-    let rows = client.query(&sql, &params).map_err(write_error)?;
-    rows.iter().map(|r| parse_object(r.get(0))).collect()
+    let params = texts.iter().map(|t| t as &(dyn postgres::types::ToSql + Sync));
+    crate::store::postgres::wire_rows_within(client, &sql, params, write_error)
 }
 
 /// Translate a condition written for SQLite in this crate (`col = ?1 AND other IS ?2 ORDER BY

@@ -82,7 +82,14 @@ pub(crate) fn claim_sql() -> &'static str {
 }
 
 /// Apply `records` (in sequence order) in one transaction. With `defer_fks`, foreign keys are
-/// checked at commit, so a batch may mix tables in any order.
+/// checked at commit, so a batch may mix tables in any order; a batch of more than one record
+/// needs it (the replicator's batches have it; a record applied alone has no order to keep).
+///
+/// Order: every table's revision claims, then every delete (children before parents), then every
+/// upsert (parents before children; within a table in sequence order). Deletes go first because
+/// unique constraints are checked row by row, not at commit: a row deleted and its unique key
+/// (owner + provider, prompt key + version, email) re-created under a new id in the same batch
+/// must be gone before the new row arrives, as it was in SQLite.
 pub fn apply_batch(
     client: &mut postgres::Client,
     records: &[OutboxRecord],
@@ -109,6 +116,9 @@ pub fn apply_batch(
         }
     }
     by_table.sort_by_key(|(t, _)| t.fk_rank());
+    for (_, recs) in &mut by_table {
+        recs.sort_by_key(|r| r.seq);
+    }
 
     let mut tx = client.transaction()?;
     if defer_fks {
@@ -117,6 +127,9 @@ pub fn apply_batch(
         tx.batch_execute(ABANDONED_TRANSACTION_TIMEOUT)?;
     }
     let mut written = 0;
+    // Per table (parents first): the images of the upserts that won, as one JSON array, and the
+    // keys of the deletes that won.
+    let mut upserts: Vec<(&'static Table, String)> = Vec::new();
     let mut deletes: Vec<(&'static Table, Vec<String>)> = Vec::new();
     for (table, recs) in &by_table {
         let keys: Vec<&str> = recs.iter().map(|r| r.row_key.as_str()).collect();
@@ -125,30 +138,29 @@ pub fn apply_batch(
         let won: std::collections::HashSet<String> =
             tx.query(CLAIM_SQL, &[&table.name, &keys, &revs, &dels])?.iter().map(|row| row.get(0)).collect();
         let mut images = String::from("[");
-        let mut upserts = 0;
+        let mut count = 0;
         let mut gone = Vec::new();
         for r in recs.iter().filter(|r| won.contains(&r.row_key)) {
             match (r.op, &r.row_image) {
                 (Op::Upsert, Some(img)) => {
-                    if upserts > 0 {
+                    if count > 0 {
                         images.push(',');
                     }
                     images.push_str(img);
-                    upserts += 1;
+                    count += 1;
                 }
                 _ => gone.push(r.row_key.clone()),
             }
         }
         images.push(']');
-        if upserts > 0 {
-            tx.execute(&upsert_sql(table), &[&images])?;
+        written += count + gone.len();
+        if count > 0 {
+            upserts.push((table, images));
         }
-        written += upserts + gone.len();
         if !gone.is_empty() {
             deletes.push((table, gone));
         }
     }
-    // Children before parents, so immediate foreign keys hold too.
     for (table, keys) in deletes.iter().rev() {
         let sql = format!(
             "DELETE FROM public.{} WHERE {} = ANY($1::text[]::{}[])",
@@ -157,6 +169,9 @@ pub fn apply_batch(
             key_type(table)
         );
         tx.execute(&sql, &[keys])?;
+    }
+    for (table, images) in &upserts {
+        tx.execute(&upsert_sql(table), &[images])?;
     }
     tx.commit()?;
     Ok(Applied { written, skipped: records.len() - written })
@@ -256,12 +271,35 @@ pub fn select_rows(
         if clauses.is_empty() { "true".to_string() } else { clauses.join(" AND ") },
         table.order_clause(order_by, desc)
     );
-    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
-        params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
+    wire_rows_within(
+        client,
+        &sql,
+        params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)),
+        Error::from,
+    )
+}
+
+/// Run `sql` (one wire-form JSON text column) and parse its rows, streaming: reading stops with
+/// `bridge::list_too_large` once the rows' text passes `bridge::MAX_LIST_BYTES` (the first row is
+/// always read), so a list never holds more than that in the caller's process. PostgreSQL's
+/// errors become `on_error`'s.
+pub(crate) fn wire_rows_within<'p>(
+    client: &mut impl postgres::GenericClient,
+    sql: &str,
+    params: impl ExactSizeIterator<Item = &'p (dyn postgres::types::ToSql + Sync)>,
+    on_error: fn(postgres::Error) -> Error,
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut rows = client.query_raw(sql, params).map_err(on_error)?;
     let mut out = Vec::new();
-    for row in client.query(&sql, &refs)? {
-        let text: String = row.get(0);
-        match serde_json::from_str(&text) {
+    let mut bytes = 0usize;
+    while let Some(row) = rows.next().map_err(on_error)? {
+        let text: &str = row.try_get(0).map_err(on_error)?;
+        bytes += text.len();
+        if bytes > crate::bridge::MAX_LIST_BYTES && !out.is_empty() {
+            return Err(crate::bridge::list_too_large(out.len()));
+        }
+        match serde_json::from_str(text) {
             Ok(serde_json::Value::Object(m)) => out.push(m),
             _ => return Err(Error::Internal("PostgreSQL returned a row that is not a JSON object".into())),
         }

@@ -2,7 +2,9 @@
 //! outbox write that shares each change's transaction.
 
 use crate::error::{Error, Result};
-use crate::schema::{decode_sqlite_row, encode_for_sqlite, now_timestamp, SqlValue, Table};
+use crate::schema::{
+    check_indexed_text, decode_sqlite_row, encode_for_sqlite, now_timestamp, SqlValue, Table,
+};
 use crate::store::pg_primary::PgWrite;
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
 use serde_json::{Map, Value};
@@ -104,11 +106,35 @@ fn query_rows(
     where_sql: &str,
     args: &[&dyn ToSql],
 ) -> Result<Vec<Map<String, Value>>> {
+    query_rows_within(conn, table, where_sql, args, usize::MAX)
+}
+
+/// Like [`Rows::query_rows`], for a list a caller asked for: reading stops, with
+/// `bridge::list_too_large`, once the rows' values take more than `max_bytes` (the first row is
+/// always read).
+pub(crate) fn query_rows_within(
+    conn: &Connection,
+    table: &Table,
+    where_sql: &str,
+    args: &[&dyn ToSql],
+    max_bytes: usize,
+) -> Result<Vec<Map<String, Value>>> {
+    use rusqlite::types::ValueRef;
     let sql = format!("{} WHERE {}", select_sql(table), where_sql);
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(args)?;
     let mut out = Vec::new();
+    let mut bytes = 0usize;
     while let Some(r) = rows.next()? {
+        for i in 0..table.columns.len() {
+            bytes += match r.get_ref(i)? {
+                ValueRef::Text(b) | ValueRef::Blob(b) => b.len(),
+                _ => 8,
+            };
+        }
+        if bytes > max_bytes && !out.is_empty() {
+            return Err(crate::bridge::list_too_large(out.len()));
+        }
         out.push(decode_sqlite_row(table, r)?);
     }
     Ok(out)
@@ -129,8 +155,6 @@ impl Rows for Connection {
 pub struct WriteTx<'c> {
     target: Target<'c>,
     pub(crate) changes: usize,
-    /// (table, key, outbox number) of every change, for read-your-writes.
-    pub(crate) written: Vec<(&'static str, String, i64)>,
     /// Off once SQLite-only mode has captured as many changes as it may (`Bridge::write`).
     capture: bool,
 }
@@ -177,12 +201,12 @@ impl<'c> WriteTx<'c> {
         // IMMEDIATE takes the write lock up front, so a transaction that read first never fails
         // to upgrade (SQLITE_BUSY without a retry) when another process writes.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        Ok(WriteTx { target: Target::Sqlite(tx), changes: 0, written: Vec::new(), capture: true })
+        Ok(WriteTx { target: Target::Sqlite(tx), changes: 0, capture: true })
     }
 
     /// A write whose rows live in PostgreSQL's transaction `pg` (PostgreSQL is the primary).
     pub(crate) fn on_postgres(conn: &'c Connection, pg: Box<PgWrite>) -> Self {
-        WriteTx { target: Target::Postgres { pg, conn }, changes: 0, written: Vec::new(), capture: false }
+        WriteTx { target: Target::Postgres { pg, conn }, changes: 0, capture: false }
     }
 
     pub(crate) fn commit(self) -> Result<()> {
@@ -216,6 +240,7 @@ impl<'c> WriteTx<'c> {
 
     /// Insert a complete, validated row (see `schema::validate_row`) and return it as stored.
     pub fn insert(&mut self, table: &'static Table, row: &Map<String, Value>) -> Result<Map<String, Value>> {
+        check_indexed_text(table, row)?;
         if let Target::Postgres { pg, .. } = &mut self.target {
             self.changes += 1;
             return pg.insert(table, row);
@@ -248,6 +273,7 @@ impl<'c> WriteTx<'c> {
         key: &str,
         changes: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
+        check_indexed_text(table, changes)?;
         if let Target::Postgres { pg, .. } = &mut self.target {
             self.changes += usize::from(!changes.is_empty());
             return pg.update(table, key, changes);
@@ -281,6 +307,9 @@ impl<'c> WriteTx<'c> {
                 None => return Err(Error::not_found(table.name, key)),
             }
         };
+        // The whole row: an index may sum this change's text with the row's other columns. An
+        // error here rolls the whole write back.
+        check_indexed_text(table, &stored)?;
         self.record(table, &stored, Op::Upsert)?;
         Ok(stored)
     }
@@ -321,8 +350,6 @@ impl<'c> WriteTx<'c> {
             "INSERT INTO _dualwrite_outbox (table_name, row_key, op, row_image, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![table, key, op.as_str(), image, now_timestamp()])?;
-        let seq = tx.last_insert_rowid();
-        self.written.push((table, key.to_string(), seq));
         Ok(())
     }
 
@@ -462,6 +489,27 @@ impl Outbox {
             .query_row("SELECT seq FROM sqlite_sequence WHERE name = '_dualwrite_outbox'", [], |r| r.get(0))
             .optional()?;
         Ok(v.unwrap_or(0))
+    }
+
+    /// Whether a change of `table` — of the row `key`, or of any row when `None` — has not reached
+    /// PostgreSQL: pending in the outbox (whichever process wrote it), or dead-lettered. Reads use
+    /// it for read-your-writes across processes (`src/reads.rs`); each side is one probe of an
+    /// index on `(table_name, row_key)`, so it costs the same with an empty outbox or a backlog.
+    pub fn holds_unapplied(conn: &Connection, table: &str, key: Option<&str>) -> Result<bool> {
+        Ok(match key {
+            Some(k) => conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM _dualwrite_outbox WHERE table_name = ?1 AND row_key = ?2)
+                     OR EXISTS (SELECT 1 FROM _dualwrite_dead_letters WHERE table_name = ?1 AND row_key = ?2)",
+                )?
+                .query_row([table, k], |r| r.get(0))?,
+            None => conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM _dualwrite_outbox WHERE table_name = ?1)
+                     OR EXISTS (SELECT 1 FROM _dualwrite_dead_letters WHERE table_name = ?1)",
+                )?
+                .query_row([table], |r| r.get(0))?,
+        })
     }
 
     /// Whether any record with `seq <= upto` is still pending.

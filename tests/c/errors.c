@@ -183,6 +183,16 @@ static void data_errors(dw_bridge *b) {
                                         "\"provider\": \"p\", \"secret_ciphertext\": \"\\\\x00\"}",
                         &out));
     EXPECT_MESSAGE("secret");
+    /* an indexed text value PostgreSQL's btree could never hold (issue 14, item 5) */
+    {
+        static char long_key[4000];
+        memset(long_key, 'k', 3000);
+        memcpy(long_key, "{\"cache_key\": \"", 15);
+        strcpy(long_key + 3000, "\", \"value\": 1, \"expires_at\": \"2030-01-01T00:00:00Z\"}");
+        EXPECT_RC(DW_INVALID_ARGUMENT, dw_insert(b, "wordstat_cache", long_key, &out));
+        EXPECT_MESSAGE("wordstat_cache.cache_key");
+        EXPECT_MESSAGE("2600 bytes");
+    }
     EXPECT_RC(DW_INVALID_ARGUMENT, dw_call(b, "no_such.operation", "{}", &out));
     EXPECT_MESSAGE("unknown operation");
     CHECK(out == SENTINEL);

@@ -315,7 +315,9 @@ class Bridge:
         return self._string_call(self._lib.dw_get, _text(table, "table"), _text(key, "key"))
 
     def list(self, table: str, filter: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
-        """Rows matching ``{"where": {...}, "order_by": ..., "desc": ..., "limit": ..., "offset": ...}``."""
+        """Rows matching ``{"where": {...}, "order_by": ..., "desc": ..., "limit": ..., "offset": ...}``.
+
+        At most 64 MiB of rows: past that, InvalidArgument says to ask for fewer and page."""
         f = None if filter is None else _json(filter, "filter")
         return self._string_call(self._lib.dw_list, _text(table, "table"), f)
 

@@ -138,3 +138,20 @@ def test_threads_share_one_bridge(bridge, pg_url):
     assert errors == []
     bridge.flush(timeout=60)
     assert psql(pg_url, "SELECT count(*) FROM users WHERE email LIKE '%s-%%'" % tag) == "100"
+
+
+def test_a_list_too_large_for_memory_says_to_page(config):
+    # Regression (issue 14, item 6): a list could return 10,000 rows of up to 8 MiB each; 40 of
+    # them took 681 MB in the host. Past MAX_LIST_BYTES (64 MiB) the C ABI refuses the list
+    # with DW_INVALID_ARGUMENT, which the binding raises; a page below it works.
+    with dualwrite.Bridge(dict(config, replicate=False)) as b:
+        job = b.insert("jobs", {"type": unique("big")})
+        message = "m" * (7 << 20)
+        for _ in range(10):
+            b.insert("job_logs", {"job_id": job["id"], "level": "info", "message": message})
+        where = {"job_id": job["id"]}
+        with pytest.raises(dualwrite.InvalidArgument) as refused:
+            b.list("job_logs", {"where": where, "limit": 10})
+        assert "64 MiB" in str(refused.value) and "page" in str(refused.value)
+        assert len(b.list("job_logs", {"where": where, "limit": 5})) == 5
+        assert len(b.list("job_logs", {"where": where, "limit": 5, "offset": 5})) == 5
