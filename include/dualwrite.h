@@ -31,6 +31,10 @@
 // The patch version of the header.
 #define DW_VERSION_PATCH 0
 
+// The header's version as one comparable number, MAJOR * 10000 + MINOR * 100 + PATCH (0.1.0 is
+// 100), for `#if DW_VERSION_NUMBER >= …` and for comparing with `dw_version_number()` at run time.
+#define DW_VERSION_NUMBER 100
+
 // What a `dw_*` call did. `DW_OK` is 0; every other value is a failure, and
 // `dw_last_error_message()` then says what went wrong. The numbers are part of the ABI: they are
 // never changed or reused, and new codes are only ever added at the end.
@@ -49,7 +53,8 @@ typedef enum {
     // may succeed. Nothing was written.
     DW_BUSY = 4,
     // A store or resource is not reachable now (a file that cannot be opened, PostgreSQL down,
-    // a flush that timed out). Retrying later may succeed.
+    // a flush that timed out). Retrying later may succeed. (A read-only SQLite file is
+    // `DW_CONFIG`: retrying does not help.)
     DW_UNAVAILABLE = 5,
     // A required pointer argument was NULL. Nothing was done.
     DW_NULL_PARAMETER = 6,
@@ -59,7 +64,8 @@ typedef enum {
     // A bug or an impossible state inside the library (see the message).
     DW_INTERNAL = 8,
     // The configuration is wrong or incomplete: a bad PostgreSQL URL, a missing or unusable
-    // secret key, a SQLite schema this build cannot use (run `dualwrite migrate`).
+    // secret key, a SQLite schema this build cannot use (run `dualwrite migrate`), a SQLite file
+    // that is read-only for this process.
     DW_CONFIG = 9,
 } dw_result;
 
@@ -290,6 +296,11 @@ dw_result dw_delete(dw_bridge *bridge, const char *table, const char *key, int *
 // Never NULL. The string is owned by the library and valid for the life of the process: do not
 // free it.
 const char *dw_version(void);
+
+// The version of the library linked at run time as MAJOR * 10000 + MINOR * 100 + PATCH: a
+// program checks `dw_version_number() >= DW_VERSION_NUMBER` (or the same major version,
+// `dw_version_number() / 10000 == DW_VERSION_MAJOR`) without parsing `dw_version()`.
+uint32_t dw_version_number(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -26,7 +26,7 @@ pub mod store;
 pub mod verify;
 
 pub use bridge::{Bridge, BridgeOptions, ListQuery, Row, Status};
-pub use config::{Config, KeySource, LegacyConfig, PgConfig, RootCert, SslMode};
+pub use config::{Config, KeySource, LegacyConfig, PgConfig, RootCert, SslMode, DEFAULT_SQLITE_PATH};
 pub use crypto::SecretKey;
 pub use error::{Error, Result};
 pub use flags::{FlagChange, Flags, ReadSource, WriteMode, FORCE_SQLITE_ENV};

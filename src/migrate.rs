@@ -187,6 +187,7 @@ pub fn migrate_sqlite_with(
     conn: &mut rusqlite::Connection,
     adopt: &crate::legacy::AdoptOptions,
 ) -> Result<MigrationReport> {
+    refuse_unrelated_file(conn)?;
     let adoption = crate::legacy::adopt::adopt_if_needed(conn, adopt, SQLITE_LEDGER)?;
     conn.execute_batch(SQLITE_LEDGER)?;
     let mut applied = Vec::new();
@@ -231,6 +232,35 @@ pub fn migrate_sqlite_with(
         );
         applied.push((m.version, m.name, took));
     }
+}
+
+/// A file with tables of its own but no ledger and none of the 13 entity tables belongs to
+/// some other application (a mistyped path, the wrong file): migrating would add the bridge's
+/// tables to it without a word. An empty file, a file migrated before, or the monolith's own
+/// file (adopted) is fine.
+fn refuse_unrelated_file(conn: &rusqlite::Connection) -> Result<()> {
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+    )?;
+    let tables = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let ours = |t: &String| {
+        t == "_dualwrite_migrations" || crate::schema::TABLES.iter().any(|e| e.name.eq_ignore_ascii_case(t))
+    };
+    if tables.is_empty() || tables.iter().any(ours) {
+        return Ok(());
+    }
+    let shown: Vec<&str> = tables.iter().take(10).map(String::as_str).collect();
+    let more = if tables.len() > shown.len() {
+        format!(" and {} more", tables.len() - shown.len())
+    } else {
+        String::new()
+    };
+    Err(Error::Migration(format!(
+        "sqlite: this file holds {} table(s) of another application ({}{more}) and none of the bridge's \
+         or the monolith's 13 tables: refusing to add the bridge's tables to it; check the path",
+        tables.len(),
+        shown.join(", ")
+    )))
 }
 
 /// The version a SQLite database is at, after checking its ledger against this build.
