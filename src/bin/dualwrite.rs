@@ -11,6 +11,9 @@ mod migration_cli;
 // preflight and the adoption output of migrate: beside the library module too.
 #[path = "../legacy/cli.rs"]
 mod legacy_cli;
+// status --prometheus / --check and the metrics endpoint.
+#[path = "../metrics/cli.rs"]
+mod metrics_cli;
 
 /// The exit codes of every command, in one place (the README's table is this one). A script can
 /// tell "the command could not run" from "it ran and found something": a usage error is never 2
@@ -91,8 +94,24 @@ enum Command {
     /// Replication health: outbox depth, lag, applied, retries, dead letters, last error.
     Status {
         /// Print JSON instead of a table.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["prometheus", "check"])]
         json: bool,
+        /// Print the shared figures in the Prometheus text format (one scrape).
+        #[arg(long, conflicts_with = "check")]
+        prometheus: bool,
+        /// For monitoring scripts: print "ok" and exit 0, or print each problem (lag over
+        /// --max-lag, dead letters, a last error, capture stopped) and exit 4.
+        #[arg(long)]
+        check: bool,
+        /// With --check: the replication lag allowed, in seconds.
+        #[arg(long, default_value_t = 60, requires = "check")]
+        max_lag: u64,
+    },
+    /// Serve the figures of `status --prometheus` over HTTP at /metrics until stopped.
+    Metrics {
+        /// IP:PORT to listen on (loopback by default; port 0 picks a free one and prints it).
+        #[arg(long, default_value = metrics_cli::DEFAULT_LISTEN)]
+        listen: String,
     },
     /// Replicate everything pending now, then exit (fails if it cannot finish in time).
     Drain {
@@ -286,12 +305,21 @@ fn run_command(cli: Cli, config: Config) -> dualwrite::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { json } => {
+        Command::Status { prometheus: true, .. } => metrics_cli::print_prometheus(&inspect(config)?),
+        Command::Status { check: true, max_lag, .. } => {
+            metrics_cli::check(&inspect(config)?, std::time::Duration::from_secs(max_lag))
+        }
+        Command::Metrics { listen } => metrics_cli::serve(&inspect(config)?, &listen),
+        Command::Status { json, .. } => {
             let st = inspect(config)?.status()?;
             if json {
+                let mut v =
+                    serde_json::to_value(&st).map_err(|e| dualwrite::Error::Internal(e.to_string()))?;
+                // The rest is shared by every process on the file; these describe the CLI itself.
+                v["this_process_only"] = serde_json::json!(THIS_PROCESS_ONLY);
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&st)
+                    serde_json::to_string_pretty(&v)
                         .map_err(|e| dualwrite::Error::Internal(e.to_string()))?
                 );
             } else {
@@ -316,6 +344,10 @@ fn run_command(cli: Cli, config: Config) -> dualwrite::Result<ExitCode> {
                          after returning to dual run `dualwrite verify` and `dualwrite repair`"
                     );
                 }
+                println!(
+                    "(shared by every process on this file; the replicator and the reads of the monolith's \
+                     processes are theirs: `status` runs none)"
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -403,6 +435,17 @@ fn run_command(cli: Cli, config: Config) -> dualwrite::Result<ExitCode> {
         }
     }
 }
+
+/// Fields of `status --json` that describe the process answering (the CLI: it replicates
+/// nothing and serves no reads), not the monolith.
+const THIS_PROCESS_ONLY: &[&str] = &[
+    "applied_per_sec",
+    "replicator_running",
+    "replicator_holds_lease",
+    "postgres_connected",
+    "reads",
+    "flags.forced_sqlite",
+];
 
 fn split_assignment(a: &str) -> dualwrite::Result<(&str, &str)> {
     a.split_once('=')
