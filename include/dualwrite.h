@@ -21,6 +21,22 @@
 
 #include <stdint.h>
 
+// Log level of an error: something failed and was not retried (or retrying stopped).
+#define DW_LOG_ERROR 1
+
+// Log level of a warning: something failed and is being retried, or needs an operator soon
+// (a shadow-read mismatch, PostgreSQL unreachable, a dead letter).
+#define DW_LOG_WARN 2
+
+// Log level of information: migrations applied, phases changed, the replicator's lease.
+#define DW_LOG_INFO 3
+
+// Log level of debugging detail: batches, retries, reads routed.
+#define DW_LOG_DEBUG 4
+
+// Log level of tracing detail.
+#define DW_LOG_TRACE 5
+
 // The major version of the header (Cargo.toml `version`). Compare with `dw_version()` to check
 // that the library linked at run time is the one the program was compiled against.
 #define DW_VERSION_MAJOR 0
@@ -75,6 +91,12 @@ typedef enum {
 // Thread-safe: any number of threads may call functions on one handle at the same time.
 // Created by `dw_bridge_open`, closed by `dw_bridge_close`, released by `dw_bridge_free`.
 typedef struct dw_bridge dw_bridge;
+
+// Receives one log event: its level (`DW_LOG_ERROR` .. `DW_LOG_TRACE`), its target (the
+// library module, e.g. "dualwrite::replicator") and its text (the message, then `key=value`
+// fields), both NUL-terminated UTF-8 and valid only during the call; and the `user_data` given
+// to `dw_set_log_callback`.
+typedef void (*dw_log_callback)(int level, const char *target, const char *message, void *user_data);
 
 #ifdef __cplusplus
 extern "C" {
@@ -178,6 +200,26 @@ const char *dw_last_error_message(void);
 // Never NULL. The string is owned by the library and valid for the life of the process: do not
 // free it.
 const char *dw_result_str(int code);
+
+// Send the library's log events to `callback` instead of stderr; NULL sends them back to
+// stderr. Which events: the filter in `DUALWRITE_LOG` (e.g. "debug", "dualwrite=info", "off";
+// default "warn"), read once, by the first call of this function or of `dw_bridge_open`.
+// Without a callback, events are written to stderr, one line each, as text, or as JSON with
+// `DUALWRITE_LOG_FORMAT=json`.
+//
+// Threading: the callback is called on the thread that logged, which may be the caller's
+// thread or one of the library's own (the replicator, the flag watcher), and from several
+// threads at once: it must be thread-safe. It must not call `dw_set_log_callback`, and should
+// return quickly (a slow callback slows the thread that logged). When `dw_set_log_callback`
+// returns, no call to the previous callback is still running or will start, so its
+// `user_data` may be freed then. The setting is process-wide, not per bridge.
+//
+// Returns `DW_OK`.
+//
+// # Safety
+// `callback` is NULL or a function that is safe to call as described; `user_data` is passed
+// to it as given and may be NULL.
+dw_result dw_set_log_callback(dw_log_callback callback, void *user_data);
 
 // Wait up to `timeout_ms` milliseconds until every change committed before this call has been
 // applied to PostgreSQL (or moved to the dead letters). `DW_UNAVAILABLE` when the time runs

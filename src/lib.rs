@@ -13,6 +13,7 @@ mod error;
 mod flags;
 // Legacy data: adopting the monolith's own file, preflight profiling, conversion rules, rejects.
 pub mod legacy;
+pub mod logging;
 pub mod metrics;
 // The C ABI (include/dualwrite.h); nothing in the Rust API depends on it.
 mod ffi;

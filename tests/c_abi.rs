@@ -461,3 +461,55 @@ fn the_header_works_from_cpp() {
     let stdout = run(&exe, &[], &HashMap::new());
     assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{stdout}");
 }
+
+/// The library's logs reach a C host: through dw_set_log_callback, else on stderr as text or
+/// JSON lines (DUALWRITE_LOG, DUALWRITE_LOG_FORMAT). No PostgreSQL: opening new SQLite files
+/// logs the migrations it applies.
+#[test]
+fn logs_reach_the_host_by_callback_or_on_stderr() {
+    let exe = compile("logs", Link::Shared);
+    for (mode, format) in [("callback", "text"), ("stderr", "text"), ("stderr", "json")] {
+        let (dir, _) = common::temp_sqlite();
+        let config = |name: &str| {
+            json!({"sqlite_path": dir.path().join(name), "postgres_url": null, "key_env": "NO_KEY_HERE"})
+                .to_string()
+        };
+        let out = Command::new(&exe)
+            .args([config("a.sqlite3"), mode.to_string(), config("b.sqlite3")])
+            .env("DUALWRITE_LOG", "info")
+            .env("DUALWRITE_LOG_FORMAT", format)
+            .env("ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1")
+            .env_remove("DUALWRITE_CONFIG")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{mode}/{format}: {stdout}\n{stderr}");
+        let migrations = stderr.lines().filter(|l| l.contains("migration applied")).count();
+        let latest = dualwrite::latest_version(dualwrite::Store::Sqlite) as usize;
+        match mode {
+            // The first file's migrations went to the callback; the second file's to stderr.
+            "callback" => {
+                assert!(printed(&stdout, "migrations").parse::<usize>().unwrap() >= latest, "{stdout}");
+                assert_eq!(migrations, latest, "{stderr}");
+            }
+            _ => assert_eq!(migrations, 2 * latest, "{stderr}"),
+        }
+        if format == "json" {
+            for line in stderr.lines().filter(|l| l.contains("migration applied")) {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                assert_eq!(
+                    (v["level"].as_str(), v["target"].as_str()),
+                    (Some("INFO"), Some("dualwrite::migrate"))
+                );
+                assert_eq!(v["store"], "sqlite", "{line}");
+            }
+        } else {
+            let line = stderr.lines().find(|l| l.contains("migration applied")).unwrap();
+            assert!(
+                line.contains(" INFO dualwrite::migrate: migration applied store=sqlite version=1"),
+                "{line}"
+            );
+        }
+    }
+}

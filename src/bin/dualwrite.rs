@@ -180,13 +180,8 @@ enum StoreArg {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DUALWRITE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // DUALWRITE_LOG (filter, default warn) and DUALWRITE_LOG_FORMAT (text|json), on stderr.
+    dualwrite::logging::install_from_env();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version are not errors; anything else is a usage error, never 2.

@@ -133,6 +133,9 @@ pub unsafe extern "C" fn dw_bridge_open(
     bridge_out: *mut *mut dw_bridge,
 ) -> dw_result {
     ffi_boundary!({
+        // A C or Python host has no tracing subscriber: the library's logs go to stderr (or the
+        // host's dw_set_log_callback), filtered by DUALWRITE_LOG.
+        crate::logging::install_from_env();
         let text = try_str!(config_json);
         try_out!(bridge_out);
         let (config, options) = open_config(text)?;
@@ -148,9 +151,10 @@ pub unsafe extern "C" fn dw_bridge_open(
 /// this process's replicator to apply every change committed so far, then stop it.
 ///
 /// The handle is closed whatever the result. `DW_OK`: everything was applied (or this process
-/// does not replicate). `DW_UNAVAILABLE`: some changes were not applied in time; they stay in the
-/// SQLite outbox, and the next process that replicates applies them. Closing a closed handle
-/// does nothing and returns `DW_OK`.
+/// does not replicate, or write_mode is sqlite after a rollback: replication is paused and the
+/// captured changes wait for `write_mode=dual`, so there is nothing to wait for). `DW_UNAVAILABLE`:
+/// some changes were not applied in time; they stay in the SQLite outbox, and the next process
+/// that replicates applies them. Closing a closed handle does nothing and returns `DW_OK`.
 ///
 /// Use after close is detected: every later call on the handle, except `dw_bridge_close` and
 /// `dw_bridge_free`, returns `DW_INVALID_ARGUMENT`. Calls already running on other threads
@@ -167,7 +171,11 @@ pub unsafe extern "C" fn dw_bridge_close(bridge: *mut dw_bridge, timeout_ms: u32
         }
         let timeout = Duration::from_millis(timeout_ms.into());
         let started = Instant::now();
-        let drained = if h.replicating { h.bridge.flush(timeout) } else { Ok(()) };
+        // Rolled back (write_mode sqlite, or DUALWRITE_FORCE_SQLITE): replication is paused on
+        // purpose and the captured changes wait for write_mode=dual. Draining cannot finish, and
+        // reporting that would make every program's shutdown fail after a documented rollback.
+        let paused = h.bridge.flags().effective_write_mode() == crate::flags::WriteMode::Sqlite;
+        let drained = if h.replicating && !paused { h.bridge.flush(timeout) } else { Ok(()) };
         h.bridge.shutdown(timeout.saturating_sub(started.elapsed()));
         drained.map_err(|e| {
             let mut f = Failure::from(e);
