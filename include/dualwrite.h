@@ -119,7 +119,8 @@ void dw_string_free(char *s);
 //
 // | field | meaning |
 // | --- | --- |
-// | `"sqlite_path"` | the monolith's SQLite file (created and migrated if new) |
+// | `"sqlite_path"` | the monolith's SQLite file (migrated if behind; it must exist unless `"create"`) |
+// | `"create"` | create the SQLite file when there is none (default `false`: a missing file is `DW_CONFIG`, so a mistyped path never becomes a new, empty database) |
 // | `"postgres_url"` | a `postgres://` URL or libpq `key=value` string; `null` = no PostgreSQL |
 // | `"key_file"` / `"key_env"` | the secret key for api_keys: a file (mode 0600), or the name of an environment variable holding it (not both) |
 // | `"replicate"` | run the replicator in this process (default `true`) |
@@ -143,9 +144,10 @@ dw_result dw_bridge_open(const char *config_json,
 // this process's replicator to apply every change committed so far, then stop it.
 //
 // The handle is closed whatever the result. `DW_OK`: everything was applied (or this process
-// does not replicate). `DW_UNAVAILABLE`: some changes were not applied in time; they stay in the
-// SQLite outbox, and the next process that replicates applies them. Closing a closed handle
-// does nothing and returns `DW_OK`.
+// does not replicate, or write_mode is sqlite after a rollback: replication is paused and the
+// captured changes wait for `write_mode=dual`, so there is nothing to wait for). `DW_UNAVAILABLE`:
+// some changes were not applied in time; they stay in the SQLite outbox, and the next process
+// that replicates applies them. Closing a closed handle does nothing and returns `DW_OK`.
 //
 // Use after close is detected: every later call on the handle, except `dw_bridge_close` and
 // `dw_bridge_free`, returns `DW_INVALID_ARGUMENT`. Calls already running on other threads

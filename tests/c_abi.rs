@@ -203,6 +203,7 @@ fn pg_env(db: &common::TestDb) -> HashMap<String, String> {
 fn config_json(db: &common::TestDb, dir: &Path) -> String {
     json!({
         "sqlite_path": dir.join("monolith.sqlite3"),
+        "create": true,
         "postgres_url": common::url_of(db),
         "key_file": common::key_file(dir),
     })
@@ -251,6 +252,7 @@ fn happy_path_from_c_reaches_postgres() {
             Link::Shared => {
                 let c = json!({
                     "sqlite_path": dir.path().join("monolith.sqlite3"),
+                    "create": true,
                     "key_file": common::key_file(dir.path()),
                 });
                 (c.to_string(), pg_env(&db))
@@ -297,6 +299,7 @@ fn every_error_code_null_argument_and_bad_utf8_from_c() {
         let dir = tempfile::tempdir().unwrap();
         let sqlite_only = json!({
             "sqlite_path": dir.path().join("solo.sqlite3"),
+            "create": true,
             "postgres_url": null,
             "key_env": "DUALWRITE_TEST_KEY_THAT_IS_NOT_SET",
         });
@@ -414,7 +417,8 @@ fn the_library_exports_exactly_the_header_s_functions() {
 fn leak_sanitizer_catches_a_string_that_is_not_freed() {
     let exe = compile("leak", Link::Shared);
     let dir = tempfile::tempdir().unwrap();
-    let config = json!({"sqlite_path": dir.path().join("leak.sqlite3"), "postgres_url": null});
+    let config =
+        json!({"sqlite_path": dir.path().join("leak.sqlite3"), "create": true, "postgres_url": null});
     let out = Command::new(&exe)
         .arg(config.to_string())
         .env("ASAN_OPTIONS", "detect_leaks=1:malloc_context_size=100")
@@ -471,7 +475,7 @@ fn logs_reach_the_host_by_callback_or_on_stderr() {
     for (mode, format) in [("callback", "text"), ("stderr", "text"), ("stderr", "json")] {
         let (dir, _) = common::temp_sqlite();
         let config = |name: &str| {
-            json!({"sqlite_path": dir.path().join(name), "postgres_url": null, "key_env": "NO_KEY_HERE"})
+            json!({"sqlite_path": dir.path().join(name), "create": true, "postgres_url": null, "key_env": "NO_KEY_HERE"})
                 .to_string()
         };
         let out = Command::new(&exe)

@@ -67,6 +67,9 @@ struct OpenConfig {
     replicate: bool,
     #[serde(default = "yes")]
     migrate_sqlite: bool,
+    /// Create the SQLite file when there is none (default: a missing file is an error).
+    #[serde(default)]
+    create: bool,
 }
 
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
@@ -99,8 +102,12 @@ fn open_config(text: &str) -> Result<(Config, BridgeOptions), Failure> {
         (None, Some(v)) => KeySource::Env(v),
         (None, None) => config.key_source,
     };
-    let options =
-        BridgeOptions { migrate_sqlite: oc.migrate_sqlite, replicate: oc.replicate, ..Default::default() };
+    let options = BridgeOptions {
+        migrate_sqlite: oc.migrate_sqlite,
+        replicate: oc.replicate,
+        create_sqlite: oc.create,
+        ..Default::default()
+    };
     Ok((config, options))
 }
 
@@ -110,7 +117,8 @@ fn open_config(text: &str) -> Result<(Config, BridgeOptions), Failure> {
 ///
 /// | field | meaning |
 /// | --- | --- |
-/// | `"sqlite_path"` | the monolith's SQLite file (created and migrated if new) |
+/// | `"sqlite_path"` | the monolith's SQLite file (migrated if behind; it must exist unless `"create"`) |
+/// | `"create"` | create the SQLite file when there is none (default `false`: a missing file is `DW_CONFIG`, so a mistyped path never becomes a new, empty database) |
 /// | `"postgres_url"` | a `postgres://` URL or libpq `key=value` string; `null` = no PostgreSQL |
 /// | `"key_file"` / `"key_env"` | the secret key for api_keys: a file (mode 0600), or the name of an environment variable holding it (not both) |
 /// | `"replicate"` | run the replicator in this process (default `true`) |

@@ -25,7 +25,7 @@ import dualwrite
 if sys.argv[3] == "stderr":
     dualwrite.route_logs_to_python(False)
 # A new SQLite file: opening it applies the migrations, which the library logs at info.
-with dualwrite.Bridge({"sqlite_path": sys.argv[2], "postgres_url": None, "key_env": "NO_KEY_HERE"}):
+with dualwrite.Bridge({"sqlite_path": sys.argv[2], "create": True, "postgres_url": None, "key_env": "NO_KEY_HERE"}):
     pass
 print(json.dumps(records))
 """
