@@ -16,6 +16,7 @@ use std::sync::{Once, RwLock};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 pub const LOG_ENV: &str = "DUALWRITE_LOG";
@@ -62,7 +63,9 @@ pub fn install_from_env() {
             }
         };
         let subscriber = tracing_subscriber::registry().with(HostLayer { format }.with_filter(filter));
-        if tracing::subscriber::set_global_default(subscriber).is_ok() {
+        // try_init also forwards the `log` crate's records (the postgres driver logs with it),
+        // as the CLI's subscriber always did.
+        if subscriber.try_init().is_ok() {
             for warning in [bad_filter, bad_format].into_iter().flatten() {
                 tracing::warn!("{warning}");
             }
