@@ -10,7 +10,8 @@
 
 The library is found through the ``DUALWRITE_LIB`` environment variable (the path of
 libdualwrite.so), else beside this package (``dualwrite/libdualwrite.so`` or the directory that
-holds the package). Every failure raises a subclass of :class:`DualwriteError` named after the C
+holds the package), else as installed by ``scripts/install`` (``libdualwrite.so.0``, wherever the
+dynamic loader finds it: ``LD_LIBRARY_PATH``, ``/usr/local/lib`` after ``ldconfig``). Every failure raises a subclass of :class:`DualwriteError` named after the C
 result code (:class:`NotFound`, :class:`Conflict`, :class:`InvalidArgument`, ...), carrying the
 library's message. A :class:`Bridge` may be shared by threads.
 
@@ -133,6 +134,8 @@ _ERRORS = {
 }
 
 _LIB_NAME = "libdualwrite.so"
+# The SONAME of the major version this binding speaks (scripts/install makes the symlink).
+_INSTALLED_NAME = "libdualwrite.so.0"
 _lib: Optional[ctypes.CDLL] = None
 
 
@@ -151,13 +154,19 @@ def load_library() -> ctypes.CDLL:
         return _lib
     tried = _candidates()
     path = next((p for p in tried if p.is_file()), None)
-    if path is None:
-        raise ImportError(
-            "libdualwrite.so not found (tried %s); build it with `cargo build --lib` and set "
-            "DUALWRITE_LIB to target/debug/libdualwrite.so, or copy it beside the package"
-            % ", ".join(str(p) for p in tried)
-        )
-    lib = ctypes.CDLL(str(path))
+    if path is not None:
+        lib = ctypes.CDLL(str(path))
+    elif os.environ.get("DUALWRITE_LIB"):
+        raise ImportError("DUALWRITE_LIB=%s: no such file" % os.environ["DUALWRITE_LIB"])
+    else:
+        try:
+            lib = ctypes.CDLL(_INSTALLED_NAME)
+        except OSError as e:
+            raise ImportError(
+                "libdualwrite not found (tried %s, and %s through the dynamic loader: %s); install it "
+                "with scripts/install, or build it with `cargo build --lib` and set DUALWRITE_LIB to "
+                "target/debug/libdualwrite.so" % (", ".join(str(p) for p in tried), _INSTALLED_NAME, e)
+            ) from None
     bridge = ctypes.c_void_p
     text = ctypes.c_char_p
     out_text = ctypes.POINTER(ctypes.c_void_p)
