@@ -228,6 +228,7 @@ fn rust_bridge(dir: &TempDir, db: &BenchDb, name: &str) -> Bridge {
 fn c_bridge(dir: &TempDir, db: &BenchDb, name: &str) -> CBridge {
     CBridge::open(&json!({
         "sqlite_path": dir.path().join(format!("{name}.sqlite3")),
+        "create": true,
         "postgres_url": db.url,
         "key_env": KEY_ENV,
     }))

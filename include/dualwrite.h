@@ -21,6 +21,22 @@
 
 #include <stdint.h>
 
+// Log level of an error: something failed and was not retried (or retrying stopped).
+#define DW_LOG_ERROR 1
+
+// Log level of a warning: something failed and is being retried, or needs an operator soon
+// (a shadow-read mismatch, PostgreSQL unreachable, a dead letter).
+#define DW_LOG_WARN 2
+
+// Log level of information: migrations applied, phases changed, the replicator's lease.
+#define DW_LOG_INFO 3
+
+// Log level of debugging detail: batches, retries, reads routed.
+#define DW_LOG_DEBUG 4
+
+// Log level of tracing detail.
+#define DW_LOG_TRACE 5
+
 // The major version of the header (Cargo.toml `version`). Compare with `dw_version()` to check
 // that the library linked at run time is the one the program was compiled against.
 #define DW_VERSION_MAJOR 0
@@ -30,6 +46,10 @@
 
 // The patch version of the header.
 #define DW_VERSION_PATCH 0
+
+// The header's version as one comparable number, MAJOR * 10000 + MINOR * 100 + PATCH (0.1.0 is
+// 100), for `#if DW_VERSION_NUMBER >= …` and for comparing with `dw_version_number()` at run time.
+#define DW_VERSION_NUMBER 100
 
 // What a `dw_*` call did. `DW_OK` is 0; every other value is a failure, and
 // `dw_last_error_message()` then says what went wrong. The numbers are part of the ABI: they are
@@ -49,7 +69,8 @@ typedef enum {
     // may succeed. Nothing was written.
     DW_BUSY = 4,
     // A store or resource is not reachable now (a file that cannot be opened, PostgreSQL down,
-    // a flush that timed out). Retrying later may succeed.
+    // a flush that timed out). Retrying later may succeed. (A read-only SQLite file is
+    // `DW_CONFIG`: retrying does not help.)
     DW_UNAVAILABLE = 5,
     // A required pointer argument was NULL. Nothing was done.
     DW_NULL_PARAMETER = 6,
@@ -59,7 +80,8 @@ typedef enum {
     // A bug or an impossible state inside the library (see the message).
     DW_INTERNAL = 8,
     // The configuration is wrong or incomplete: a bad PostgreSQL URL, a missing or unusable
-    // secret key, a SQLite schema this build cannot use (run `dualwrite migrate`).
+    // secret key, a SQLite schema this build cannot use (run `dualwrite migrate`), a SQLite file
+    // that is read-only for this process.
     DW_CONFIG = 9,
     // Writes are switched off: the flag `write_mode` is `read_only` (the monolith is being
     // decommissioned; PostgreSQL's services own the data). Nothing was written. Reads still work.
@@ -79,6 +101,12 @@ typedef enum {
 // memory is left allocated (a leak checker run in the child reports it). The parent's handle is
 // unaffected. A child that needs a bridge opens its own with `dw_bridge_open`.
 typedef struct dw_bridge dw_bridge;
+
+// Receives one log event: its level (`DW_LOG_ERROR` .. `DW_LOG_TRACE`), its target (the
+// library module, e.g. "dualwrite::replicator") and its text (the message, then `key=value`
+// fields), both NUL-terminated UTF-8 and valid only during the call; and the `user_data` given
+// to `dw_set_log_callback`.
+typedef void (*dw_log_callback)(int level, const char *target, const char *message, void *user_data);
 
 #ifdef __cplusplus
 extern "C" {
@@ -101,7 +129,8 @@ void dw_string_free(char *s);
 //
 // | field | meaning |
 // | --- | --- |
-// | `"sqlite_path"` | the monolith's SQLite file (created and migrated if new) |
+// | `"sqlite_path"` | the monolith's SQLite file (migrated if behind; it must exist unless `"create"`) |
+// | `"create"` | create the SQLite file when there is none (default `false`: a missing file is `DW_CONFIG`, so a mistyped path never becomes a new, empty database) |
 // | `"postgres_url"` | a `postgres://` URL or libpq `key=value` string; `null` = no PostgreSQL |
 // | `"key_file"` / `"key_env"` | the secret key for api_keys: a file (mode 0600), or the name of an environment variable holding it (not both) |
 // | `"replicate"` | run the replicator in this process (default `true`) |
@@ -125,9 +154,10 @@ dw_result dw_bridge_open(const char *config_json,
 // this process's replicator to apply every change committed so far, then stop it.
 //
 // The handle is closed whatever the result. `DW_OK`: everything was applied (or this process
-// does not replicate). `DW_UNAVAILABLE`: some changes were not applied in time; they stay in the
-// SQLite outbox, and the next process that replicates applies them. Closing a closed handle
-// does nothing and returns `DW_OK`.
+// does not replicate, or write_mode is sqlite after a rollback: replication is paused and the
+// captured changes wait for `write_mode=dual`, so there is nothing to wait for). `DW_UNAVAILABLE`:
+// some changes were not applied in time; they stay in the SQLite outbox, and the next process
+// that replicates applies them. Closing a closed handle does nothing and returns `DW_OK`.
 //
 // In a `fork()`ed child, on the handle it inherited: returns `DW_OK` at once and drains nothing
 // (the replicator is the parent's); the parent's bridge is unaffected.
@@ -188,6 +218,26 @@ const char *dw_last_error_message(void);
 // Never NULL. The string is owned by the library and valid for the life of the process: do not
 // free it.
 const char *dw_result_str(int code);
+
+// Send the library's log events to `callback` instead of stderr; NULL sends them back to
+// stderr. Which events: the filter in `DUALWRITE_LOG` (e.g. "debug", "dualwrite=info", "off";
+// default "warn"), read once, by the first call of this function or of `dw_bridge_open`.
+// Without a callback, events are written to stderr, one line each, as text, or as JSON with
+// `DUALWRITE_LOG_FORMAT=json`.
+//
+// Threading: the callback is called on the thread that logged, which may be the caller's
+// thread or one of the library's own (the replicator, the flag watcher), and from several
+// threads at once: it must be thread-safe. It must not call `dw_set_log_callback`, and should
+// return quickly (a slow callback slows the thread that logged). When `dw_set_log_callback`
+// returns, no call to the previous callback is still running or will start, so its
+// `user_data` may be freed then. The setting is process-wide, not per bridge.
+//
+// Returns `DW_OK`.
+//
+// # Safety
+// `callback` is NULL or a function that is safe to call as described; `user_data` is passed
+// to it as given and may be NULL.
+dw_result dw_set_log_callback(dw_log_callback callback, void *user_data);
 
 // Wait up to `timeout_ms` milliseconds until every change committed before this call has been
 // applied to PostgreSQL (or moved to the dead letters). `DW_UNAVAILABLE` when the time runs
@@ -311,6 +361,11 @@ dw_result dw_delete(dw_bridge *bridge, const char *table, const char *key, int *
 // Never NULL. The string is owned by the library and valid for the life of the process: do not
 // free it.
 const char *dw_version(void);
+
+// The version of the library linked at run time as MAJOR * 10000 + MINOR * 100 + PATCH: a
+// program checks `dw_version_number() >= DW_VERSION_NUMBER` (or the same major version,
+// `dw_version_number() / 10000 == DW_VERSION_MAJOR`) without parsing `dw_version()`.
+uint32_t dw_version_number(void);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -40,6 +40,10 @@ pub struct BridgeOptions {
     /// (once a minute), and at the limit capture stops — the file must not grow without bound —
     /// and the way back to `dual` needs `dualwrite verify` + `repair` (refused unless forced).
     pub capture_limit: i64,
+    /// Create the SQLite file when there is none. The Rust API keeps the default `true`; the C
+    /// ABI (`"create"`) and the CLI (`migrate --create`) default to `false`, so that a mistyped
+    /// path is an error rather than a new, empty database.
+    pub create_sqlite: bool,
 }
 
 impl Default for BridgeOptions {
@@ -49,6 +53,7 @@ impl Default for BridgeOptions {
             replicate: true,
             replicator: ReplicatorOptions::default(),
             capture_limit: DEFAULT_CAPTURE_LIMIT,
+            create_sqlite: true,
         }
     }
 }
@@ -149,6 +154,12 @@ impl Bridge {
     /// Open the SQLite file (migrating it unless told not to), load the secret key, and start
     /// the replicator when PostgreSQL is configured.
     pub fn open(config: Config, options: BridgeOptions) -> Result<Bridge> {
+        if !options.create_sqlite && !config.sqlite_path.exists() {
+            return Err(Error::Config(format!(
+                "no SQLite file at {}: check the path, or ask for a new database (\"create\": true)",
+                config.sqlite_path.display()
+            )));
+        }
         let mut writer = sqlite::open(&config.sqlite_path)?;
         if options.migrate_sqlite {
             crate::migrate::migrate_sqlite(&mut writer)?;

@@ -145,7 +145,14 @@ impl PgConfig {
     pub fn from_url_with_env(url: &str, env: &HashMap<String, String>) -> Result<Self> {
         let (rest, tls_params) = split_tls_params(url)?;
         let mut inner: postgres::Config = rest.parse().map_err(|e| {
-            Error::Config(format!("PostgreSQL URL is not valid ({}): {e}", mask_password(url)))
+            // "db.internal/app" parses as neither form; say which forms there are, not only
+            // the parser's complaint.
+            let hint = if !rest.contains("://") && !rest.contains('=') {
+                "; it has no scheme: write postgres://user@host:port/dbname (or key=value pairs: host=… dbname=…)"
+            } else {
+                ""
+            };
+            Error::Config(format!("PostgreSQL URL is not valid ({}): {e}{hint}", mask_password(url)))
         })?;
         if inner.get_connect_timeout().is_none() {
             inner.connect_timeout(std::time::Duration::from_secs(5));
@@ -614,6 +621,11 @@ struct FileSecrets {
 
 pub const DEFAULT_KEY_ENV: &str = "DUALWRITE_SECRET_KEY";
 
+/// The SQLite file when neither `DUALWRITE_SQLITE_PATH` nor `[sqlite] path` names one (relative to
+/// the working directory). The CLI names it in its "no SQLite file" error so a forgotten setting
+/// is not mistaken for a typo.
+pub const DEFAULT_SQLITE_PATH: &str = "dualwrite.sqlite3";
+
 /// The configuration file (given, or `DUALWRITE_CONFIG`), or the defaults without one.
 fn read_file_config(file: Option<&Path>, env: &HashMap<String, String>) -> Result<FileConfig> {
     let file = file.map(Path::to_path_buf).or_else(|| env.get("DUALWRITE_CONFIG").map(PathBuf::from));
@@ -732,7 +744,7 @@ impl Config {
             .get("DUALWRITE_SQLITE_PATH")
             .map(PathBuf::from)
             .or(fc.sqlite.path)
-            .unwrap_or_else(|| PathBuf::from("dualwrite.sqlite3"));
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SQLITE_PATH));
         let postgres = match env
             .get("DUALWRITE_PG_URL")
             .or_else(|| env.get("DATABASE_URL"))
@@ -783,6 +795,18 @@ fn detect_dead_peers(inner: &mut postgres::Config, url_sets: impl Fn(&str) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_without_a_scheme_is_told_so_and_its_password_stays_hidden() {
+        for url in ["db.internal/app", "dualwrite:s3cret@db.internal:5432/app"] {
+            let e = PgConfig::from_url(url).unwrap_err().to_string();
+            assert!(e.contains("it has no scheme: write postgres://"), "{e}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        // A malformed key=value string is not told about schemes.
+        let e = PgConfig::from_url("host=db port=x").unwrap_err().to_string();
+        assert!(!e.contains("no scheme"), "{e}");
+    }
 
     #[test]
     fn a_vanished_server_is_noticed_by_tcp_unless_the_url_says_otherwise() {

@@ -1,18 +1,20 @@
 //! `doctor`: the smoke test a CI/CD pipeline runs before a deploy. It connects to both stores,
-//! checks the extensions, the schema versions, the PostgreSQL role's right to create temporary
-//! tables (the backfill's staging) and the secret key, and reports each check.
+//! checks that the SQLite file is intact and writable, the extensions, the schema versions, the
+//! PostgreSQL role's right to create temporary tables (the backfill's staging), what the change
+//! capture needs, and the secret key, and reports each check. It changes nothing.
 
 use crate::config::Config;
 use crate::migrate::{self, Store};
 use crate::SecretKey;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CheckStatus {
     Ok,
     Fail,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Check {
     pub name: &'static str,
     pub status: CheckStatus,
@@ -32,25 +34,7 @@ impl Check {
 pub fn run(config: &Config) -> Vec<Check> {
     let mut checks = Vec::new();
 
-    let sqlite = rusqlite::Connection::open_with_flags(
-        &config.sqlite_path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    );
-    match sqlite {
-        Ok(conn) => {
-            checks.push(Check::new("sqlite connection", Ok(config.sqlite_path.display().to_string())));
-            checks.push(Check::new(
-                "sqlite schema",
-                version_check(Store::Sqlite, migrate::sqlite_version(&conn)),
-            ));
-        }
-        Err(e) => {
-            checks.push(Check::new(
-                "sqlite connection",
-                Err(format!("cannot open {}: {e}", config.sqlite_path.display())),
-            ));
-        }
-    }
+    sqlite_checks(config, &mut checks);
 
     match config.require_postgres().and_then(|pg| pg.connect()) {
         Ok(mut client) => {
@@ -188,6 +172,79 @@ fn temporary_check(client: &mut postgres::Client) -> std::result::Result<String,
     }
 }
 
+/// The SQLite file: it exists (doctor never creates it), opens, is intact (`PRAGMA
+/// quick_check`: `verify` cannot read a file with a corrupt page), is writable (a probe that
+/// takes the write lock and rolls back), and its schema version.
+fn sqlite_checks(config: &Config, checks: &mut Vec<Check>) {
+    use rusqlite::{Connection, OpenFlags};
+    let path = &config.sqlite_path;
+    if !path.exists() {
+        checks.push(Check::new(
+            "sqlite connection",
+            Err(format!(
+                "no SQLite file at {}: check the path, or create one with `dualwrite migrate --create`",
+                path.display()
+            )),
+        ));
+        return;
+    }
+    let conn = match Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) {
+        Ok(conn) => conn,
+        Err(e) => {
+            checks.push(Check::new("sqlite connection", Err(format!("cannot open {}: {e}", path.display()))));
+            return;
+        }
+    };
+    checks.push(Check::new("sqlite connection", Ok(path.display().to_string())));
+    let _ = conn.busy_timeout(crate::store::sqlite::BUSY_TIMEOUT);
+    checks.push(Check::new(
+        "sqlite integrity",
+        quick_check(&conn).map_err(|e| format!("{}: {e}", path.display())),
+    ));
+    checks.push(Check::new("sqlite writable", write_probe(path)));
+    checks.push(Check::new("sqlite schema", version_check(Store::Sqlite, migrate::sqlite_version(&conn))));
+}
+
+/// `PRAGMA quick_check` (O(N), skips the index-content cross-check of integrity_check): "ok", or
+/// the first problems it lists.
+fn quick_check(conn: &rusqlite::Connection) -> std::result::Result<String, String> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(5)").map_err(|e| e.to_string())?;
+    let lines = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(|e| format!("the file cannot be read: {e}"))?;
+    if lines.len() == 1 && lines[0] == "ok" {
+        Ok("quick_check ok".into())
+    } else {
+        Err(format!("PRAGMA quick_check found damage: {}", lines.join("; ")))
+    }
+}
+
+/// Can this process write the file? A read-only file (permissions, a read-only mount, a
+/// directory where the -wal/-shm files cannot be made) opens fine and fails only at the first
+/// write, so take the write lock and write, then roll back: nothing changes.
+fn write_probe(path: &std::path::Path) -> std::result::Result<String, String> {
+    use rusqlite::{Connection, OpenFlags};
+    let fail = |e: rusqlite::Error| {
+        format!("{} cannot be written by this process ({e}): check its owner, mode and mount, and its directory's", path.display())
+    };
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(fail)?;
+    conn.busy_timeout(crate::store::sqlite::BUSY_TIMEOUT).map_err(fail)?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(fail)?;
+    // A table made and dropped inside the rolled-back transaction: a real page write.
+    tx.execute_batch("CREATE TABLE _dualwrite_doctor_probe (x); DROP TABLE _dualwrite_doctor_probe;")
+        .map_err(fail)?;
+    tx.rollback().map_err(fail)?;
+    Ok("a write probe (rolled back) succeeded".into())
+}
+
 fn version_check(store: Store, v: crate::Result<i64>) -> std::result::Result<String, String> {
     let latest = migrate::latest_version(store);
     match v {
@@ -195,6 +252,13 @@ fn version_check(store: Store, v: crate::Result<i64>) -> std::result::Result<Str
         Ok(v) => Err(format!("version {v}, this build ships {latest}: run `dualwrite migrate`")),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// The report as JSON: `{"ok": bool, "checks": [{"name", "status": "ok"|"fail", "detail"}]}`.
+pub fn render_json(checks: &[Check]) -> String {
+    let ok = checks.iter().all(|c| c.status == CheckStatus::Ok);
+    serde_json::to_string_pretty(&serde_json::json!({ "ok": ok, "checks": checks }))
+        .unwrap_or_else(|e| format!("{{\"ok\": false, \"error\": {:?}}}", e.to_string()))
 }
 
 /// The report as a fixed-width table.

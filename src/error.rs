@@ -71,7 +71,16 @@ impl fmt::Display for PgDisplay<'_> {
     }
 }
 
+/// How a write refused because the SQLite file is read-only starts its message.
+const READ_ONLY_SQLITE: &str = "the SQLite file is read-only for this process";
+
 impl Error {
+    /// A write failed because the SQLite file (or its directory) is read-only for this process;
+    /// the CLI adds the file's path, which SQLite's message leaves out.
+    pub fn is_sqlite_read_only(&self) -> bool {
+        matches!(self, Error::Config(m) if m.starts_with(READ_ONLY_SQLITE))
+    }
+
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::InvalidArgument { field: field.into(), message: message.into() }
     }
@@ -111,6 +120,13 @@ impl From<rusqlite::Error> for Error {
                 C::DatabaseBusy | C::DatabaseLocked => {
                     Error::Busy(msg.clone().unwrap_or_else(|| f.to_string()))
                 }
+                // Not "retry later" (Unavailable): a read-only file stays read-only until someone
+                // fixes its mode, owner or mount.
+                C::ReadOnly => Error::Config(format!(
+                    "{READ_ONLY_SQLITE} ({}): check its owner and mode, its directory's (SQLite makes the -wal \
+                     and -shm files there) and whether its file system is mounted read-only",
+                    msg.clone().unwrap_or_else(|| f.to_string())
+                )),
                 _ => Error::Sqlite(e),
             },
             _ => Error::Sqlite(e),

@@ -14,6 +14,8 @@ mod error;
 mod flags;
 // Legacy data: adopting the monolith's own file, preflight profiling, conversion rules, rejects.
 pub mod legacy;
+pub mod logging;
+pub mod metrics;
 // The C ABI (include/dualwrite.h); nothing in the Rust API depends on it.
 mod ffi;
 mod migrate;
@@ -27,7 +29,7 @@ pub mod store;
 pub mod verify;
 
 pub use bridge::{Bridge, BridgeOptions, ListQuery, Row, Status, MAX_LIST_BYTES};
-pub use config::{Config, KeySource, LegacyConfig, PgConfig, RootCert, SslMode};
+pub use config::{Config, KeySource, LegacyConfig, PgConfig, RootCert, SslMode, DEFAULT_SQLITE_PATH};
 pub use crypto::SecretKey;
 pub use error::{Error, Result};
 pub use flags::{FlagChange, Flags, ReadSource, WriteMode, FORCE_SQLITE_ENV};

@@ -36,7 +36,24 @@ impl Migration {
     pub fn checksum(&self) -> String {
         hex::encode(Sha256::digest(self.sql.as_bytes()))
     }
+
+    /// Is `ledger` (the checksum recorded when the script was applied) this script, or an
+    /// earlier text of it listed in [`EARLIER_CHECKSUMS`]?
+    fn accepts(&self, store: Store, ledger: &str) -> bool {
+        ledger == self.checksum()
+            || EARLIER_CHECKSUMS.iter().any(|(s, v, sum)| *s == store && *v == self.version && *sum == ledger)
+    }
 }
+
+/// Scripts edited after release in a way that changes nothing for a database they were already
+/// applied to, with the checksum of their earlier text, which the ledger of such a database
+/// holds. Only ever for edits that are no-ops there (never edit an applied migration otherwise:
+/// add a new one).
+const EARLIER_CHECKSUMS: &[(Store, i64, &str)] = &[
+    // postgres 0003 gained `CREATE SCHEMA IF NOT EXISTS dualwrite` (the runner had always made
+    // the schema before it), so psql, Flyway or sqitch can apply the files as they are.
+    (Store::Postgres, 3, "16590c3dcae5f2df7ef128a414ea3ccf249a42f39861972999bd4b21bb16b2a8"),
+];
 
 pub static POSTGRES_MIGRATIONS: &[Migration] = &[
     Migration {
@@ -153,7 +170,7 @@ fn plan(store: Store, ledger: &[LedgerRow]) -> Result<Vec<&'static Migration>> {
                 m.version, m.name
             )));
         }
-        if row.checksum != m.checksum() {
+        if !m.accepts(store, &row.checksum) {
             return Err(Error::Migration(format!(
                 "{store}: version {} ({}) was changed after it was applied (checksum {} in the ledger, {} in this build); \
                  never edit an applied migration, add a new one",
@@ -202,6 +219,7 @@ pub fn migrate_sqlite_with(
     conn: &mut rusqlite::Connection,
     adopt: &crate::legacy::AdoptOptions,
 ) -> Result<MigrationReport> {
+    refuse_unrelated_file(conn)?;
     let adoption = crate::legacy::adopt::adopt_if_needed(conn, adopt, SQLITE_LEDGER)?;
     conn.execute_batch(SQLITE_LEDGER)?;
     let mut applied = Vec::new();
@@ -246,6 +264,35 @@ pub fn migrate_sqlite_with(
         );
         applied.push((m.version, m.name, took));
     }
+}
+
+/// A file with tables of its own but no ledger and none of the 13 entity tables belongs to
+/// some other application (a mistyped path, the wrong file): migrating would add the bridge's
+/// tables to it without a word. An empty file, a file migrated before, or the monolith's own
+/// file (adopted) is fine.
+fn refuse_unrelated_file(conn: &rusqlite::Connection) -> Result<()> {
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+    )?;
+    let tables = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let ours = |t: &String| {
+        t == "_dualwrite_migrations" || crate::schema::TABLES.iter().any(|e| e.name.eq_ignore_ascii_case(t))
+    };
+    if tables.is_empty() || tables.iter().any(ours) {
+        return Ok(());
+    }
+    let shown: Vec<&str> = tables.iter().take(10).map(String::as_str).collect();
+    let more = if tables.len() > shown.len() {
+        format!(" and {} more", tables.len() - shown.len())
+    } else {
+        String::new()
+    };
+    Err(Error::Migration(format!(
+        "sqlite: this file holds {} table(s) of another application ({}{more}) and none of the bridge's \
+         or the monolith's 13 tables: refusing to add the bridge's tables to it; check the path",
+        tables.len(),
+        shown.join(", ")
+    )))
 }
 
 /// The version a SQLite database is at, after checking its ledger against this build.

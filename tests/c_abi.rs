@@ -203,6 +203,7 @@ fn pg_env(db: &common::TestDb) -> HashMap<String, String> {
 fn config_json(db: &common::TestDb, dir: &Path) -> String {
     json!({
         "sqlite_path": dir.join("monolith.sqlite3"),
+        "create": true,
         "postgres_url": common::url_of(db),
         "key_file": common::key_file(dir),
     })
@@ -251,6 +252,7 @@ fn happy_path_from_c_reaches_postgres() {
             Link::Shared => {
                 let c = json!({
                     "sqlite_path": dir.path().join("monolith.sqlite3"),
+                    "create": true,
                     "key_file": common::key_file(dir.path()),
                 });
                 (c.to_string(), pg_env(&db))
@@ -297,6 +299,7 @@ fn every_error_code_null_argument_and_bad_utf8_from_c() {
         let dir = tempfile::tempdir().unwrap();
         let sqlite_only = json!({
             "sqlite_path": dir.path().join("solo.sqlite3"),
+            "create": true,
             "postgres_url": null,
             "key_env": "DUALWRITE_TEST_KEY_THAT_IS_NOT_SET",
         });
@@ -447,7 +450,8 @@ fn the_library_exports_exactly_the_header_s_functions() {
 fn leak_sanitizer_catches_a_string_that_is_not_freed() {
     let exe = compile("leak", Link::Shared);
     let dir = tempfile::tempdir().unwrap();
-    let config = json!({"sqlite_path": dir.path().join("leak.sqlite3"), "postgres_url": null});
+    let config =
+        json!({"sqlite_path": dir.path().join("leak.sqlite3"), "create": true, "postgres_url": null});
     let out = Command::new(&exe)
         .arg(config.to_string())
         .env("ASAN_OPTIONS", "detect_leaks=1:malloc_context_size=100")
@@ -493,4 +497,56 @@ fn the_header_works_from_cpp() {
     );
     let stdout = run(&exe, &[], &HashMap::new());
     assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{stdout}");
+}
+
+/// The library's logs reach a C host: through dw_set_log_callback, else on stderr as text or
+/// JSON lines (DUALWRITE_LOG, DUALWRITE_LOG_FORMAT). No PostgreSQL: opening new SQLite files
+/// logs the migrations it applies.
+#[test]
+fn logs_reach_the_host_by_callback_or_on_stderr() {
+    let exe = compile("logs", Link::Shared);
+    for (mode, format) in [("callback", "text"), ("stderr", "text"), ("stderr", "json")] {
+        let (dir, _) = common::temp_sqlite();
+        let config = |name: &str| {
+            json!({"sqlite_path": dir.path().join(name), "create": true, "postgres_url": null, "key_env": "NO_KEY_HERE"})
+                .to_string()
+        };
+        let out = Command::new(&exe)
+            .args([config("a.sqlite3"), mode.to_string(), config("b.sqlite3")])
+            .env("DUALWRITE_LOG", "info")
+            .env("DUALWRITE_LOG_FORMAT", format)
+            .env("ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1")
+            .env_remove("DUALWRITE_CONFIG")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{mode}/{format}: {stdout}\n{stderr}");
+        let migrations = stderr.lines().filter(|l| l.contains("migration applied")).count();
+        let latest = dualwrite::latest_version(dualwrite::Store::Sqlite) as usize;
+        match mode {
+            // The first file's migrations went to the callback; the second file's to stderr.
+            "callback" => {
+                assert!(printed(&stdout, "migrations").parse::<usize>().unwrap() >= latest, "{stdout}");
+                assert_eq!(migrations, latest, "{stderr}");
+            }
+            _ => assert_eq!(migrations, 2 * latest, "{stderr}"),
+        }
+        if format == "json" {
+            for line in stderr.lines().filter(|l| l.contains("migration applied")) {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                assert_eq!(
+                    (v["level"].as_str(), v["target"].as_str()),
+                    (Some("INFO"), Some("dualwrite::migrate"))
+                );
+                assert_eq!(v["store"], "sqlite", "{line}");
+            }
+        } else {
+            let line = stderr.lines().find(|l| l.contains("migration applied")).unwrap();
+            assert!(
+                line.contains(" INFO dualwrite::migrate: migration applied store=sqlite version=1"),
+                "{line}"
+            );
+        }
+    }
 }

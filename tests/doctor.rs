@@ -36,7 +36,7 @@ fn migrate_then_doctor_passes_and_a_rerun_changes_nothing() {
     let db = common::fresh_db();
     let e = env();
     let url = common::url_of(&db);
-    let out = dualwrite(&e, &url, &["migrate"]);
+    let out = dualwrite(&e, &url, &["migrate", "--create"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("postgres: applied 3 bridge_schema"), "{}", text(&out));
     let pg_latest =
@@ -74,7 +74,7 @@ fn doctor_fails_clearly_on_a_missing_extension_an_old_schema_or_no_key() {
     assert!(t.contains("FAIL  extension vector") && t.contains("run `dualwrite migrate`"), "{t}");
     assert!(t.contains("FAIL  postgres schema"), "{t}");
 
-    assert!(dualwrite(&e, &url, &["migrate"]).status.success());
+    assert!(dualwrite(&e, &url, &["migrate", "--create"]).status.success());
     db.connect().batch_execute("DROP EXTENSION vector CASCADE").unwrap();
     let t = text(&dualwrite(&e, &url, &["doctor"]));
     assert!(t.contains("FAIL  extension vector") && t.contains("ok    extension pgcrypto"), "{t}");

@@ -87,6 +87,12 @@ fn the_version_macros_are_cargo_toml_s_version() {
     let header =
         [define(&h, "DW_VERSION_MAJOR"), define(&h, "DW_VERSION_MINOR"), define(&h, "DW_VERSION_PATCH")];
     assert_eq!(header.as_slice(), cargo.as_slice(), "header version != Cargo.toml version; {REGENERATE}");
+    let number = cargo[0] * 10000 + cargo[1] * 100 + cargo[2];
+    assert_eq!(
+        define(&h, "DW_VERSION_NUMBER"),
+        number,
+        "DW_VERSION_NUMBER != Cargo.toml version; {REGENERATE}"
+    );
 }
 
 /// Every function, macro, type and result code says what it does (and who owns what).

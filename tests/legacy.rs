@@ -489,7 +489,7 @@ fn preflight_profiles_the_legacy_file_exactly() {
     assert_eq!(r.schema_version, 0);
     assert_eq!((r.rows, r.rows_rejected, r.rows_held_out), (3050, 1350, 0));
     assert!(!r.clean);
-    assert_eq!(r.exit_code(), 1);
+    assert_eq!(r.exit_code(), 3);
     assert_eq!(r.blocking.len(), 1, "{:?}", r.blocking);
     assert!(r.blocking[0].contains("users") && r.blocking[0].contains("nickname"), "{:?}", r.blocking);
 
@@ -941,7 +941,7 @@ fn adoption_with_holdouts_loses_and_changes_no_row() {
     assert_eq!((j.orphans[0].parent_missing, j.orphans[0].parent_rejected), (250, 0));
     assert_eq!(table_report(&r, "job_logs").rows_rejected, 200);
     assert_eq!(table_report(&r, "users").rows_rejected, 0);
-    assert_eq!(r.exit_code(), 1);
+    assert_eq!(r.exit_code(), 3);
 
     // The bridge opens the adopted file and writes to it.
     let dir = path.parent().unwrap();
@@ -1060,23 +1060,25 @@ fn preflight_cli_exit_codes_and_formats() {
         cmd.output().unwrap()
     };
     let out = run(&["preflight", "--json"], &path, None);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     let j: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["rows_rejected"], 1350);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("sk-plaintext"));
     let out = run(&["preflight", "--markdown", "--tables", "jobs"], &path, None);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let md = String::from_utf8_lossy(&out.stdout);
     assert!(md.contains("### jobs") && !md.contains("### users"), "{md}");
     let out = run(&["preflight"], &dir.path().join("missing.sqlite3"), None);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no SQLite file"));
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[conversions]\n\"jobs.queued_at\" = \"epoch_days\"\n").unwrap();
-    assert_eq!(run(&["preflight"], &path, Some(&bad)).status.code(), Some(2));
+    assert_eq!(run(&["preflight"], &path, Some(&bad)).status.code(), Some(1));
+    // A usage error is neither "rejects" (3) nor "error" (1).
+    assert_eq!(run(&["preflight", "--no-such-option"], &path, None).status.code(), Some(64));
 
     // migrate adopts with the configuration's [adoption] settings, then preflight is clean of
-    // conversion problems (the orphans and the held-out rows remain: exit 1).
+    // conversion problems (the orphans and the held-out rows remain: exit 3).
     let cfg = dir.path().join("dw.toml");
     std::fs::write(&cfg, "[adoption]\nunconvertible = \"hold_out\"\nextra_columns = \"set_aside\"\n")
         .unwrap();
@@ -1085,7 +1087,7 @@ fn preflight_cli_exit_codes_and_formats() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("adopted the monolith's tables") && text.contains("900 row(s) held out"), "{text}");
     let out = run(&["preflight", "--json"], &path, Some(&cfg));
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let j: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((j["rows_rejected"].as_u64(), j["rows_held_out"].as_u64()), (Some(450), Some(900)));
 

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// Exit code of `verify` (and `repair`) when the stores differ; 1 is an error, 0 a match.
-pub const EXIT_DIFFERENT: u8 = 2;
+pub const EXIT_DIFFERENT: u8 = crate::exit::DIFFERENT;
 
 #[derive(Args)]
 pub struct BackfillArgs {

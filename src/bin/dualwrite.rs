@@ -11,6 +11,28 @@ mod migration_cli;
 // preflight and the adoption output of migrate: beside the library module too.
 #[path = "../legacy/cli.rs"]
 mod legacy_cli;
+// status --prometheus / --check and the metrics endpoint.
+#[path = "../metrics/cli.rs"]
+mod metrics_cli;
+
+/// The exit codes of every command, in one place (the README's table is this one). A script can
+/// tell "the command could not run" from "it ran and found something": a usage error is never 2
+/// (clap's own default), which `verify` uses for "the stores differ".
+pub mod exit {
+    /// Done; nothing found that needs attention.
+    pub const OK: u8 = 0;
+    /// The command could not do its job: a store unreachable, bad configuration, a refusal by a
+    /// guard rail, a failed `doctor` check, `flags wait` timing out.
+    pub const ERROR: u8 = 1;
+    /// `verify` / `repair`: the stores differ.
+    pub const DIFFERENT: u8 = 2;
+    /// `preflight`: a backfill would produce rejects (or something blocks it).
+    pub const REJECTS: u8 = 3;
+    /// `status --check`: lag over the limit, dead letters, or a last error.
+    pub const UNHEALTHY: u8 = 4;
+    /// The command line is wrong (an unknown option, a missing argument): sysexits' EX_USAGE.
+    pub const USAGE: u8 = 64;
+}
 
 #[derive(Parser)]
 #[command(
@@ -30,7 +52,7 @@ struct Cli {
 enum Command {
     /// Copy the rows already in SQLite into PostgreSQL while the application keeps writing (resumable).
     Backfill(migration_cli::BackfillArgs),
-    /// Profile the SQLite file before a backfill (reads only): exit 0 clean, 1 rejects, 2 error.
+    /// Profile the SQLite file before a backfill (reads only): exit 0 clean, 3 rejects, 1 error.
     Preflight(legacy_cli::PreflightArgs),
     /// Compare both stores (counts, chunk checksums, located keys); exit 2 when they differ.
     Verify(migration_cli::VerifyArgs),
@@ -40,9 +62,17 @@ enum Command {
     Migrate {
         #[arg(long, value_enum)]
         only: Option<StoreArg>,
+        /// Create the SQLite file when there is none (without it a missing file is an error: a
+        /// mistyped path must not become a new, empty database).
+        #[arg(long)]
+        create: bool,
     },
-    /// Check both stores, the extensions, the schema versions and the secret key.
-    Doctor,
+    /// Check both stores (readable, writable, intact), the extensions, the schema versions and the secret key.
+    Doctor {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or change the migration-phase flags.
     Flags {
         #[command(subcommand)]
@@ -52,8 +82,9 @@ enum Command {
     /// From postgres_primary/postgres SQLite first catches up from PostgreSQL; if PostgreSQL is
     /// unreachable that is refused unless --force.
     Rollback {
-        #[arg(long, env = "USER")]
-        who: String,
+        /// Who rolls back (recorded in audit_events; default: $USER, $LOGNAME or the user's name).
+        #[arg(long)]
+        who: Option<String>,
         #[arg(long)]
         why: String,
         /// Switch even when SQLite cannot catch up (PostgreSQL unreachable): its changes are then not in SQLite.
@@ -68,8 +99,24 @@ enum Command {
     /// Replication health: outbox depth, lag, applied, retries, dead letters, last error.
     Status {
         /// Print JSON instead of a table.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["prometheus", "check"])]
         json: bool,
+        /// Print the shared figures in the Prometheus text format (one scrape).
+        #[arg(long, conflicts_with = "check")]
+        prometheus: bool,
+        /// For monitoring scripts: print "ok" and exit 0, or print each problem (lag over
+        /// --max-lag, dead letters, a last error, capture stopped) and exit 4.
+        #[arg(long)]
+        check: bool,
+        /// With --check: the replication lag allowed, in seconds.
+        #[arg(long, default_value_t = 60, requires = "check")]
+        max_lag: u64,
+    },
+    /// Serve the figures of `status --prometheus` over HTTP at /metrics until stopped.
+    Metrics {
+        /// IP:PORT to listen on (loopback by default; port 0 picks a free one and prints it).
+        #[arg(long, default_value = metrics_cli::DEFAULT_LISTEN)]
+        listen: String,
     },
     /// Replicate everything pending now, then exit (fails if it cannot finish in time).
     Drain {
@@ -81,8 +128,8 @@ enum Command {
     DeadLetters {
         #[command(subcommand)]
         action: Option<DeadLetterAction>,
-        /// Print JSON instead of a table (for `list`).
-        #[arg(long)]
+        /// Print JSON instead of a table (for `list`; also `dead-letters list --json`).
+        #[arg(long, global = true)]
         json: bool,
     },
 }
@@ -94,14 +141,21 @@ enum FlagsAction {
         #[arg(long)]
         json: bool,
     },
-    /// Set a flag for every process: write_mode=sqlite|dual, read_source=sqlite|postgres|shadow,
-    /// read_source:<table>=sqlite|postgres|shadow|default.
+    /// Set a flag for every process: write_mode=sqlite|dual|postgres_primary|postgres,
+    /// read_source=sqlite|postgres|shadow, read_source:<table>=sqlite|postgres|shadow|default.
+    #[command(after_help = "Write modes (docs/MIGRATION.md has the order and the guard rails):
+  sqlite            SQLite only; changes stay captured in the outbox (the rollback target)
+  dual              SQLite, then PostgreSQL in the background
+  postgres_primary  PostgreSQL first, synchronously; SQLite follows right behind it
+  postgres          PostgreSQL only; SQLite frozen (a rollback catches it up)
+Read sources: sqlite, postgres, shadow (serve SQLite, compare PostgreSQL); per table with
+read_source:<table>=…, `default` removes the table's override.")]
     Set {
         /// NAME=VALUE
         assignment: String,
-        /// Who changes it (recorded in audit_events).
-        #[arg(long, env = "USER")]
-        who: String,
+        /// Who changes it (recorded in audit_events; default: $USER, $LOGNAME or the user's name).
+        #[arg(long)]
+        who: Option<String>,
         /// Why (recorded in audit_events).
         #[arg(long)]
         why: String,
@@ -151,21 +205,69 @@ enum StoreArg {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DUALWRITE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+    // DUALWRITE_LOG (filter, default warn) and DUALWRITE_LOG_FORMAT (text|json), on stderr.
+    dualwrite::logging::install_from_env();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version are not errors; anything else is a usage error, never 2.
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::ERROR)
         }
     }
+}
+
+/// `--who` when it is not given: `$USER`, else `$LOGNAME` (cron and systemd set only some of
+/// them), else the name the password database has for this uid, else `uid <n>`.
+fn default_who() -> String {
+    for var in ["USER", "LOGNAME"] {
+        if let Some(v) = std::env::var(var).ok().filter(|v| !v.trim().is_empty()) {
+            return v;
+        }
+    }
+    user_name_of_this_process()
+}
+
+fn user_name_of_this_process() -> String {
+    use std::os::unix::fs::MetadataExt;
+    // The owner of /proc/self is this process's uid; std offers no getuid().
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "unknown".into();
+    };
+    let from_passwd = std::fs::read_to_string("/etc/passwd").ok().and_then(|text| {
+        text.lines().find_map(|line| {
+            let mut f = line.split(':');
+            let name = f.next()?;
+            let id = f.nth(1)?;
+            (id.parse::<u32>().ok()? == uid).then(|| name.to_string())
+        })
+    });
+    from_passwd.unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// Every command except `migrate --create` (and `preflight`, which says it itself) works on an
+/// existing SQLite file: opening a missing one would silently create a new, empty database.
+fn require_sqlite_file(config: &Config) -> dualwrite::Result<()> {
+    let path = &config.sqlite_path;
+    if path.exists() {
+        return Ok(());
+    }
+    let default = if path == std::path::Path::new(dualwrite::DEFAULT_SQLITE_PATH) {
+        " (the default: neither DUALWRITE_SQLITE_PATH nor [sqlite] path in the config file is set)"
+    } else {
+        ""
+    };
+    Err(dualwrite::Error::Config(format!(
+        "no SQLite file at {}{default}; check the path, or create a new database with `dualwrite migrate --create`",
+        path.display()
+    )))
 }
 
 /// A bridge that does not replicate: the CLI inspects and enqueues; the monolith's processes apply.
@@ -179,12 +281,29 @@ fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
         return Ok(legacy_cli::preflight_command(cli.config.as_deref(), a));
     }
     let config = Config::load(cli.config.as_deref())?;
+    let sqlite_path = config.sqlite_path.clone();
+    run_command(cli, config).map_err(|e| {
+        if e.is_sqlite_read_only() {
+            dualwrite::Error::Config(format!("{e} [{}]", sqlite_path.display()))
+        } else {
+            e
+        }
+    })
+}
+
+fn run_command(cli: Cli, config: Config) -> dualwrite::Result<ExitCode> {
+    let creates = matches!(cli.command, Command::Migrate { create: true, .. })
+        || matches!(cli.command, Command::Migrate { only: Some(StoreArg::Postgres), .. });
+    // doctor reports a missing file as one of its checks.
+    if !creates && !matches!(cli.command, Command::Doctor { .. }) {
+        require_sqlite_file(&config)?;
+    }
     match cli.command {
         Command::Backfill(a) => migration_cli::backfill(config, cli.config.as_deref(), a),
         Command::Verify(a) => migration_cli::verify(config, a),
         Command::Repair(a) => migration_cli::repair(config, a),
         Command::Preflight(a) => Ok(legacy_cli::preflight_command(cli.config.as_deref(), &a)),
-        Command::Migrate { only } => {
+        Command::Migrate { only, create: _ } => {
             let stores = match only {
                 Some(StoreArg::Sqlite) => vec![Store::Sqlite],
                 Some(StoreArg::Postgres) => vec![Store::Postgres],
@@ -206,12 +325,21 @@ fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { json } => {
+        Command::Status { prometheus: true, .. } => metrics_cli::print_prometheus(&inspect(config)?),
+        Command::Status { check: true, max_lag, .. } => {
+            metrics_cli::check(&inspect(config)?, std::time::Duration::from_secs(max_lag))
+        }
+        Command::Metrics { listen } => metrics_cli::serve(&inspect(config)?, &listen),
+        Command::Status { json, .. } => {
             let st = inspect(config)?.status()?;
             if json {
+                let mut v =
+                    serde_json::to_value(&st).map_err(|e| dualwrite::Error::Internal(e.to_string()))?;
+                // The rest is shared by every process on the file; these describe the CLI itself.
+                v["this_process_only"] = serde_json::json!(THIS_PROCESS_ONLY);
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&st)
+                    serde_json::to_string_pretty(&v)
                         .map_err(|e| dualwrite::Error::Internal(e.to_string()))?
                 );
             } else {
@@ -236,6 +364,10 @@ fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
                          after returning to dual run `dualwrite verify` and `dualwrite repair`"
                     );
                 }
+                println!(
+                    "(shared by every process on this file; the replicator and the reads of the monolith's \
+                     processes are theirs: `status` runs none)"
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -322,6 +454,7 @@ fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Rollback { who, why, force } => {
+            let who = who.unwrap_or_else(default_who);
             let bridge = inspect(config)?;
             let flags = bridge.rollback_to_sqlite(&who, &why, force)?;
             let st = bridge.status()?;
@@ -335,20 +468,34 @@ fn run(cli: Cli) -> dualwrite::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Doctor => {
+        Command::Doctor { json } => {
             let checks = doctor::run(&config);
-            print!("{}", doctor::render(&checks));
             let failed = checks.iter().filter(|c| c.status == doctor::CheckStatus::Fail).count();
-            if failed > 0 {
-                println!("{failed} check(s) failed");
-                Ok(ExitCode::FAILURE)
+            if json {
+                println!("{}", doctor::render_json(&checks));
             } else {
-                println!("all checks passed");
-                Ok(ExitCode::SUCCESS)
+                print!("{}", doctor::render(&checks));
+                if failed > 0 {
+                    println!("{failed} check(s) failed");
+                } else {
+                    println!("all checks passed");
+                }
             }
+            Ok(ExitCode::from(if failed > 0 { exit::ERROR } else { exit::OK }))
         }
     }
 }
+
+/// Fields of `status --json` that describe the process answering (the CLI: it replicates
+/// nothing and serves no reads), not the monolith.
+const THIS_PROCESS_ONLY: &[&str] = &[
+    "applied_per_sec",
+    "replicator_running",
+    "replicator_holds_lease",
+    "postgres_connected",
+    "reads",
+    "flags.forced_sqlite",
+];
 
 fn split_assignment(a: &str) -> dualwrite::Result<(&str, &str)> {
     a.split_once('=')
@@ -377,6 +524,7 @@ fn flags_command(bridge: Bridge, action: FlagsAction) -> dualwrite::Result<ExitC
             }
         }
         FlagsAction::Set { assignment, who, why, force } => {
+            let who = who.unwrap_or_else(default_who);
             let (name, value) = split_assignment(&assignment)?;
             let f = bridge.set_flag(FlagChange::parse(name, value)?, &who, &why, force)?;
             println!("set {name}={value}; now write_mode={} read_source={}", f.write_mode, f.read_source);
@@ -405,7 +553,7 @@ fn flags_command(bridge: Bridge, action: FlagsAction) -> dualwrite::Result<ExitC
                 }
                 if started.elapsed().as_secs() >= timeout {
                     println!("not seen {name}={value} within {timeout} s");
-                    return Ok(ExitCode::FAILURE);
+                    return Ok(ExitCode::from(exit::ERROR));
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }

@@ -74,6 +74,9 @@ struct OpenConfig {
     replicate: bool,
     #[serde(default = "yes")]
     migrate_sqlite: bool,
+    /// Create the SQLite file when there is none (default: a missing file is an error).
+    #[serde(default)]
+    create: bool,
 }
 
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
@@ -106,8 +109,12 @@ fn open_config(text: &str) -> Result<(Config, BridgeOptions), Failure> {
         (None, Some(v)) => KeySource::Env(v),
         (None, None) => config.key_source,
     };
-    let options =
-        BridgeOptions { migrate_sqlite: oc.migrate_sqlite, replicate: oc.replicate, ..Default::default() };
+    let options = BridgeOptions {
+        migrate_sqlite: oc.migrate_sqlite,
+        replicate: oc.replicate,
+        create_sqlite: oc.create,
+        ..Default::default()
+    };
     Ok((config, options))
 }
 
@@ -117,7 +124,8 @@ fn open_config(text: &str) -> Result<(Config, BridgeOptions), Failure> {
 ///
 /// | field | meaning |
 /// | --- | --- |
-/// | `"sqlite_path"` | the monolith's SQLite file (created and migrated if new) |
+/// | `"sqlite_path"` | the monolith's SQLite file (migrated if behind; it must exist unless `"create"`) |
+/// | `"create"` | create the SQLite file when there is none (default `false`: a missing file is `DW_CONFIG`, so a mistyped path never becomes a new, empty database) |
 /// | `"postgres_url"` | a `postgres://` URL or libpq `key=value` string; `null` = no PostgreSQL |
 /// | `"key_file"` / `"key_env"` | the secret key for api_keys: a file (mode 0600), or the name of an environment variable holding it (not both) |
 /// | `"replicate"` | run the replicator in this process (default `true`) |
@@ -140,6 +148,9 @@ pub unsafe extern "C" fn dw_bridge_open(
     bridge_out: *mut *mut dw_bridge,
 ) -> dw_result {
     ffi_boundary!({
+        // A C or Python host has no tracing subscriber: the library's logs go to stderr (or the
+        // host's dw_set_log_callback), filtered by DUALWRITE_LOG.
+        crate::logging::install_from_env();
         let text = try_str!(config_json);
         try_out!(bridge_out);
         let (config, options) = open_config(text)?;
@@ -155,9 +166,10 @@ pub unsafe extern "C" fn dw_bridge_open(
 /// this process's replicator to apply every change committed so far, then stop it.
 ///
 /// The handle is closed whatever the result. `DW_OK`: everything was applied (or this process
-/// does not replicate). `DW_UNAVAILABLE`: some changes were not applied in time; they stay in the
-/// SQLite outbox, and the next process that replicates applies them. Closing a closed handle
-/// does nothing and returns `DW_OK`.
+/// does not replicate, or write_mode is sqlite after a rollback: replication is paused and the
+/// captured changes wait for `write_mode=dual`, so there is nothing to wait for). `DW_UNAVAILABLE`:
+/// some changes were not applied in time; they stay in the SQLite outbox, and the next process
+/// that replicates applies them. Closing a closed handle does nothing and returns `DW_OK`.
 ///
 /// In a `fork()`ed child, on the handle it inherited: returns `DW_OK` at once and drains nothing
 /// (the replicator is the parent's); the parent's bridge is unaffected.
@@ -178,7 +190,12 @@ pub unsafe extern "C" fn dw_bridge_close(bridge: *mut dw_bridge, timeout_ms: u32
         let timeout = Duration::from_millis(timeout_ms.into());
         let started = Instant::now();
         // In a fork()ed child the replicator is the parent's: nothing to drain or stop here.
-        let drained = if h.replicating && h.bridge.opened_here() { h.bridge.flush(timeout) } else { Ok(()) };
+        // Rolled back (write_mode sqlite, or DUALWRITE_FORCE_SQLITE): replication is paused on
+        // purpose and the captured changes wait for write_mode=dual. Draining cannot finish, and
+        // reporting that would make every program's shutdown fail after a documented rollback.
+        let paused = h.bridge.flags().effective_write_mode() == crate::flags::WriteMode::Sqlite;
+        let drained =
+            if h.replicating && h.bridge.opened_here() && !paused { h.bridge.flush(timeout) } else { Ok(()) };
         h.bridge.shutdown(timeout.saturating_sub(started.elapsed()));
         drained.map_err(|e| {
             let mut f = Failure::from(e);

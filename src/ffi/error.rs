@@ -25,7 +25,8 @@ pub enum dw_result {
     /// may succeed. Nothing was written.
     DW_BUSY = 4,
     /// A store or resource is not reachable now (a file that cannot be opened, PostgreSQL down,
-    /// a flush that timed out). Retrying later may succeed.
+    /// a flush that timed out). Retrying later may succeed. (A read-only SQLite file is
+    /// `DW_CONFIG`: retrying does not help.)
     DW_UNAVAILABLE = 5,
     /// A required pointer argument was NULL. Nothing was done.
     DW_NULL_PARAMETER = 6,
@@ -35,7 +36,8 @@ pub enum dw_result {
     /// A bug or an impossible state inside the library (see the message).
     DW_INTERNAL = 8,
     /// The configuration is wrong or incomplete: a bad PostgreSQL URL, a missing or unusable
-    /// secret key, a SQLite schema this build cannot use (run `dualwrite migrate`).
+    /// secret key, a SQLite schema this build cannot use (run `dualwrite migrate`), a SQLite file
+    /// that is read-only for this process.
     DW_CONFIG = 9,
     /// Writes are switched off: the flag `write_mode` is `read_only` (the monolith is being
     /// decommissioned; PostgreSQL's services own the data). Nothing was written. Reads still work.

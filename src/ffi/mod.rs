@@ -15,7 +15,8 @@
 //!
 //! One module per C object or concern: `bridge` (the handle's life), `rows` (the generic
 //! table + JSON operations), `replication` (flush, status, dead letters), `call` (the typed
-//! repository operations by name), `error`, `strings`, `version`.
+//! repository operations by name), `error`, `log` (the library's logs for the host), `strings`,
+//! `version`.
 
 // C names (`dw_bridge`, `DW_OK`) are the ABI; they do not follow Rust's casing.
 #![allow(non_camel_case_types)]
@@ -31,6 +32,7 @@ mod strings;
 mod bridge;
 mod call;
 mod error;
+mod log;
 mod replication;
 mod rows;
 mod version;

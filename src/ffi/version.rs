@@ -10,6 +10,9 @@ pub const DW_VERSION_MAJOR: u32 = 0;
 pub const DW_VERSION_MINOR: u32 = 1;
 /// The patch version of the header.
 pub const DW_VERSION_PATCH: u32 = 0;
+/// The header's version as one comparable number, MAJOR * 10000 + MINOR * 100 + PATCH (0.1.0 is
+/// 100), for `#if DW_VERSION_NUMBER >= …` and for comparing with `dw_version_number()` at run time.
+pub const DW_VERSION_NUMBER: u32 = 100;
 
 const fn parse_decimal(s: &str) -> u32 {
     let b = s.as_bytes();
@@ -28,6 +31,11 @@ const _: () = {
     assert!(DW_VERSION_MAJOR == parse_decimal(env!("CARGO_PKG_VERSION_MAJOR")), "update DW_VERSION_MAJOR");
     assert!(DW_VERSION_MINOR == parse_decimal(env!("CARGO_PKG_VERSION_MINOR")), "update DW_VERSION_MINOR");
     assert!(DW_VERSION_PATCH == parse_decimal(env!("CARGO_PKG_VERSION_PATCH")), "update DW_VERSION_PATCH");
+    assert!(DW_VERSION_MINOR < 100 && DW_VERSION_PATCH < 100, "DW_VERSION_NUMBER needs another encoding");
+    assert!(
+        DW_VERSION_NUMBER == DW_VERSION_MAJOR * 10000 + DW_VERSION_MINOR * 100 + DW_VERSION_PATCH,
+        "update DW_VERSION_NUMBER"
+    );
 };
 
 const VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
@@ -45,6 +53,14 @@ pub extern "C" fn dw_version() -> *const c_char {
     ffi_boundary_infallible!(VERSION.as_ptr(), { VERSION.as_ptr() })
 }
 
+/// The version of the library linked at run time as MAJOR * 10000 + MINOR * 100 + PATCH: a
+/// program checks `dw_version_number() >= DW_VERSION_NUMBER` (or the same major version,
+/// `dw_version_number() / 10000 == DW_VERSION_MAJOR`) without parsing `dw_version()`.
+#[no_mangle]
+pub extern "C" fn dw_version_number() -> u32 {
+    ffi_boundary_infallible!(DW_VERSION_NUMBER, { DW_VERSION_NUMBER })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +70,10 @@ mod tests {
         let v = unsafe { CStr::from_ptr(dw_version()) }.to_str().unwrap();
         assert_eq!(v, env!("CARGO_PKG_VERSION"));
         assert_eq!(v, format!("{DW_VERSION_MAJOR}.{DW_VERSION_MINOR}.{DW_VERSION_PATCH}"));
+        let n = dw_version_number();
+        assert_eq!(
+            (n / 10000, n / 100 % 100, n % 100),
+            (DW_VERSION_MAJOR, DW_VERSION_MINOR, DW_VERSION_PATCH)
+        );
     }
 }

@@ -8,9 +8,6 @@ use dualwrite::{Config, LegacyConfig, MigrationReport};
 use std::path::Path;
 use std::process::ExitCode;
 
-/// Exit code of `preflight` on an error (0: clean, 1: the backfill would produce rejects).
-pub const EXIT_ERROR: u8 = 2;
-
 #[derive(Args)]
 pub struct PreflightArgs {
     /// Print the report as JSON.
@@ -27,7 +24,7 @@ pub struct PreflightArgs {
     tables: Option<Vec<String>>,
 }
 
-/// Profile the SQLite file; 0 clean, 1 rejects (or blocking problems), 2 error.
+/// Profile the SQLite file; exit 0 clean, 3 rejects (or blocking problems), 1 error (`crate::exit`).
 pub fn preflight_command(config_file: Option<&Path>, a: &PreflightArgs) -> ExitCode {
     let run = || -> dualwrite::Result<(String, u8)> {
         let config = Config::load(config_file)?;
@@ -56,7 +53,7 @@ pub fn preflight_command(config_file: Option<&Path>, a: &PreflightArgs) -> ExitC
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(EXIT_ERROR)
+            ExitCode::from(crate::exit::ERROR)
         }
     }
 }

@@ -455,12 +455,14 @@ pub(crate) fn duplicate_reason(table: &Table, cols: &[&str], earlier: i64, is_ro
 }
 
 impl PreflightReport {
-    /// 0: a backfill can run clean; 1: it would produce rejects (or something blocks it).
+    /// The CLI's exit code for this report: 0 when a backfill can run clean, 3 when it would
+    /// produce rejects (or something blocks it). 1 is kept for "preflight could not run" and 2
+    /// for `verify`'s "the stores differ", as in every command (the README's exit-code table).
     pub fn exit_code(&self) -> u8 {
         if self.clean {
             0
         } else {
-            1
+            3
         }
     }
 

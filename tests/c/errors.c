@@ -46,9 +46,15 @@ static void open_errors(void) {
     EXPECT_MESSAGE("UTF-8");
     EXPECT_RC(DW_CONFIG, dw_bridge_open("{\"postgres_url\": \"postgres://h:notaport/db\"}", &b));
     EXPECT_RC(DW_CONFIG, dw_bridge_open("{\"config_file\": \"/nonexistent/dualwrite.toml\"}", &b));
-    EXPECT_RC(DW_UNAVAILABLE,
+    /* A missing file is not created unless asked: a mistyped path is a configuration error. */
+    EXPECT_RC(DW_CONFIG,
               dw_bridge_open("{\"sqlite_path\": \"/nonexistent-dir/sub/monolith.sqlite3\", "
                              "\"postgres_url\": null}",
+                             &b));
+    EXPECT_MESSAGE("no SQLite file at /nonexistent-dir/sub/monolith.sqlite3");
+    EXPECT_RC(DW_UNAVAILABLE,
+              dw_bridge_open("{\"sqlite_path\": \"/nonexistent-dir/sub/monolith.sqlite3\", "
+                             "\"create\": true, \"postgres_url\": null}",
                              &b));
     CHECK(b == (dw_bridge *)SENTINEL);
 }

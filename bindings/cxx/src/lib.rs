@@ -42,8 +42,8 @@ mod ffi {
 
         /// Open a bridge. `config_json` is the JSON object of `dw_bridge_open` (`sqlite_path`,
         /// `postgres_url` — null for no PostgreSQL, absent for the PG* variables — `key_file` or
-        /// `key_env`, `replicate`, `migrate_sqlite`, `config_file`); "" or "{}" takes everything
-        /// from the environment, as the CLI does.
+        /// `key_env`, `replicate`, `migrate_sqlite`, `config_file`, `create` — the SQLite file must
+        /// exist unless it is true); "" or "{}" takes everything from the environment, as the CLI does.
         #[Self = "Bridge"]
         fn open(config_json: &str) -> Result<Box<Bridge>>;
 
@@ -177,6 +177,9 @@ struct OpenConfig {
     replicate: bool,
     #[serde(default = "yes")]
     migrate_sqlite: bool,
+    /// Create the SQLite file when there is none (default: a missing file is an error).
+    #[serde(default)]
+    create: bool,
 }
 
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
@@ -211,6 +214,7 @@ fn open_config(text: &str) -> dualwrite::Result<(dualwrite::Config, dualwrite::B
     let options = dualwrite::BridgeOptions {
         migrate_sqlite: oc.migrate_sqlite,
         replicate: oc.replicate,
+        create_sqlite: oc.create,
         ..Default::default()
     };
     Ok((config, options))
@@ -397,6 +401,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = serde_json::json!({
             "sqlite_path": dir.path().join("solo.sqlite3"),
+            "create": true,
             "postgres_url": null,
             "key_env": "DUALWRITE_CXX_TEST_KEY_THAT_IS_NOT_SET",
         });

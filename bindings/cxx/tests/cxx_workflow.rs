@@ -143,6 +143,7 @@ fn the_cpp_workflow_reaches_postgres_and_failures_throw() {
     let dir = tempfile::tempdir().unwrap();
     let config = json!({
         "sqlite_path": dir.path().join("monolith.sqlite3"),
+        "create": true,
         "postgres_url": common::url_of(&db),
         "key_file": common::key_file(dir.path()),
     });

@@ -10,15 +10,24 @@
 
 The library is found through the ``DUALWRITE_LIB`` environment variable (the path of
 libdualwrite.so), else beside this package (``dualwrite/libdualwrite.so`` or the directory that
-holds the package). Every failure raises a subclass of :class:`DualwriteError` named after the C
+holds the package), else as installed by ``scripts/install`` (``libdualwrite.so.0``, wherever the
+dynamic loader finds it: ``LD_LIBRARY_PATH``, ``/usr/local/lib`` after ``ldconfig``). Every failure raises a subclass of :class:`DualwriteError` named after the C
 result code (:class:`NotFound`, :class:`Conflict`, :class:`InvalidArgument`, ...), carrying the
 library's message. A :class:`Bridge` may be shared by threads.
+
+The library's log events go to Python's :mod:`logging`, to the ``dualwrite`` logger and its
+children named after the library's modules (``dualwrite.replicator``, ``dualwrite.reads``, ...).
+Which events the library sends is set by the ``DUALWRITE_LOG`` environment variable (default
+``warn``; e.g. ``DUALWRITE_LOG=debug``), read when the library is loaded; logging's own levels
+and handlers apply on top. :func:`route_logs_to_python` (``False``) sends them to stderr instead.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -38,6 +47,7 @@ __all__ = [
     "ReadOnly",
     "library_version",
     "load_library",
+    "route_logs_to_python",
 ]
 
 # dw_result (include/dualwrite.h): the numbers are ABI and never change.
@@ -143,6 +153,8 @@ _ERRORS = {
 }
 
 _LIB_NAME = "libdualwrite.so"
+# The SONAME of the major version this binding speaks (scripts/install makes the symlink).
+_INSTALLED_NAME = "libdualwrite.so.0"
 _lib: Optional[ctypes.CDLL] = None
 
 
@@ -161,13 +173,19 @@ def load_library() -> ctypes.CDLL:
         return _lib
     tried = _candidates()
     path = next((p for p in tried if p.is_file()), None)
-    if path is None:
-        raise ImportError(
-            "libdualwrite.so not found (tried %s); build it with `cargo build --lib` and set "
-            "DUALWRITE_LIB to target/debug/libdualwrite.so, or copy it beside the package"
-            % ", ".join(str(p) for p in tried)
-        )
-    lib = ctypes.CDLL(str(path))
+    if path is not None:
+        lib = ctypes.CDLL(str(path))
+    elif os.environ.get("DUALWRITE_LIB"):
+        raise ImportError("DUALWRITE_LIB=%s: no such file" % os.environ["DUALWRITE_LIB"])
+    else:
+        try:
+            lib = ctypes.CDLL(_INSTALLED_NAME)
+        except OSError as e:
+            raise ImportError(
+                "libdualwrite not found (tried %s, and %s through the dynamic loader: %s); install it "
+                "with scripts/install, or build it with `cargo build --lib` and set DUALWRITE_LIB to "
+                "target/debug/libdualwrite.so" % (", ".join(str(p) for p in tried), _INSTALLED_NAME, e)
+            ) from None
     bridge = ctypes.c_void_p
     text = ctypes.c_char_p
     out_text = ctypes.POINTER(ctypes.c_void_p)
@@ -190,13 +208,55 @@ def load_library() -> ctypes.CDLL:
         "dw_dead_letter_retry": ([bridge, ctypes.c_int64], ctypes.c_int),
         "dw_dead_letter_drop": ([bridge, ctypes.c_int64], ctypes.c_int),
         "dw_call": ([bridge, text, text, out_text], ctypes.c_int),
+        "dw_version_number": ([], ctypes.c_uint32),
+        "dw_set_log_callback": ([_LOG_CALLBACK, ctypes.c_void_p], ctypes.c_int),
     }
     for name, (argtypes, restype) in signatures.items():
         fn = getattr(lib, name)
         fn.argtypes = argtypes
         fn.restype = restype
     _lib = lib
+    route_logs_to_python(True)
     return lib
+
+
+# dw_log_callback: (level, target, message, user_data). The levels are DW_LOG_ERROR (1) ..
+# DW_LOG_TRACE (5); TRACE maps to 5, below logging.DEBUG.
+_LOG_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p)
+_LEVELS = {1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO, 4: logging.DEBUG, 5: 5}
+
+
+def _on_log(level: int, target: bytes, message: bytes, _user_data: Any) -> None:
+    # Called from the library's threads too (ctypes takes the GIL); must never raise.
+    try:
+        name = target.decode("utf-8", "replace").replace("::", ".")
+        logger = logging.getLogger(name if name.startswith("dualwrite") else "dualwrite." + name)
+        py_level = _LEVELS.get(level, logging.WARNING)
+        if logger.isEnabledFor(py_level):
+            logger.log(py_level, "%s", message.decode("utf-8", "replace"))
+    except Exception:  # noqa: BLE001 - a log line must not break the library's thread
+        pass
+
+
+# Kept referenced for as long as the library may call it.
+_log_callback = _LOG_CALLBACK(_on_log)
+
+
+def route_logs_to_python(enabled: bool = True) -> None:
+    """Send the library's log events to :mod:`logging` (the default once the library is
+    loaded), or, with ``False``, back to stderr (formatted by the library: ``DUALWRITE_LOG_FORMAT``
+    text or json)."""
+    lib = load_library()
+    _check(lib, lib.dw_set_log_callback(_log_callback if enabled else _LOG_CALLBACK(), None))
+
+
+@atexit.register
+def _stop_logging_into_python() -> None:
+    # Before the interpreter shuts down: the library's threads (a replicator draining) must not
+    # call into Python any more. ctypes releases the GIL during the call, and the library waits
+    # for a callback already running to return.
+    if _lib is not None:
+        _lib.dw_set_log_callback(_LOG_CALLBACK(), None)
 
 
 def library_version() -> str:
@@ -273,7 +333,9 @@ class Bridge:
     def close(self, timeout: float = 10.0) -> None:
         """Wait up to ``timeout`` seconds for this process's replicator to apply what was
         committed, stop it, and release the handle. Raises :class:`Unavailable` if changes were
-        left in the outbox (the bridge is closed all the same). Closing twice does nothing."""
+        left in the outbox (the bridge is closed all the same), except after a rollback
+        (write_mode sqlite): then replication is paused on purpose and nothing is waited for.
+        Closing twice does nothing."""
         handle, self._handle = self._handle, None
         if handle is None:
             return

@@ -44,7 +44,8 @@ def key_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def config(tmp_path: Path, pg_url: str, key_file: Path) -> dict:
-    return {"sqlite_path": str(tmp_path / "monolith.sqlite3"), "postgres_url": pg_url, "key_file": str(key_file)}
+    return {"sqlite_path": str(tmp_path / "monolith.sqlite3"), "create": True, "postgres_url": pg_url,
+            "key_file": str(key_file)}
 
 
 @pytest.fixture

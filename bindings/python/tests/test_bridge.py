@@ -95,9 +95,16 @@ def test_each_result_code_raises_its_exception(bridge, tmp_path):
     with pytest.raises(dualwrite.InvalidArgument):
         dualwrite.Bridge(sqlite_paht="x.sqlite3")
     with pytest.raises(dualwrite.Unavailable):
-        dualwrite.Bridge(sqlite_path="/nonexistent-dir/sub/x.sqlite3", postgres_url=None)
+        dualwrite.Bridge(sqlite_path="/nonexistent-dir/sub/x.sqlite3", create=True, postgres_url=None)
+    # A mistyped path is not a new, empty database: refused, and no file appears.
+    typo = tmp_path / "monlith.sqlite3"
+    with pytest.raises(dualwrite.ConfigError) as e:
+        dualwrite.Bridge(sqlite_path=typo, postgres_url=None)
+    assert "no SQLite file at" in e.value.message
+    assert not typo.exists()
 
-    with dualwrite.Bridge(sqlite_path=tmp_path / "solo.sqlite3", postgres_url=None, key_env="DW_NO_SUCH_VAR") as solo:
+    with dualwrite.Bridge(sqlite_path=tmp_path / "solo.sqlite3", create=True, postgres_url=None,
+                          key_env="DW_NO_SUCH_VAR") as solo:
         user = solo.insert("users", {"email": "solo@example.com", "display_name": "S"})
         with pytest.raises(dualwrite.Unavailable):
             solo.flush(timeout=0.05)

@@ -104,6 +104,23 @@ def test_rollback_keeps_capturing_writes_and_dual_replays_them(bridge, pg_url):
                 "AND metadata->>'why' = '%s' AND created_at > now() - interval '1 hour'" % WHO["why"]) != "0"
 
 
+def test_closing_after_a_rollback_succeeds_and_the_captured_writes_replay_later(config, pg_url):
+    # A program's shutdown after a documented `dualwrite rollback` must not fail: replication is
+    # paused on purpose, the writes stay captured.
+    b = dualwrite.Bridge(config)
+    b.call("flags.rollback", **WHO)
+    email = unique("closed-after-rollback") + "@example.com"
+    b.call("users.create", email=email, display_name="Written before the close")
+    b.close(timeout=5)
+    assert b.closed
+
+    with dualwrite.Bridge(config) as again:
+        assert again.status()["outbox_depth"] > 0
+        again.call("flags.set", name="write_mode", value="dual", **WHO)
+        again.flush(timeout=60)
+    assert psql(pg_url, "SELECT count(*) FROM users WHERE email = '%s'" % email) == "1"
+
+
 def test_rollback_needs_who_and_why(bridge):
     with pytest.raises(dualwrite.InvalidArgument):
         bridge.call("flags.rollback", who="", why="x")
