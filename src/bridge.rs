@@ -130,7 +130,8 @@ impl Drop for Inner {
         }
         std::mem::forget(self.replicator.get_mut().unwrap_or_else(|p| p.into_inner()).take());
         std::mem::forget(std::mem::take(self.readers.get_mut().unwrap_or_else(|p| p.into_inner())));
-        std::mem::forget(self.primary.get_mut().unwrap_or_else(|p| p.into_inner()).take());
+        // The pool's connections and its helper thread are the parent's too.
+        std::mem::forget(self.pool.take());
         // A reference that is never dropped keeps each shared part (and its connections) alive.
         std::mem::forget(Arc::clone(&self.writer));
         std::mem::forget(Arc::clone(&self.router));

@@ -150,6 +150,8 @@ fn capture_checks(client: &mut postgres::Client) -> Vec<Check> {
         },
     ));
     checks
+}
+
 /// The role the bridge connects as may create temporary tables: the backfill stages each chunk
 /// in one (`CREATE TEMP TABLE … ON COMMIT DELETE ROWS`), so without `TEMPORARY` on the database
 /// it fails, while everything else works. migrations/postgres/roles.sql.example grants it.

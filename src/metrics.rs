@@ -82,10 +82,14 @@ fn exists(c: &mut postgres::Client, relation: &str) -> crate::Result<bool> {
 
 /// Every write mode, for the one-hot `dualwrite_write_mode` family. The match makes a new
 /// mode a compile error here until it is listed.
-const WRITE_MODES: [WriteMode; 4] =
-    [WriteMode::Sqlite, WriteMode::Dual, WriteMode::PostgresPrimary, WriteMode::Postgres];
+const WRITE_MODES: [WriteMode; 5] =
+    [WriteMode::Sqlite, WriteMode::Dual, WriteMode::PostgresPrimary, WriteMode::Postgres, WriteMode::ReadOnly];
 const _: fn(WriteMode) = |m| match m {
-    WriteMode::Sqlite | WriteMode::Dual | WriteMode::PostgresPrimary | WriteMode::Postgres => {}
+    WriteMode::Sqlite
+    | WriteMode::Dual
+    | WriteMode::PostgresPrimary
+    | WriteMode::Postgres
+    | WriteMode::ReadOnly => {}
 };
 const READ_SOURCES: [ReadSource; 3] = [ReadSource::Sqlite, ReadSource::Postgres, ReadSource::Shadow];
 
@@ -160,13 +164,45 @@ pub fn render_prometheus(s: &Snapshot, now: f64) -> String {
         "1 when the outbox reached its limit in write_mode sqlite and changes are no longer captured.",
         if st.capture_overflow_since.is_some() { 1.0 } else { 0.0 },
     );
-    if let Some(n) = st.sqlite_behind_postgres {
+    if let Some(c) = &st.capture {
         o.one(
-            "dualwrite_sqlite_behind_postgres",
-            "gauge",
-            "While PostgreSQL is the primary: changes PostgreSQL took that SQLite does not hold yet.",
-            n as f64,
+            "dualwrite_capture_applied_total",
+            "counter",
+            "PostgreSQL changes the change capture applied to SQLite (while PostgreSQL is the primary).",
+            c.applied_total as f64,
         );
+        o.one(
+            "dualwrite_capture_foreign_writes_total",
+            "counter",
+            "Changes made in PostgreSQL by others than the bridge while SQLite was the primary.",
+            c.foreign_total as f64,
+        );
+        o.one(
+            "dualwrite_capture_dead_letters",
+            "gauge",
+            "Captured PostgreSQL changes SQLite refused (dualwrite capture dead-letters).",
+            c.dead_letters as f64,
+        );
+        o.one(
+            "dualwrite_capture_problem",
+            "gauge",
+            "1 while the capture has a problem (slot lost or missing, PostgreSQL unreachable): see dualwrite status.",
+            if c.problem.is_some() { 1.0 } else { 0.0 },
+        );
+        if let Some(slot) = &c.slot {
+            o.one(
+                "dualwrite_capture_retained_wal_bytes",
+                "gauge",
+                "WAL PostgreSQL keeps for the capture slot.",
+                slot.retained_wal_bytes as f64,
+            );
+            o.one(
+                "dualwrite_capture_pending_wal_bytes",
+                "gauge",
+                "WAL written since the position SQLite confirmed: how far the capture lags.",
+                slot.pending_wal_bytes as f64,
+            );
+        }
     }
     o.family(
         "dualwrite_write_mode",

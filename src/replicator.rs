@@ -364,10 +364,21 @@ impl Worker {
         if self.follower.client.as_ref().is_none_or(|c| c.is_closed()) {
             let mut c = self.pg.connect()?;
             c.batch_execute(slot::DECODING_SESSION)?;
+            let era = follow::CaptureState::load(&self.conn)?.era;
+            // While PostgreSQL is the primary a missing slot must not be replaced quietly: a new
+            // slot starts now, and what was committed since the old one's position would never
+            // reach SQLite. Only `dualwrite capture resync` (a copy, then a new slot) makes
+            // SQLite whole again; until then every pass fails loudly and a rollback is refused.
+            if era == follow::Era::PostgresFirst && slot::state(&mut c)?.is_none() {
+                return Err(Error::Unavailable(format!(
+                    "the change capture slot ({}) is gone while PostgreSQL is the primary: SQLite misses what \
+                     PostgreSQL committed since; run `dualwrite capture resync`",
+                    slot::SLOT
+                )));
+            }
             // Short: this thread also replicates the outbox, which must not wait on a long
             // transaction somewhere in the cluster.
             if let Err(e) = slot::ensure_within(&mut c, Duration::from_secs(2)) {
-                let era = follow::CaptureState::load(&self.conn)?.era;
                 if matches!(e, Error::Unavailable(_)) && era == follow::Era::SqliteFirst {
                     tracing::info!(error = %e, "change capture slot not made yet");
                     self.follower.off_until = Some(Instant::now() + Duration::from_secs(10));

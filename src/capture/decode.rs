@@ -26,6 +26,8 @@ pub enum Change {
         table: &'static Table,
         key: String,
         row: Map<String, Value>,
+        /// An update (pgoutput's Update), as opposed to an insert.
+        update: bool,
         partial: bool,
         old_key: Option<String>,
     },
@@ -62,7 +64,7 @@ impl Change {
     }
     pub fn op(&self) -> &'static str {
         match self {
-            Change::Upsert { old_key: None, partial: false, .. } => "insert",
+            Change::Upsert { update: false, .. } => "insert",
             Change::Upsert { .. } | Change::Refetch { .. } => "update",
             Change::Delete { .. } => "delete",
             Change::Truncate { .. } => "truncate",
@@ -105,12 +107,12 @@ impl Assembler {
             }
             Message::Relation { id, relation } => self.relations.learn(id, relation),
             Message::Insert { relation, new } => {
-                if let Some(change) = self.row_change(relation, None, &new)? {
+                if let Some(change) = self.row_change(relation, None, &new, false)? {
                     self.add(change)?;
                 }
             }
             Message::Update { relation, old, new } => {
-                if let Some(change) = self.row_change(relation, old.as_deref(), &new)? {
+                if let Some(change) = self.row_change(relation, old.as_deref(), &new, true)? {
                     self.add(change)?;
                 }
             }
@@ -165,6 +167,7 @@ impl Assembler {
         relation: u32,
         old: Option<&[Datum]>,
         new: &[Datum],
+        update: bool,
     ) -> crate::Result<Option<Change>> {
         let Some((table, rel)) = self.table_of(relation)? else { return Ok(None) };
         let key = key_of(table, &rel.columns, new)?;
@@ -192,7 +195,7 @@ impl Assembler {
             let why = "PostgreSQL's row lacks a column SQLite has".to_string();
             return Ok(Some(Change::Refetch { table, key, why }));
         }
-        Ok(Some(Change::Upsert { table, key, row, partial, old_key }))
+        Ok(Some(Change::Upsert { table, key, row, update, partial, old_key }))
     }
 }
 

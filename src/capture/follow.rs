@@ -403,7 +403,7 @@ fn apply_txn(conn: &Connection, refetch: &mut Refetcher<'_>, txn: &CapturedTxn) 
 
 fn apply_change(conn: &Connection, refetch: &mut Refetcher<'_>, c: &Change) -> Result<()> {
     match c {
-        Change::Upsert { table, key, row, partial, old_key } => {
+        Change::Upsert { table, key, row, partial, old_key, .. } => {
             if let Some(old) = old_key {
                 delete_row(conn, table, old)?;
             }
