@@ -1364,3 +1364,327 @@ fn negative_zero_in_a_vector_survives_every_path() {
     println!("-0 paths: {failures:?}");
     assert!(failures.is_empty(), "-0 lost: {failures:?}");
 }
+
+// ----- 2. faults: kill -9 of the monolith and an immediate stop of PostgreSQL mid-stream -----
+
+const CHILD_SQLITE: &str = "DW_CAPTURE_CHILD_SQLITE";
+const CHILD_PG: &str = "DW_CAPTURE_CHILD_PG";
+const CHILD_KEY: &str = "DW_CAPTURE_CHILD_KEY";
+const CHILD_ROUND: &str = "DW_CAPTURE_CHILD_ROUND";
+
+/// One line to the parent, flushed before the next step (it survives a SIGKILL once written).
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(format!("{line}\n").as_bytes()).unwrap();
+    out.flush().unwrap();
+}
+
+/// The monolith process the fault test kills: a bridge in postgres_primary (its replicator
+/// follows the capture into SQLite), writing jobs until killed. Before each write `BEGIN <id>
+/// <state after>`, after it `OK <id>`, or `ERR <id>` when it failed (PostgreSQL down: the write
+/// may or may not have committed).
+#[test]
+#[ignore = "the child process of kill_9_and_postgresql_crashes_while_postgresql_is_the_primary_lose_nothing"]
+fn capture_child_writer() {
+    let Ok(sqlite) = std::env::var(CHILD_SQLITE) else { return };
+    let var = |n: &str| std::env::var(n).unwrap();
+    let round: u64 = var(CHILD_ROUND).parse().unwrap();
+    let config = dualwrite::Config {
+        sqlite_path: sqlite.into(),
+        postgres: Some(dualwrite::PgConfig::from_url(&var(CHILD_PG)).unwrap()),
+        key_source: KeySource::File(var(CHILD_KEY).into()),
+    };
+    let options = BridgeOptions {
+        replicator: dualwrite::ReplicatorOptions {
+            poll_interval: Duration::from_millis(20),
+            min_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(200),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let b = Bridge::open(config, options).expect("child: open bridge");
+    let mut rng = StdRng::seed_from_u64(round);
+    let mut mine: Vec<String> = Vec::new();
+    say("\nREADY");
+    let born = Instant::now();
+    while born.elapsed() < Duration::from_secs(60) {
+        let pick = rng.gen_range(0..10);
+        let (id, after, result) = if pick < 6 || mine.is_empty() {
+            let id = uuid();
+            say(&format!("BEGIN {id} queued"));
+            let r = b.insert("jobs", &json!({"id": id, "type": "monolith"})).map(|_| true);
+            (id, "queued", r)
+        } else if pick < 8 {
+            let id = mine[rng.gen_range(0..mine.len())].clone();
+            say(&format!("BEGIN {id} running"));
+            let r = b.patch("jobs", &id, &json!({"status": "running"})).map(|_| true);
+            (id, "running", r)
+        } else {
+            let id = mine.remove(rng.gen_range(0..mine.len()));
+            say(&format!("BEGIN {id} absent"));
+            (id.clone(), "absent", b.delete("jobs", &id))
+        };
+        match result {
+            Ok(_) => {
+                say(&format!("OK {id}"));
+                if after == "queued" {
+                    mine.push(id);
+                }
+            }
+            Err(e) => {
+                say(&format!("ERR {id} {}", e.to_string().replace('\n', " ")));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        if rng.gen_range(0..8) == 0 {
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    }
+}
+
+/// Acceptable states of each row: `None` absent, `Some(status)` present with that status.
+type Acceptable = HashMap<String, Vec<Option<String>>>;
+
+/// A committed write: the row is exactly `after` now. An unconfirmed one: `after` or what it was.
+fn record(acc: &mut Acceptable, id: &str, after: Option<String>, confirmed: bool) {
+    let states = acc.entry(id.to_string()).or_insert_with(|| vec![None]);
+    if confirmed {
+        *states = vec![after];
+    } else if !states.contains(&after) {
+        states.push(after);
+    }
+}
+
+/// The child's lines: confirmed and unconfirmed writes.
+fn parse_child(out: &[u8], acc: &mut Acceptable) -> (usize, usize) {
+    let complete = match out.iter().rposition(|&c| c == b'\n') {
+        Some(i) => &out[..=i],
+        None => &[][..],
+    };
+    let (mut ok, mut doubt) = (0, 0);
+    let mut pending: Option<(String, Option<String>)> = None;
+    for line in String::from_utf8_lossy(complete).lines() {
+        let f: Vec<&str> = line.splitn(3, ' ').collect();
+        match f[0] {
+            "BEGIN" => {
+                let after = (f[2] != "absent").then(|| f[2].to_string());
+                pending = Some((f[1].to_string(), after));
+            }
+            "OK" | "ERR" => {
+                let (id, after) = pending.take().expect("a reply without BEGIN");
+                assert_eq!(id, f[1]);
+                record(acc, &id, after, f[0] == "OK");
+                if f[0] == "OK" {
+                    ok += 1;
+                } else {
+                    doubt += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((id, after)) = pending {
+        record(acc, &id, after, false);
+        doubt += 1;
+    }
+    (ok, doubt)
+}
+
+/// The foreign writer of the fault test: plain SQL, reconnecting after PostgreSQL's crash.
+/// (committed, unconfirmed commits)
+fn foreign_fault_writer(pg: dualwrite::PgConfig, stop: Arc<AtomicBool>, acc: &mut Acceptable) -> (u64, u64) {
+    let mut rng = StdRng::seed_from_u64(77);
+    let mut client: Option<postgres::Client> = None;
+    let mut known: Vec<String> = Vec::new();
+    let (mut committed, mut doubt) = (0, 0);
+    while !stop.load(Ordering::SeqCst) {
+        let Some(c) = client.as_mut().filter(|c| !c.is_closed()) else {
+            client = pg.connect().ok();
+            if client.is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            continue;
+        };
+        let pick = rng.gen_range(0..10);
+        let (id, after, sql) = if pick < 6 || known.is_empty() {
+            let id = uuid();
+            (id, Some("queued"), "INSERT INTO jobs (id, type) VALUES ($1::text::uuid, 'service')")
+        } else if pick < 8 {
+            (
+                known[rng.gen_range(0..known.len())].clone(),
+                Some("succeeded"),
+                "UPDATE jobs SET status = 'succeeded' WHERE id = $1::text::uuid",
+            )
+        } else {
+            (known.remove(rng.gen_range(0..known.len())), None, "DELETE FROM jobs WHERE id = $1::text::uuid")
+        };
+        let Ok(mut tx) = c.transaction() else { continue };
+        if tx.execute(sql, &[&id]).is_err() {
+            // Not committed: PostgreSQL went away before COMMIT was sent.
+            if after.is_none() {
+                known.push(id);
+            }
+            continue;
+        }
+        match tx.commit() {
+            Ok(()) => {
+                committed += 1;
+                record(acc, &id, after.map(str::to_string), true);
+                if after == Some("queued") {
+                    known.push(id);
+                }
+            }
+            Err(_) => {
+                // The commit's outcome is unknown: either state is acceptable, and the row is
+                // left alone from here on.
+                doubt += 1;
+                record(acc, &id, after.map(str::to_string), false);
+            }
+        }
+    }
+    (committed, doubt)
+}
+
+#[test]
+fn kill_9_and_postgresql_crashes_while_postgresql_is_the_primary_lose_nothing() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    let cluster = support::cluster::PrivateCluster::start();
+    let db = common::migrated_db_on(cluster.admin());
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&db, dir.path());
+    {
+        let b =
+            Bridge::open(config.clone(), BridgeOptions { replicate: false, ..Default::default() }).unwrap();
+        set(&b, WriteMode::PostgresPrimary);
+    }
+    let key_file = match &config.key_source {
+        KeySource::File(p) => p.clone(),
+        KeySource::Env(_) => unreachable!(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let foreign = {
+        let (pg, stop) = (db.config.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut acc = Acceptable::new();
+            let counts = foreign_fault_writer(pg, stop, &mut acc);
+            (acc, counts)
+        })
+    };
+
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = StdRng::seed_from_u64(2013);
+    let mut child_acc = Acceptable::new();
+    let (mut child_ok, mut child_doubt, mut kills, mut crashes) = (0, 0, 0, 0);
+    let started = Instant::now();
+    let mut round = 0;
+    while started.elapsed() < Duration::from_secs(24) {
+        let mut child = Command::new(&exe)
+            .args(["--ignored", "--exact", "capture_child_writer", "--nocapture", "--test-threads=1"])
+            .env(CHILD_SQLITE, &config.sqlite_path)
+            .env(CHILD_PG, support::conninfo(&db.config))
+            .env(CHILD_KEY, &key_file)
+            .env(CHILD_ROUND, round.to_string())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join(format!("child-{round}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let out = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let reader = {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(stdout);
+                loop {
+                    let mut line = Vec::new();
+                    match r.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => out.lock().unwrap().extend_from_slice(&line),
+                    }
+                }
+            })
+        };
+        let ready = support::workload::eventually(Duration::from_secs(30), || {
+            String::from_utf8_lossy(&out.lock().unwrap()).lines().any(|l| l == "READY")
+        });
+        assert!(ready, "round {round}: the child never became ready");
+        let ready_at = Instant::now();
+        // A fresh process's first write waits for its connection pool (about 0.5 s here): most
+        // kills land after it, some before.
+        std::thread::sleep(Duration::from_millis(rng.gen_range(300..1500)));
+        if round % 3 == 1 {
+            // PostgreSQL crashes under both writers and the child's capture follower.
+            cluster.stop_immediate();
+            std::thread::sleep(Duration::from_millis(rng.gen_range(100..600)));
+            cluster.start_again();
+            crashes += 1;
+            std::thread::sleep(Duration::from_millis(rng.gen_range(200..800)));
+        }
+        assert!(child.try_wait().unwrap().is_none(), "round {round}: the child ended before the kill");
+        child.kill().unwrap();
+        assert_eq!(child.wait().unwrap().signal(), Some(9));
+        kills += 1;
+        reader.join().unwrap();
+        support::workload::expire_lease(&config.sqlite_path);
+        let (ok, doubt) = parse_child(&out.lock().unwrap(), &mut child_acc);
+        println!(
+            "capture faults: round {round}: killed {:?} after READY: {ok} writes confirmed, {doubt} unconfirmed",
+            ready_at.elapsed()
+        );
+        if ok == 0 {
+            let text = String::from_utf8_lossy(&out.lock().unwrap()).to_string();
+            let log =
+                std::fs::read_to_string(dir.path().join(format!("child-{round}.log"))).unwrap_or_default();
+            println!(
+                "  stdout tail: {:?}\n  stderr tail: {:?}",
+                &text[text.len().saturating_sub(300)..],
+                &log[log.len().saturating_sub(1500)..]
+            );
+        }
+        child_ok += ok;
+        child_doubt += doubt;
+        round += 1;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (foreign_acc, (foreign_ok, foreign_doubt)) = foreign.join().unwrap();
+
+    // The monolith restarts one last time and is rolled back to SQLite.
+    let b = Bridge::open(config.clone(), BridgeOptions::default()).unwrap();
+    let rolled = Instant::now();
+    b.rollback_to_sqlite("ops", "after the faults", false).expect("a lossless rollback");
+    let rollback_ms = rolled.elapsed().as_millis();
+    let conn = sqlite(&b);
+    let jobs = dualwrite::schema::table("jobs").unwrap();
+    let mut lost = 0;
+    for (who, acc) in [("monolith", &child_acc), ("service", &foreign_acc)] {
+        for (id, states) in acc {
+            let got = conn.get_row(jobs, id).unwrap().map(|r| r["status"].as_str().unwrap().to_string());
+            if !states.contains(&got) {
+                lost += 1;
+                eprintln!("{who}: job {id} is {got:?} in SQLite, acceptable {states:?}");
+            }
+        }
+    }
+    let diffs = store_differences(&b, &db);
+    let integrity = support::integrity_check(&b.config().sqlite_path);
+    println!(
+        "FAULT SUMMARY scenario=capture_kill9_pg_crash rounds={round} kills={kills} postgres_crashes={crashes} \
+         monolith_confirmed={child_ok} monolith_unconfirmed={child_doubt} service_committed={foreign_ok} \
+         service_unconfirmed={foreign_doubt} rows_checked={} lost_or_resurrected={lost} store_differences={} \
+         rollback_ms={rollback_ms} writing_s={:.1} sqlite_integrity={integrity}",
+        child_acc.len() + foreign_acc.len(),
+        diffs.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for d in diffs.iter().take(10) {
+        eprintln!("DIFF {d}");
+    }
+    assert!(child_ok > 0 && foreign_ok > 0 && crashes > 0, "both writers wrote and PostgreSQL crashed");
+    assert_eq!(lost, 0, "acknowledged writes lost or deleted rows back");
+    assert!(diffs.is_empty(), "{} differences, first {:?}", diffs.len(), diffs.first());
+    assert_eq!(integrity, "ok");
+    assert_eq!(b.status().unwrap().capture.unwrap().dead_letters, 0);
+}
