@@ -1699,3 +1699,102 @@ fn kill_9_and_postgresql_crashes_while_postgresql_is_the_primary_lose_nothing() 
     assert_eq!(integrity, "ok");
     assert_eq!(b.status().unwrap().capture.unwrap().dead_letters, 0);
 }
+
+// ----- a rollback while both writers are still writing -----
+
+/// The runbook stops the services before a rollback; when they are not stopped, nothing is lost
+/// silently: what PostgreSQL took before the catch-up is in SQLite, what it took after is named as
+/// a foreign write. Meanwhile another monolith process keeps writing through the switch: every
+/// write it was told succeeded is in SQLite afterwards (the fence waits for the PostgreSQL-first
+/// writes in flight; later ones go to SQLite first).
+#[test]
+fn a_rollback_under_load_loses_no_acknowledged_write_and_names_what_came_after() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::bridge(&db, dir.path());
+    set(&b, WriteMode::PostgresPrimary);
+    // A second process of the monolith on the same file (its own bridge, no replicator).
+    let other =
+        common::bridge_with(&db, dir.path(), BridgeOptions { replicate: false, ..Default::default() });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let service = {
+        let (pg, stop) = (db.config.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut c = pg.connect().unwrap();
+            let mut committed = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let id = uuid();
+                c.execute("INSERT INTO jobs (id, type) VALUES ($1::text::uuid, 'service')", &[&id]).unwrap();
+                committed.push(id);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            committed
+        })
+    };
+    let monolith = {
+        let (other, stop) = (other.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut acked, mut refused) = (Vec::new(), 0);
+            while !stop.load(Ordering::SeqCst) {
+                match other.insert("jobs", &json!({"type": "monolith"})) {
+                    Ok(row) => acked.push(row["id"].as_str().unwrap().to_string()),
+                    // A write that met the switch may be told to retry; it was not acknowledged.
+                    Err(dualwrite::Error::Unavailable(_)) => refused += 1,
+                    Err(e) => panic!("monolith write: {e}"),
+                }
+            }
+            (acked, refused)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let flags = b.rollback_to_sqlite("ops", "rollback with the services still up", false).unwrap();
+    assert_eq!(flags.write_mode, WriteMode::Sqlite);
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::SeqCst);
+    let service_rows = service.join().unwrap();
+    let (acked, refused) = monolith.join().unwrap();
+    // The capture, now watching for foreign writes, takes in what the service committed last.
+    b.wait_for_sqlite(WAIT).unwrap();
+
+    let conn = sqlite(&b);
+    let jobs = dualwrite::schema::table("jobs").unwrap();
+    let named: std::collections::HashSet<String> = conn
+        .prepare("SELECT row_key FROM _dualwrite_foreign_changes WHERE table_name = 'jobs'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let (mut in_sqlite, mut only_named, mut silent) = (0, 0, Vec::new());
+    for id in &service_rows {
+        if conn.get_row(jobs, id).unwrap().is_some() {
+            in_sqlite += 1;
+        } else if named.contains(id) {
+            only_named += 1;
+        } else {
+            silent.push(id.clone());
+        }
+    }
+    let monolith_missing: Vec<&String> =
+        acked.iter().filter(|id| conn.get_row(jobs, id).unwrap().is_none()).collect();
+    let cap = b.status().unwrap().capture.unwrap();
+    println!(
+        "rollback under load: service rows {} (in SQLite {in_sqlite}, after the catch-up and named as foreign \
+         {only_named}, silently missing {}); monolith writes acknowledged {} (missing {}), told to retry {refused}; \
+         foreign_total {}",
+        service_rows.len(),
+        silent.len(),
+        acked.len(),
+        monolith_missing.len(),
+        cap.foreign_total
+    );
+    assert!(
+        silent.is_empty(),
+        "service rows neither in SQLite nor named: {:?}",
+        &silent[..silent.len().min(5)]
+    );
+    assert!(monolith_missing.is_empty(), "acknowledged monolith writes missing: {monolith_missing:?}");
+    assert!(in_sqlite > 0 && only_named > 0, "the rollback landed while the service wrote");
+    assert_eq!(cap.foreign_total as usize, only_named, "every later service row is counted once");
+}
