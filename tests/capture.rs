@@ -1798,3 +1798,53 @@ fn a_rollback_under_load_loses_no_acknowledged_write_and_names_what_came_after()
     assert!(in_sqlite > 0 && only_named > 0, "the rollback landed while the service wrote");
     assert_eq!(cap.foreign_total as usize, only_named, "every later service row is counted once");
 }
+
+// ----- a slot PostgreSQL invalidated (max_slot_wal_keep_size) -----
+
+#[test]
+fn a_slot_postgresql_invalidated_is_reported_loudly_and_a_rollback_is_refused_unless_forced() {
+    // A private cluster: the WAL limit must not touch the slots of the other tests.
+    let cluster = support::cluster::PrivateCluster::start();
+    let db = common::migrated_db_on(cluster.admin());
+    let dir = tempfile::tempdir().unwrap();
+    // No replicator: nobody advances the slot, so the WAL it needs piles up.
+    let b = common::bridge_with(&db, dir.path(), BridgeOptions { replicate: false, ..Default::default() });
+    set(&b, WriteMode::PostgresPrimary);
+    b.insert("jobs", &json!({"type": "before the limit"})).unwrap();
+    let mut admin = cluster.admin().connect().unwrap();
+    // Two statements: ALTER SYSTEM refuses to run in the implicit transaction of a multi-statement query.
+    admin.batch_execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'").unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let mut pg = db.connect();
+    let mut status = String::new();
+    for round in 0..20 {
+        for _ in 0..3 {
+            pg.execute("INSERT INTO jobs (id, type) VALUES ($1::text::uuid, 'wal')", &[&uuid()]).unwrap();
+            pg.batch_execute("SELECT pg_switch_wal()").unwrap();
+        }
+        pg.batch_execute("CHECKPOINT").unwrap();
+        status = dualwrite::capture::slot::state(&mut pg).unwrap().map(|s| s.wal_status).unwrap_or_default();
+        if status == "lost" {
+            println!("slot lost after {} WAL segment switches", (round + 1) * 3);
+            break;
+        }
+    }
+    assert_eq!(status, "lost", "PostgreSQL did not invalidate the slot");
+
+    let cap = b.status().unwrap().capture.unwrap();
+    println!("status: problem = {:?}", cap.problem);
+    let problem = cap.problem.unwrap_or_default();
+    assert!(problem.contains("LOST") && problem.contains("resync"), "loud, with the way back: {problem}");
+
+    let err = b.rollback_to_sqlite("ops", "incident", false).unwrap_err();
+    println!("refused: {err}");
+    assert!(matches!(err, dualwrite::Error::Conflict(_)), "{err}");
+    assert!(err.to_string().contains("LOST") && err.to_string().contains("--force"), "{err}");
+    assert_eq!(b.flags().write_mode, WriteMode::PostgresPrimary, "a refused rollback changes nothing");
+    b.insert("jobs", &json!({"type": "still primary"})).expect("PostgreSQL still takes writes");
+
+    b.rollback_to_sqlite("ops", "incident, accepting the loss", true).unwrap();
+    let cap = b.status().unwrap().capture.unwrap();
+    assert!(cap.cut_at.is_some(), "the forced rollback records the cut");
+    assert_eq!(b.flags().write_mode, WriteMode::Sqlite);
+}
