@@ -1811,25 +1811,7 @@ fn a_slot_postgresql_invalidated_is_reported_loudly_and_a_rollback_is_refused_un
     let b = common::bridge_with(&db, dir.path(), BridgeOptions { replicate: false, ..Default::default() });
     set(&b, WriteMode::PostgresPrimary);
     b.insert("jobs", &json!({"type": "before the limit"})).unwrap();
-    let mut admin = cluster.admin().connect().unwrap();
-    // Two statements: ALTER SYSTEM refuses to run in the implicit transaction of a multi-statement query.
-    admin.batch_execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'").unwrap();
-    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
-    let mut pg = db.connect();
-    let mut status = String::new();
-    for round in 0..20 {
-        for _ in 0..3 {
-            pg.execute("INSERT INTO jobs (id, type) VALUES ($1::text::uuid, 'wal')", &[&uuid()]).unwrap();
-            pg.batch_execute("SELECT pg_switch_wal()").unwrap();
-        }
-        pg.batch_execute("CHECKPOINT").unwrap();
-        status = dualwrite::capture::slot::state(&mut pg).unwrap().map(|s| s.wal_status).unwrap_or_default();
-        if status == "lost" {
-            println!("slot lost after {} WAL segment switches", (round + 1) * 3);
-            break;
-        }
-    }
-    assert_eq!(status, "lost", "PostgreSQL did not invalidate the slot");
+    lose_the_slot(&cluster, &db);
 
     let cap = b.status().unwrap().capture.unwrap();
     println!("status: problem = {:?}", cap.problem);
@@ -1847,4 +1829,110 @@ fn a_slot_postgresql_invalidated_is_reported_loudly_and_a_rollback_is_refused_un
     let cap = b.status().unwrap().capture.unwrap();
     assert!(cap.cut_at.is_some(), "the forced rollback records the cut");
     assert_eq!(b.flags().write_mode, WriteMode::Sqlite);
+}
+
+/// Make PostgreSQL invalidate the capture slot: a 1 MB `max_slot_wal_keep_size`, WAL segments
+/// switched past it, a checkpoint.
+fn lose_the_slot(cluster: &support::cluster::PrivateCluster, db: &common::TestDb) {
+    let mut admin = cluster.admin().connect().unwrap();
+    // Two statements: ALTER SYSTEM refuses to run in the implicit transaction of a multi-statement query.
+    admin.batch_execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'").unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let mut pg = db.connect();
+    let mut status = String::new();
+    for round in 0..20 {
+        for _ in 0..3 {
+            pg.execute("INSERT INTO wordstat_cache VALUES ($1, '{}', now())", &[&uuid()]).unwrap();
+            pg.batch_execute("SELECT pg_switch_wal()").unwrap();
+        }
+        pg.batch_execute("CHECKPOINT").unwrap();
+        status = dualwrite::capture::slot::state(&mut pg).unwrap().map(|s| s.wal_status).unwrap_or_default();
+        if status == "lost" {
+            println!("slot lost after {} WAL segment switches", (round + 1) * 3);
+            break;
+        }
+    }
+    assert_eq!(status, "lost", "PostgreSQL did not invalidate the slot");
+    // Back to no limit: the new slot of a resync must not be lost too.
+    admin.batch_execute("ALTER SYSTEM RESET max_slot_wal_keep_size").unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+}
+
+/// The way back from a lost slot: `resync` copies PostgreSQL into SQLite while a service keeps
+/// writing; afterwards SQLite follows again and a rollback is lossless.
+#[test]
+fn a_resync_after_a_lost_slot_brings_sqlite_back_while_a_service_writes() {
+    let cluster = support::cluster::PrivateCluster::start();
+    let db = common::migrated_db_on(cluster.admin());
+    let dir = tempfile::tempdir().unwrap();
+    let quiet =
+        common::bridge_with(&db, dir.path(), BridgeOptions { replicate: false, ..Default::default() });
+    set(&quiet, WriteMode::PostgresPrimary);
+    drop(quiet);
+    // PostgreSQL-only history SQLite never got (the slot is lost before anyone follows it).
+    let mut pg = db.connect();
+    for i in 0..50 {
+        pg.execute(
+            "INSERT INTO jobs (id, type) VALUES ($1::text::uuid, $2)",
+            &[&uuid(), &format!("history-{i}")],
+        )
+        .unwrap();
+    }
+    lose_the_slot(&cluster, &db);
+    let b = common::bridge(&db, dir.path());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let service = {
+        let (pgc, stop) = (db.config.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut c = pgc.connect().unwrap();
+            let mut rng = StdRng::seed_from_u64(5);
+            let (mut live, mut expect): (Vec<String>, Expect) = (Vec::new(), Expect::new());
+            while !stop.load(Ordering::SeqCst) {
+                if live.len() > 5 && rng.gen_bool(0.3) {
+                    let id = live.remove(rng.gen_range(0..live.len()));
+                    c.execute("DELETE FROM jobs WHERE id = $1::text::uuid", &[&id]).unwrap();
+                    expect.insert(("jobs".into(), id), None);
+                } else if !live.is_empty() && rng.gen_bool(0.3) {
+                    let id = live[rng.gen_range(0..live.len())].clone();
+                    c.execute("UPDATE jobs SET status = 'running' WHERE id = $1::text::uuid", &[&id])
+                        .unwrap();
+                    expect.insert(("jobs".into(), id), cols(json!({"status": "running"})));
+                } else {
+                    let id = uuid();
+                    c.execute("INSERT INTO jobs (id, type) VALUES ($1::text::uuid, 'service')", &[&id])
+                        .unwrap();
+                    expect.insert(("jobs".into(), id.clone()), cols(json!({"status": "queued"})));
+                    live.push(id);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            expect
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let done = b.resync_sqlite_from_postgres("ops", "slot lost").unwrap();
+    println!("resync: {done:?}");
+    assert!(done.rows >= 50, "the history was copied");
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let expect = service.join().unwrap();
+    b.wait_for_sqlite(WAIT).unwrap();
+    let cap = b.status().unwrap().capture.unwrap();
+    assert_eq!(cap.slot.map(|s| s.wal_status), Some("reserved".to_string()), "a new slot");
+    assert_eq!(cap.problem, None);
+
+    b.rollback_to_sqlite("ops", "after the resync", false).expect("a lossless rollback again");
+    let (checked, lost, resurrected, wrong) = check_expectations(&b, "service", &expect);
+    let diffs = store_differences(&b, &db);
+    println!(
+        "resync under writes: service rows checked {checked}, lost {lost}, resurrected {resurrected}, wrong {wrong}, \
+         store differences {}",
+        diffs.len()
+    );
+    for d in diffs.iter().take(5) {
+        eprintln!("DIFF {d}");
+    }
+    assert_eq!((lost, resurrected, wrong), (0, 0, 0));
+    assert!(diffs.is_empty());
 }
