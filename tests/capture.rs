@@ -805,7 +805,6 @@ fn foreign_writes_in_dual_are_counted_and_named_and_the_bridges_own_are_not() {
 }
 
 #[test]
-#[ignore = "bug: a foreign UPDATE is named op \"insert\" (capture::decode::Change::op maps every Upsert with old_key None and partial false to insert; pgoutput's Update message kind is lost)"]
 fn a_foreign_update_in_dual_is_named_an_update() {
     let db = common::migrated_db();
     let dir = tempfile::tempdir().unwrap();
@@ -1252,7 +1251,6 @@ fn a_rollback_without_the_slot_is_refused_unless_forced_and_a_forced_one_records
 /// The same with the replicator running: it must not quietly make a new slot (which starts at
 /// the current position, skipping what was committed meanwhile) and let the rollback pass.
 #[test]
-#[ignore = "bug: the replicator re-creates a dropped slot (replicator.rs capture_step calls slot::ensure whenever its follower reconnects, in every era); in postgres_first the new slot starts at the current WAL position, the changes committed in between are never applied, and the rollback then passes as lossless (the row committed between the drop and the re-creation is NOT in SQLite)"]
 fn a_slot_dropped_while_the_replicator_runs_is_not_quietly_replaced() {
     let db = common::migrated_db();
     let dir = tempfile::tempdir().unwrap();
