@@ -48,7 +48,7 @@ pub enum ApplyMethod {
     /// Binary COPY into a temporary staging table, then claim + upsert from it.
     #[default]
     Copy,
-    /// The rows as one JSON array parameter read with `jsonb_populate_recordset` (the
+    /// The rows as one JSON array parameter read with `json_populate_recordset` (the
     /// replicator's way), then claim + upsert.
     Json,
 }
@@ -1305,7 +1305,8 @@ fn apply_sql(table: &Table, method: ApplyMethod) -> String {
                 .join(", "),
         ),
         ApplyMethod::Json => (
-            format!("jsonb_populate_recordset(NULL::public.{}, $5::text::jsonb) AS s", table.name),
+            // json, not jsonb: a vector's -0.0 stays negative zero (see `store::postgres::upsert_sql`).
+            format!("json_populate_recordset(NULL::public.{}, $5::text::json) AS s", table.name),
             table.columns.iter().map(|c| format!("s.{}", c.name)).collect::<Vec<_>>().join(", "),
         ),
     };

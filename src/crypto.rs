@@ -47,7 +47,7 @@
 use std::fmt;
 use std::io::Read;
 
-use pgp::composed::Message;
+use pgp::composed::{Edata, Message};
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::packet::{PacketHeader, PacketTrait, SymEncryptedProtectedData, SymKeyEncryptedSessionKey};
@@ -91,22 +91,9 @@ impl SecretKey {
         match source {
             KeySource::File(path) => {
                 let shown = path.display();
-                let meta = std::fs::metadata(path)
+                let file = open_key_file(path)
                     .map_err(|e| Error::Config(format!("secret key file {shown}: cannot read it: {e}")))?;
-                if !meta.is_file() {
-                    return Err(Error::Config(format!("secret key file {shown}: not a regular file")));
-                }
-                check_private_mode(path, &meta)?;
-                let mut raw =
-                    Zeroizing::new(std::fs::read(path).map_err(|e| {
-                        Error::Config(format!("secret key file {shown}: cannot read it: {e}"))
-                    })?);
-                let len = trimmed_len(&raw);
-                raw.truncate(len);
-                if raw.is_empty() {
-                    return Err(Error::Config(format!("secret key file {shown} is empty")));
-                }
-                SecretKey::from_bytes(&raw).map_err(|e| in_source(e, source))
+                SecretKey::from_open_file(file, path).map_err(|e| in_source(e, source))
             }
             KeySource::Env(name) => {
                 let value = match std::env::var_os(name) {
@@ -126,6 +113,27 @@ impl SecretKey {
                 SecretKey::from_bytes(&raw).map_err(|e| in_source(e, source))
             }
         }
+    }
+
+    /// The key in the opened file `path`: every check is made on the open file (fstat), so the
+    /// file checked is the file read, even if the path is replaced meanwhile.
+    fn from_open_file(mut file: std::fs::File, path: &std::path::Path) -> Result<SecretKey> {
+        let shown = path.display();
+        let cannot =
+            |e: std::io::Error| Error::Config(format!("secret key file {shown}: cannot read it: {e}"));
+        let meta = file.metadata().map_err(cannot)?;
+        if !meta.is_file() {
+            return Err(Error::Config(format!("secret key file {shown}: not a regular file")));
+        }
+        check_private(path, &meta)?;
+        let mut raw = Zeroizing::new(Vec::new());
+        file.read_to_end(&mut raw).map_err(cannot)?;
+        let len = trimmed_len(&raw);
+        raw.truncate(len);
+        if raw.is_empty() {
+            return Err(Error::Config(format!("secret key file {shown} is empty")));
+        }
+        SecretKey::from_bytes(&raw)
     }
 
     /// A key from its bytes, taken as they are (nothing trimmed). It must be at least
@@ -187,6 +195,12 @@ impl SecretKey {
     }
 
     fn decrypt_inner(&self, ciphertext: &[u8]) -> Result<Vec<u8>> {
+        /// Said before any key is tried: the message is refused for what it is, whatever the key.
+        const NO_INTEGRITY_CHECK: &str =
+            "decryption refused: the ciphertext has no integrity check (an OpenPGP \
+            Symmetrically Encrypted Data packet, without MDC, as pgcrypto's pgp_sym_encrypt writes with \
+            'disable-mdc=1'), so a change to it could not be detected; encrypt the secret again without \
+            disable-mdc (or put it again with api_keys.put)";
         const NOT_OURS: &str = "decryption failed: not a binary OpenPGP symmetric message";
         const WRONG_KEY: &str = "decryption failed: wrong key, or the ciphertext is damaged or tampered with";
         if ciphertext.is_empty() {
@@ -195,6 +209,9 @@ impl SecretKey {
         let msg = Message::from_bytes(ciphertext).map_err(|_| Error::Crypto(NOT_OURS.into()))?;
         if !msg.is_encrypted() {
             return Err(Error::Crypto(format!("{NOT_OURS} (it is not encrypted)")));
+        }
+        if let Message::Encrypted { edata: Edata::SymEncryptedData { .. }, .. } = &msg {
+            return Err(Error::Crypto(NO_INTEGRITY_CHECK.into()));
         }
         let mut msg =
             msg.decrypt_with_password(&self.password()).map_err(|_| Error::Crypto(WRONG_KEY.into()))?;
@@ -273,9 +290,24 @@ fn os_bytes(v: std::ffi::OsString) -> Vec<u8> {
     v.into_string().map(String::into_bytes).unwrap_or_else(|_| vec![0xff; MIN_KEY_LEN])
 }
 
+/// Open the key file for reading without blocking on a FIFO (which the regular-file check then
+/// refuses); a symbolic link is followed (mounted secrets are often links).
 #[cfg(unix)]
-fn check_private_mode(path: &std::path::Path, meta: &std::fs::Metadata) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+fn open_key_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)
+}
+
+#[cfg(not(unix))]
+fn open_key_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::open(path)
+}
+
+/// The key file may be read and changed by its owner only (mode 0600 or stricter), and its owner
+/// is this process's user or root: another owner could change the key, or its mode, at will.
+#[cfg(unix)]
+fn check_private(path: &std::path::Path, meta: &std::fs::Metadata) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(Error::Config(format!(
@@ -284,11 +316,22 @@ fn check_private_mode(path: &std::path::Path, meta: &std::fs::Metadata) -> Resul
             path.display()
         )));
     }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(Error::Config(format!(
+            "secret key file {} belongs to uid {}, neither this process's user (uid {me}) nor root: its owner \
+             can change the key and its mode; run `chown {me} {}`",
+            path.display(),
+            meta.uid(),
+            path.display()
+        )));
+    }
     Ok(())
 }
 
 #[cfg(not(unix))]
-fn check_private_mode(_path: &std::path::Path, _meta: &std::fs::Metadata) -> Result<()> {
+fn check_private(_path: &std::path::Path, _meta: &std::fs::Metadata) -> Result<()> {
     Ok(())
 }
 
@@ -441,6 +484,47 @@ mod tests {
         }
         let (_d, path) = key_file(KEY.as_bytes(), 0o400);
         assert!(SecretKey::load(&KeySource::File(path)).is_ok());
+    }
+
+    /// Regression (issue 14, item 9): the owner of the key file was not checked. A file another
+    /// user owns is refused (that user could change the key, or its mode, at will). Needs root to
+    /// give the file away, as `scripts/test` runs.
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_owned_by_another_user_is_refused() {
+        let (_d, path) = key_file(KEY.as_bytes(), 0o600);
+        assert!(SecretKey::load(&KeySource::File(path.clone())).is_ok(), "owned by this process's user");
+        if let Err(e) = std::os::unix::fs::chown(&path, Some(4242), None) {
+            panic!(
+                "cannot give the key file to uid 4242 ({e}): this test needs root, as `scripts/test` runs it"
+            );
+        }
+        let e = SecretKey::load(&KeySource::File(path)).unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains("uid 4242") && msg.contains("chown"), "{msg}");
+        assert!(!msg.contains(KEY));
+    }
+
+    /// Regression (issue 14, item 9): the mode was checked on the path and the key read in a
+    /// second step, so a path replaced in between was read unchecked. Now both are made on one open
+    /// file: here the path is replaced by a world-readable file with another key after opening,
+    /// and the key read is the one of the file that was checked.
+    #[cfg(unix)]
+    #[test]
+    fn the_file_checked_is_the_file_read() {
+        let (dir, path) = key_file(KEY.as_bytes(), 0o600);
+        let opened = open_key_file(&path).unwrap();
+        let other = dir.path().join("other");
+        std::fs::write(&other, "another-key-that-everyone-can-read").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let k = SecretKey::from_open_file(opened, &path).unwrap();
+        assert_eq!(k.expose_for_sql(), KEY);
+        // A FIFO is refused, not waited on.
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let e = SecretKey::load(&KeySource::File(fifo)).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 
     #[test]

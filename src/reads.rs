@@ -256,16 +256,17 @@ fn arg_refs(args: &[rusqlite::types::Value]) -> Vec<&dyn rusqlite::ToSql> {
     args.iter().map(|a| a as &dyn rusqlite::ToSql).collect()
 }
 
-/// Two wire rows hold the same data: JSON compared parsed (it already is), vectors as f32.
+/// Two wire rows hold the same data: JSON compared parsed (it already is), vectors as f32 bit for
+/// bit (-0.0 is not 0.0).
 pub(crate) fn same_row(table: &Table, a: &crate::bridge::Row, b: &crate::bridge::Row) -> bool {
     table.columns.iter().all(|c| {
         let (x, y) = (a.get(c.name), b.get(c.name));
         match (c.ty, x, y) {
             (ColType::Vector, Some(Value::Array(x)), Some(Value::Array(y))) => {
                 x.len() == y.len()
-                    && x.iter()
-                        .zip(y)
-                        .all(|(p, q)| p.as_f64().map(|f| f as f32) == q.as_f64().map(|f| f as f32))
+                    && x.iter().zip(y).all(|(p, q)| {
+                        p.as_f64().map(|f| (f as f32).to_bits()) == q.as_f64().map(|f| (f as f32).to_bits())
+                    })
             }
             _ => x == y,
         }

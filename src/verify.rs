@@ -12,7 +12,7 @@
 //! | timestamptz | microseconds since 2000-01-01 UTC (PostgreSQL's own binary form) |
 //! | numeric | the exact decimal, leading and trailing zeros removed: `12.50` = `12.5` (numeric equality), never a float |
 //! | int | the integer |
-//! | vector | the dimension and each component's `f32` bits (-0 = 0) |
+//! | vector | the dimension and each component's `f32` bits (bit for bit: -0 is not 0) |
 //!
 //! A row's digest is SHA-256 of its encoding. A chunk is a run of `chunk_size` keys in SQLite's
 //! order; its checksum (count + XOR of the digests) is compared with the checksum of PostgreSQL's
@@ -741,8 +741,8 @@ fn canon_floats(floats: impl Iterator<Item = f32>, dim: usize, out: &mut Vec<u8>
     out.push(VALUE);
     out.extend_from_slice(&((dim * 4 + 4) as u32).to_le_bytes());
     out.extend_from_slice(&(dim as u32).to_le_bytes());
+    // Bit for bit: -0.0 and 0.0 differ (both stores keep the sign).
     for f in floats {
-        let f = if f == 0.0 { 0.0f32 } else { f };
         out.extend_from_slice(&f.to_bits().to_le_bytes());
     }
 }

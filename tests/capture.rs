@@ -1335,10 +1335,6 @@ fn a_postgres_first_write_succeeds_while_another_connection_holds_sqlites_write_
 /// -0 in a vector survives every path: replicated in dual, written PostgreSQL-first, read back
 /// from PostgreSQL.
 #[test]
-#[ignore = "bug (not new in issue 13): the bridge's own paths into and out of PostgreSQL turn -0 into 0: \
-replicated in dual and written PostgreSQL-first, PostgreSQL stores [1,0] for [1,-0]; a read from PostgreSQL \
-returns 0 (store::postgres::row_to_wire_sql renders vectors as (vector::text)::jsonb; jsonb numeric has no \
-negative zero, and the write path goes through jsonb too). The capture itself keeps -0 (see the two-writer test)"]
 fn negative_zero_in_a_vector_survives_every_path() {
     let db = common::migrated_db();
     let dir = tempfile::tempdir().unwrap();

@@ -163,6 +163,14 @@ fn messages_without_mdc_are_refused() {
         .unwrap();
     let err = k.decrypt(&row.get::<_, Vec<u8>>(0)).unwrap_err();
     assert!(matches!(err, Error::Crypto(_)), "{err:?}");
+    // Regression (issue 14, item 9): it was refused as "wrong key, or … tampered with"; the
+    // message now says what it is, with the right key as with a wrong one.
+    let msg = err.to_string();
+    assert!(msg.contains("no integrity check") && msg.contains("disable-mdc"), "{msg}");
+    assert!(!msg.contains("wrong key"), "{msg}");
+    let wrong = SecretKey::from_bytes(b"definitely not the right key").unwrap();
+    let msg = wrong.decrypt(&row.get::<_, Vec<u8>>(0)).unwrap_err().to_string();
+    assert!(msg.contains("disable-mdc"), "{msg}");
 }
 
 #[test]

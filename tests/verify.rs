@@ -271,3 +271,95 @@ fn the_cli_backfills_verifies_with_exit_codes_and_repairs() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("MATCH"), "{out}");
 }
+
+/// The vector column's bits as SQLite holds them, and as PostgreSQL does (its binary form).
+fn vector_bits(db: &common::TestDb, sqlite: &std::path::Path, id: &str) -> (Vec<u32>, Vec<u32>) {
+    let lite = rusqlite::Connection::open(sqlite).unwrap();
+    let blob: Vec<u8> =
+        lite.query_row("SELECT vector FROM embeddings WHERE id = ?1", [id], |r| r.get(0)).unwrap();
+    let sqlite_bits = blob.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let text: String = db
+        .connect()
+        .query_one("SELECT vector::text FROM embeddings WHERE id = $1::text::uuid", &[&id])
+        .unwrap()
+        .get(0);
+    let pg_bits = text
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|x| x.parse::<f32>().unwrap().to_bits())
+        .collect();
+    (sqlite_bits, pg_bits)
+}
+
+/// Regression (issue 14, item 4): a vector component -0.0 reached PostgreSQL as +0 (rows were
+/// applied through jsonb, whose numbers have no negative zero) while SQLite held -0, and verify
+/// compared -0 and +0 as equal. Now both stores hold the same bits on every path into PostgreSQL
+/// (the replicator, the backfill's JSON method, writes while PostgreSQL is the primary and
+/// SQLite's catch-up from it), reads from PostgreSQL return them, and verify compares them bit for
+/// bit.
+#[test]
+fn vectors_are_bit_exact_in_both_stores_and_verify_compares_their_bits() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(&db, dir.path());
+    let b = common::bridge(&db, dir.path());
+    let want: Vec<u32> = [-0.0f32, 0.0, 1.5, -2.25, 0.1].iter().map(|f| f.to_bits()).collect();
+    let e = b
+        .insert(
+            "embeddings",
+            &json!({"text_hash": "neg0", "model": "m", "vector": [-0.0, 0.0, 1.5, -2.25, 0.1]}),
+        )
+        .unwrap();
+    let id = e["id"].as_str().unwrap().to_string();
+    b.flush(FLUSH).unwrap();
+    assert_eq!(vector_bits(&db, &config.sqlite_path, &id), (want.clone(), want.clone()), "replicated");
+    assert!(verify::verify(&config, &fast()).unwrap().ok);
+
+    // Read from PostgreSQL: the sign survives.
+    b.set_flag(dualwrite::FlagChange::ReadSource(dualwrite::ReadSource::Postgres), "t", "read pg", true)
+        .unwrap();
+    let read = b.get("embeddings", &id).unwrap().unwrap();
+    assert!(read["vector"][0].as_f64().unwrap().is_sign_negative(), "{read:?}");
+    assert_eq!(b.status().unwrap().reads["embeddings"].postgres, 1);
+
+    // +0 in PostgreSQL where SQLite holds -0 is a difference.
+    db.connect()
+        .execute("UPDATE embeddings SET vector = '[0,0,1.5,-2.25,0.1]' WHERE id = $1::text::uuid", &[&id])
+        .unwrap();
+    let r = verify::verify(&config, &fast()).unwrap();
+    assert!(!r.ok && table(&r, "embeddings").differences == 1, "{}", r.render_text());
+
+    // The backfill's JSON method.
+    let json = dualwrite::backfill::BackfillOptions {
+        method: dualwrite::backfill::ApplyMethod::Json,
+        restart: true,
+        ..Default::default()
+    };
+    db.connect().execute("DELETE FROM embeddings", &[]).unwrap();
+    db.connect().execute("DELETE FROM dualwrite.row_revisions WHERE table_name = 'embeddings'", &[]).unwrap();
+    dualwrite::backfill::backfill(&config, &json, &mut dualwrite::backfill::NoProgress).unwrap();
+    assert_eq!(vector_bits(&db, &config.sqlite_path, &id), (want.clone(), want.clone()), "backfilled");
+    assert!(verify::verify(&config, &fast()).unwrap().ok);
+
+    // PostgreSQL as the primary: written there first, SQLite follows from its outbox.
+    b.set_flag(
+        dualwrite::FlagChange::WriteMode(dualwrite::WriteMode::PostgresPrimary),
+        "t",
+        "pg first",
+        true,
+    )
+    .unwrap();
+    let v2 = [-0.0f32, -1.0, 0.0];
+    b.patch("embeddings", &id, &json!({"vector": [-0.0, -1.0, 0.0]})).unwrap();
+    let want2: Vec<u32> = v2.iter().map(|f| f.to_bits()).collect();
+    assert_eq!(
+        vector_bits(&db, &config.sqlite_path, &id),
+        (want2.clone(), want2),
+        "written to PostgreSQL first"
+    );
+    b.rollback_to_sqlite("t", "back", false).unwrap();
+    b.set_flag(dualwrite::FlagChange::WriteMode(dualwrite::WriteMode::Dual), "t", "dual", true).unwrap();
+    b.flush(FLUSH).unwrap();
+    assert!(verify::verify(&config, &fast()).unwrap().ok);
+    common::assert_stores_equal(&b, &db);
+}

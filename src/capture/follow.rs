@@ -491,8 +491,8 @@ fn refetch_row(conn: &Connection, refetch: &mut Refetcher<'_>, table: &Table, ke
     match refetch.client()?.query_opt(&sql, &[&key])? {
         Some(r) => {
             let text: String = r.get(0);
-            let row: Map<String, Value> = serde_json::from_str(&text)
-                .map_err(|e| Error::Internal(format!("a wire row is not JSON: {e}")))?;
+            // Vectors travel as pgvector text (jsonb has no -0): parse_wire_row reads them.
+            let row = crate::store::postgres::parse_wire_row(table, &text)?;
             upsert_row(conn, table, &row)
         }
         None => delete_row(conn, table, key),

@@ -42,8 +42,8 @@ pub fn resync(conn: &Connection, pg: &PgConfig) -> Result<Resynced> {
         let mut rows = client.query_raw(&sql, std::iter::empty::<&(dyn postgres::types::ToSql + Sync)>())?;
         while let Some(r) = rows.next()? {
             let text: String = r.get(0);
-            let row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
-                .map_err(|e| Error::Internal(format!("a wire row is not JSON: {e}")))?;
+            // Vectors travel as pgvector text (jsonb has no -0): parse_wire_row reads them.
+            let row = crate::store::postgres::parse_wire_row(table, &text)?;
             keys.insert(table.key_of(&row)?.to_string());
             upsert_row(conn, table, &row)?;
             out.rows += 1;

@@ -375,6 +375,16 @@ fn vector_from_json(v: &Value) -> Result<Vec<f32>, String> {
         .collect()
 }
 
+/// A vector in pgvector's text form (`[-0,1.5,3e-07]`, each component written so that it reads
+/// back as the same float4) as wire JSON, bit for bit: `-0` stays negative zero.
+pub(crate) fn vector_from_pg_text(s: &str) -> Result<Value> {
+    let bad = || Error::Internal("PostgreSQL returned a vector that is not pgvector's text form".into());
+    let inner = s.trim().strip_prefix('[').and_then(|r| r.strip_suffix(']')).ok_or_else(bad)?;
+    let floats =
+        inner.split(',').map(|x| x.trim().parse::<f32>().map_err(|_| bad())).collect::<Result<Vec<f32>>>()?;
+    Ok(vector_to_json(&floats))
+}
+
 fn vector_to_json(v: &[f32]) -> Value {
     Value::Array(v.iter().map(|f| Value::from(*f as f64)).collect())
 }

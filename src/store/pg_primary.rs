@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::flags::WriteMode;
 use crate::schema::Table;
 use crate::store::pg_pool::PooledClient;
-use crate::store::postgres::{key_type, row_to_wire_sql, typed_placeholder, wire_expr};
+use crate::store::postgres::{key_type, parse_wire_row, row_to_wire_sql, typed_placeholder, wire_expr};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use serde_json::{Map, Value};
 use std::cell::RefCell;
@@ -62,7 +62,7 @@ impl PgWrite {
             typed_placeholder(table.key_column(), 1)
         );
         let rows = self.with(|c| c.query(&sql, &[&key]))?;
-        rows.first().map(|r| parse_object(r.get(0))).transpose()
+        rows.first().map(|r| parse_wire_row(table, r.get(0))).transpose()
     }
 
     /// Rows matching `where_sql`, a condition written for SQLite in this crate (see
@@ -87,13 +87,13 @@ impl PgWrite {
     ) -> Result<Map<String, Value>> {
         let cols = table.column_names().collect::<Vec<_>>().join(", ");
         let sql = format!(
-            "INSERT INTO public.{t} ({cols}) SELECT {cols} FROM jsonb_populate_record(NULL::public.{t}, $1::text::jsonb) \
+            "INSERT INTO public.{t} ({cols}) SELECT {cols} FROM json_populate_record(NULL::public.{t}, $1::text::json) \
              RETURNING {w}::text",
             t = table.name,
             w = wire_expr(table)
         );
         let image = Value::Object(row.clone()).to_string();
-        self.returning_row(&sql, &[&image])?
+        self.returning_row(table, &sql, &[&image])?
             .ok_or_else(|| Error::Internal("INSERT RETURNING gave no row".into()))
     }
 
@@ -114,7 +114,7 @@ impl PgWrite {
         }
         let cols = changes.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
         let sql = format!(
-            "UPDATE public.{t} SET ({cols}) = (SELECT {cols} FROM jsonb_populate_record(NULL::public.{t}, $1::text::jsonb)) \
+            "UPDATE public.{t} SET ({cols}) = (SELECT {cols} FROM json_populate_record(NULL::public.{t}, $1::text::json)) \
              WHERE {key} = {p} RETURNING {w}::text",
             t = table.name,
             key = table.key,
@@ -122,7 +122,7 @@ impl PgWrite {
             w = wire_expr(table)
         );
         let image = Value::Object(changes.clone()).to_string();
-        self.returning_row(&sql, &[&image, &key])?.ok_or_else(|| Error::not_found(table.name, key))
+        self.returning_row(table, &sql, &[&image, &key])?.ok_or_else(|| Error::not_found(table.name, key))
     }
 
     /// Delete a row; `false` when there was none (nothing is recorded then).
@@ -155,11 +155,12 @@ impl PgWrite {
 
     fn returning_row(
         &mut self,
+        table: &Table,
         sql: &str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<Option<Map<String, Value>>> {
         let rows = self.with(|c| c.query(sql, params))?;
-        rows.first().map(|r| parse_object(r.get(0))).transpose()
+        rows.first().map(|r| parse_wire_row(table, r.get(0))).transpose()
     }
 }
 
@@ -183,7 +184,7 @@ pub(crate) fn select_where(
     let sql = format!("{} WHERE {}", row_to_wire_sql(table), translate_where(table, where_sql)?);
     let texts = args.iter().map(|a| arg_text(*a)).collect::<Result<Vec<Option<String>>>>()?;
     let params = texts.iter().map(|t| t as &(dyn postgres::types::ToSql + Sync));
-    crate::store::postgres::wire_rows_within(client, &sql, params, write_error)
+    crate::store::postgres::wire_rows_within(client, table, &sql, params, write_error)
 }
 
 /// Translate a condition written for SQLite in this crate (`col = ?1 AND other IS ?2 ORDER BY
@@ -234,13 +235,6 @@ fn arg_text(arg: &dyn rusqlite::ToSql) -> Result<Option<String>> {
         ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
         ValueRef::Blob(_) => return Err(Error::Internal("a blob argument in a PostgreSQL write".into())),
     })
-}
-
-fn parse_object(text: String) -> Result<Map<String, Value>> {
-    match serde_json::from_str(&text) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(Error::Internal("PostgreSQL returned a row that is not a JSON object".into())),
-    }
 }
 
 /// A PostgreSQL error of a write as the error the same write gets from SQLite: broken rules of

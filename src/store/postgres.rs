@@ -52,6 +52,9 @@ pub(crate) fn key_type(table: &Table) -> &'static str {
     }
 }
 
+/// The images go in as `json`, not `jsonb`: each value reaches its column's input function as the
+/// text it was written as, so a vector component `-0.0` stays negative zero (jsonb's numbers are
+/// `numeric`, which has no negative zero). jsonb columns parse their part as jsonb all the same.
 fn upsert_sql(table: &Table) -> String {
     let cols = table.column_names().collect::<Vec<_>>().join(", ");
     let sets = table
@@ -61,7 +64,7 @@ fn upsert_sql(table: &Table) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "INSERT INTO public.{t} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::public.{t}, $1::text::jsonb) \
+        "INSERT INTO public.{t} ({cols}) SELECT {cols} FROM json_populate_recordset(NULL::public.{t}, $1::text::json) \
          ON CONFLICT ({key}) DO UPDATE SET {sets}",
         t = table.name,
         key = table.key
@@ -198,7 +201,8 @@ pub fn wire_expr(table: &Table) -> String {
                 ColType::Numeric => format!("{}::text", c.name),
                 ColType::Uuid => format!("{}::text", c.name),
                 ColType::Bytea => format!("'\\x' || encode({}, 'hex')", c.name),
-                ColType::Vector => format!("({}::text)::jsonb", c.name),
+                // As a string: jsonb has no negative zero ([`parse_wire_row`] makes it an array).
+                ColType::Vector => format!("to_jsonb({}::text)", c.name),
                 _ => c.name.to_string(),
             };
             format!("'{}', {}", c.name, expr)
@@ -208,14 +212,29 @@ pub fn wire_expr(table: &Table) -> String {
     format!("jsonb_build_object({fields})")
 }
 
+/// A row read with [`wire_expr`] in the wire form: its vectors arrive as pgvector's text and
+/// become arrays of numbers here, bit for bit (`-0` stays negative zero).
+pub fn parse_wire_row(table: &Table, text: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut row = match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => return Err(Error::Internal("PostgreSQL returned a row that is not a JSON object".into())),
+    };
+    for c in table.columns.iter().filter(|c| c.ty == ColType::Vector) {
+        if let Some(serde_json::Value::String(s)) = row.get(c.name) {
+            let v = schema::vector_from_pg_text(s)?;
+            row.insert(c.name.to_string(), v);
+        }
+    }
+    Ok(row)
+}
+
 /// All rows of a table from PostgreSQL in the wire form, keyed by row key.
 pub fn all_rows(client: &mut postgres::Client, table: &Table) -> Result<HashMap<String, serde_json::Value>> {
     let mut out = HashMap::new();
     for row in client.query(&row_to_wire_sql(table), &[])? {
-        let text: String = row.get(0);
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Internal(e.to_string()))?;
+        let v = parse_wire_row(table, row.get(0))?;
         let key = v.get(table.key).and_then(|k| k.as_str()).unwrap_or_default().to_string();
-        out.insert(key, v);
+        out.insert(key, serde_json::Value::Object(v));
     }
     Ok(out)
 }
@@ -273,6 +292,7 @@ pub fn select_rows(
     );
     wire_rows_within(
         client,
+        table,
         &sql,
         params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)),
         Error::from,
@@ -285,6 +305,7 @@ pub fn select_rows(
 /// errors become `on_error`'s.
 pub(crate) fn wire_rows_within<'p>(
     client: &mut impl postgres::GenericClient,
+    table: &Table,
     sql: &str,
     params: impl ExactSizeIterator<Item = &'p (dyn postgres::types::ToSql + Sync)>,
     on_error: fn(postgres::Error) -> Error,
@@ -299,10 +320,7 @@ pub(crate) fn wire_rows_within<'p>(
         if bytes > crate::bridge::MAX_LIST_BYTES && !out.is_empty() {
             return Err(crate::bridge::list_too_large(out.len()));
         }
-        match serde_json::from_str(text) {
-            Ok(serde_json::Value::Object(m)) => out.push(m),
-            _ => return Err(Error::Internal("PostgreSQL returned a row that is not a JSON object".into())),
-        }
+        out.push(parse_wire_row(table, text)?);
     }
     Ok(out)
 }

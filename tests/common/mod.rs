@@ -124,7 +124,7 @@ pub fn config(db: &TestDb, dir: &std::path::Path) -> dualwrite::Config {
     }
 }
 
-/// Every row of every table in both stores, compared as wire JSON (vectors as f32); panics with
+/// Every row of every table in both stores, compared as wire JSON (vectors as f32 bits); panics with
 /// the first difference.
 pub fn assert_stores_equal(bridge: &dualwrite::Bridge, db: &TestDb) {
     let mut pg = db.connect();
@@ -148,8 +148,13 @@ pub fn assert_stores_equal(bridge: &dualwrite::Bridge, db: &TestDb) {
                 let (a, b) = (&row[c.name], &theirs[c.name]);
                 let same = match c.ty {
                     dualwrite::schema::ColType::Vector => {
-                        let f = |v: &serde_json::Value| -> Vec<f32> {
-                            v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+                        // Bit for bit: -0.0 is not 0.0.
+                        let f = |v: &serde_json::Value| -> Vec<u32> {
+                            v.as_array()
+                                .unwrap()
+                                .iter()
+                                .map(|x| (x.as_f64().unwrap() as f32).to_bits())
+                                .collect()
                         };
                         f(a) == f(b)
                     }
