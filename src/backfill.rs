@@ -932,7 +932,8 @@ impl Run<'_> {
         if chunk.direct && !chunk.keys.is_empty() {
             // The outbox is kept short (the throttle pauses past max_outbox_depth), so one scan of
             // this table's pending keys per chunk is cheap; usually it is empty.
-            let mut stmt = tx.prepare_cached("SELECT row_key FROM _dualwrite_outbox WHERE table_name = ?1")?;
+            let mut stmt =
+                tx.prepare_cached("SELECT row_key FROM _dualwrite_outbox WHERE table_name = ?1")?;
             let mut rows = stmt.query([table.name])?;
             let mut pending = std::collections::HashSet::new();
             while let Some(r) = rows.next()? {
@@ -1071,7 +1072,15 @@ fn worker(
     let mut pending = |upto: i64| Outbox::any_pending_upto(&lite.borrow(), upto);
     let mut postgres_first = || Ok(crate::flags::stored_write_mode(&lite.borrow())?.postgres_first());
     for chunk in jobs.iter() {
-        match apply_chunk_tx(&mut client, ctx.table, &chunk, ctx.method, shared, &mut pending, &mut postgres_first) {
+        match apply_chunk_tx(
+            &mut client,
+            ctx.table,
+            &chunk,
+            ctx.method,
+            shared,
+            &mut pending,
+            &mut postgres_first,
+        ) {
             Ok(Some(outcome)) => {
                 let _ = out.send(outcome);
             }
@@ -1307,13 +1316,18 @@ fn copy_direct(
     applied: &mut Applied,
 ) -> Result<Vec<usize>> {
     let all = || (0..chunk.keys.len()).collect::<Vec<_>>();
-    let (mut direct, mut guarded): (Vec<usize>, Vec<usize>) = all().into_iter().partition(|&i| !chunk.claim[i]);
+    let (mut direct, mut guarded): (Vec<usize>, Vec<usize>) =
+        all().into_iter().partition(|&i| !chunk.claim[i]);
     let staged = table.columns.iter().any(|c| c.ty == ColType::Numeric);
     for attempt in 0..2 {
         if direct.is_empty() {
             return Ok(guarded);
         }
-        let body = if guarded.is_empty() { Cow::Borrowed(&chunk.payload[..]) } else { Cow::Owned(chunk.copy_body(&direct)) };
+        let body = if guarded.is_empty() {
+            Cow::Borrowed(&chunk.payload[..])
+        } else {
+            Cow::Owned(chunk.copy_body(&direct))
+        };
         let mut sp = tx.savepoint("dw_direct")?;
         let res = if staged {
             // First in the transaction, so the staging table holds exactly these rows.
@@ -1335,8 +1349,11 @@ fn copy_direct(
                 // Some of these rows are there already (a newer change replicated, an earlier
                 // run, --restart) or known to the ledger: those take the claim.
                 let keys: Vec<&str> = direct.iter().map(|&i| chunk.keys[i].as_str()).collect();
-                let known: std::collections::HashSet<String> =
-                    tx.query(&known_keys_sql(table), &[&table.name, &keys])?.iter().map(|r| r.get(0)).collect();
+                let known: std::collections::HashSet<String> = tx
+                    .query(&known_keys_sql(table), &[&table.name, &keys])?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
                 tracing::debug!(table = table.name, known = known.len(), "direct copy met existing rows");
                 direct.retain(|&i| {
                     let keep = !known.contains(&chunk.keys[i]);
@@ -1387,9 +1404,17 @@ fn direct_insert_sql(table: &Table) -> String {
 /// shared (so no transaction deleting rows of this table is in flight), then remove the copied
 /// rows whose key has a tombstone above the snapshot — deleted after the snapshot, by a batch
 /// that committed while the copy was in flight. Returns the rows removed.
-fn finish_direct(tx: &mut postgres::Transaction<'_>, table: &Table, snapshot: i64, keys: &[String]) -> Result<u64> {
+fn finish_direct(
+    tx: &mut postgres::Transaction<'_>,
+    table: &Table,
+    snapshot: i64,
+    keys: &[String],
+) -> Result<u64> {
     use crate::store::postgres::{delete_lock_key, key_type, DELETE_LOCK_CLASS};
-    tx.execute("SELECT pg_advisory_xact_lock_shared($1, $2)", &[&DELETE_LOCK_CLASS, &delete_lock_key(table)])?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock_shared($1, $2)",
+        &[&DELETE_LOCK_CLASS, &delete_lock_key(table)],
+    )?;
     let sql = format!(
         "DELETE FROM public.{t} WHERE {k} IN (SELECT row_key::{kt} FROM dualwrite.row_revisions \
          WHERE table_name = $1 AND row_key = ANY($2::text[]) AND deleted AND revision > $3)",

@@ -93,10 +93,10 @@ pub(crate) fn claim_sql() -> &'static str {
 /// lock exclusively before its `DELETE`, and the backfill takes it shared, before it looks for
 /// tombstones of the keys it copied and commits: either the delete committed before the look (and
 /// the backfill removes its copy), or it waits for the copy's commit (and deletes the row).
-pub(crate) const DELETE_LOCK_CLASS: i32 = 0x6477_0001;
+pub const DELETE_LOCK_CLASS: i32 = 0x6477_0001;
 
 /// The table's key for [`DELETE_LOCK_CLASS`].
-pub(crate) fn delete_lock_key(table: &Table) -> i32 {
+pub fn delete_lock_key(table: &Table) -> i32 {
     table.fk_rank() as i32
 }
 
