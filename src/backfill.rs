@@ -11,8 +11,12 @@
 //! - a delete committed after the snapshot leaves a tombstone above `S`: the row stays deleted;
 //! - an older revision already applied is overwritten by the snapshot's copy, which includes it.
 //!
-//! Rows travel as PostgreSQL binary COPY into a per-session temporary staging table, then one
-//! statement claims the revisions (the claim as a CTE) and upserts only the winners. The chunk's
+//! Rows whose key no change at or below `S` ever touched (not in the outbox at the snapshot, not
+//! in the ledger) need no claim of their own: they take the direct path, a binary COPY straight
+//! into the target table (`copy_direct`; why that keeps the guard's promises is written there and
+//! in docs/ARCHITECTURE.md). The other rows travel as binary COPY into a per-session temporary
+//! staging table, then one statement claims the revisions (the claim as a CTE) and upserts only
+//! the winners. The chunk's
 //! rows and the table's checkpoint (`dualwrite.backfill_checkpoints`) commit in one transaction,
 //! so an interrupted run resumes after the last committed chunk and never copies it again.
 //! Memory is bounded by the chunk size.
