@@ -11,8 +11,12 @@
 //! - a delete committed after the snapshot leaves a tombstone above `S`: the row stays deleted;
 //! - an older revision already applied is overwritten by the snapshot's copy, which includes it.
 //!
-//! Rows travel as PostgreSQL binary COPY into a per-session temporary staging table, then one
-//! statement claims the revisions (the claim as a CTE) and upserts only the winners. The chunk's
+//! Rows whose key no change at or below `S` ever touched (not in the outbox at the snapshot, not
+//! in the ledger) need no claim of their own: they take the direct path, a binary COPY straight
+//! into the target table (`copy_direct`; why that keeps the guard's promises is written there and
+//! in docs/ARCHITECTURE.md). The other rows travel as binary COPY into a per-session temporary
+//! staging table, then one statement claims the revisions (the claim as a CTE) and upserts only
+//! the winners. The chunk's
 //! rows and the table's checkpoint (`dualwrite.backfill_checkpoints`) commit in one transaction,
 //! so an interrupted run resumes after the last committed chunk and never copies it again.
 //! Memory is bounded by the chunk size.
@@ -78,6 +82,9 @@ pub struct BackfillOptions {
     pub catch_up_timeout: Duration,
     /// PostgreSQL connections applying chunks at once (chunks still commit in key order).
     pub workers: usize,
+    /// Copy rows no change ever touched straight into the target table, without a revision claim
+    /// of their own (see "the direct path" in the module documentation); `false` claims every row.
+    pub direct: bool,
     /// Per-column conversion rules from the configuration (`[conversions]`, `LegacyConfig`).
     pub conversions: Overrides,
     /// Also append every rejected row to this file, one JSON line each (the table
@@ -99,6 +106,7 @@ impl Default for BackfillOptions {
             stop_after_chunks: None,
             cancel: None,
             method: ApplyMethod::Copy,
+            direct: true,
             catch_up_timeout: Duration::from_secs(300),
             workers: 2,
             conversions: Overrides::none(),
@@ -408,6 +416,12 @@ struct Chunk {
     /// Where each sent row is in `payload` (a COPY tuple, or a JSON object), for the row-by-row
     /// retry of a refused chunk.
     spans: Vec<std::ops::Range<usize>>,
+    /// Per sent row: must it claim its revision (a change to its key was still in the outbox at
+    /// the snapshot), or may it take the direct path (see `copy_direct`)?
+    claim: Vec<bool>,
+    /// May rows of this chunk take the direct path at all (binary COPY, SQLite the primary, the
+    /// option on)?
+    direct: bool,
     /// Rows the conversion rules refused; they commit with the chunk.
     rejects: Vec<RejectedRow>,
     /// Rows read, sent or not: fewer than a full chunk means the table ends here.
@@ -430,6 +444,8 @@ impl Chunk {
             keys: Vec::with_capacity(capacity),
             payload,
             spans: Vec::with_capacity(capacity),
+            claim: Vec::new(),
+            direct: false,
             rejects: Vec::new(),
             rows_read: 0,
             last_key: None,
@@ -494,6 +510,15 @@ impl Chunk {
         if method == ApplyMethod::Json {
             self.payload.push(b']');
         }
+    }
+
+    /// The COPY tuples of the rows at `rows` (indexes into `keys`).
+    fn copy_body(&self, rows: &[usize]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(rows.iter().map(|&i| self.spans[i].len()).sum());
+        for &i in rows {
+            out.extend_from_slice(&self.payload[self.spans[i].clone()]);
+        }
+        out
     }
 
     /// What travels for every row of the chunk (`None`) or for row `i` alone.
@@ -902,6 +927,30 @@ impl Run<'_> {
             }
         }
         chunk.finish(method);
+        // The direct path, from the same snapshot: only while SQLite is the primary (PostgreSQL-
+        // first writes are not the replicator's, see `copy_direct`), and never for a row whose
+        // key still has a change in the outbox at or below S: applied later with its own (lower)
+        // revision, that change would replace the snapshot's newer row for a moment.
+        chunk.direct = method == ApplyMethod::Copy
+            && self.options.direct
+            && !crate::flags::stored_write_mode(&tx)?.postgres_first();
+        chunk.claim = vec![!chunk.direct; chunk.keys.len()];
+        if chunk.direct && !chunk.keys.is_empty() {
+            // The outbox is kept short (the throttle pauses past max_outbox_depth), so one scan of
+            // this table's pending keys per chunk is cheap; usually it is empty.
+            let mut stmt =
+                tx.prepare_cached("SELECT row_key FROM _dualwrite_outbox WHERE table_name = ?1")?;
+            let mut rows = stmt.query([table.name])?;
+            let mut pending = std::collections::HashSet::new();
+            while let Some(r) = rows.next()? {
+                pending.insert(r.get::<_, String>(0)?);
+            }
+            if !pending.is_empty() {
+                for (claim, key) in chunk.claim.iter_mut().zip(&chunk.keys) {
+                    *claim = pending.contains(key);
+                }
+            }
+        }
         tx.commit()?;
         Ok(chunk)
     }
@@ -935,6 +984,8 @@ impl Run<'_> {
             }
         }
         chunk.finish(method);
+        // Retries always claim (chunk.direct stays false): few rows, and some already in the table.
+        chunk.claim = vec![true; chunk.keys.len()];
         tx.commit()?;
         Ok((chunk, gone))
     }
@@ -1025,9 +1076,19 @@ fn worker(
     if let Err(e) = client.batch_execute(&setup) {
         return fail(classify(Error::Postgres(e)));
     }
-    let mut pending = |upto: i64| Outbox::any_pending_upto(&lite, upto);
+    let lite = std::cell::RefCell::new(lite);
+    let mut pending = |upto: i64| Outbox::any_pending_upto(&lite.borrow(), upto);
+    let mut postgres_first = || Ok(crate::flags::stored_write_mode(&lite.borrow())?.postgres_first());
     for chunk in jobs.iter() {
-        match apply_chunk_tx(&mut client, ctx.table, &chunk, ctx.method, shared, &mut pending) {
+        match apply_chunk_tx(
+            &mut client,
+            ctx.table,
+            &chunk,
+            ctx.method,
+            shared,
+            &mut pending,
+            &mut postgres_first,
+        ) {
             Ok(Some(outcome)) => {
                 let _ = out.send(outcome);
             }
@@ -1082,6 +1143,8 @@ struct Applied {
     keys: Vec<String>,
     /// Rows PostgreSQL refused, one by one.
     refused: Vec<RejectedRow>,
+    /// Keys copied by the direct path (no claim): checked for tombstones before the commit.
+    direct: Vec<String>,
 }
 
 /// Apply a chunk in the caller's transaction: the whole chunk under a savepoint; if PostgreSQL
@@ -1101,19 +1164,33 @@ fn apply_rows(
     method: ApplyMethod,
     pending: &mut dyn FnMut(i64) -> Result<bool>,
 ) -> Result<Applied> {
-    let mut applied = Applied { written: 0, keys: Vec::new(), refused: Vec::new() };
+    let mut applied = Applied { written: 0, keys: Vec::new(), refused: Vec::new(), direct: Vec::new() };
     if chunk.keys.is_empty() {
         return Ok(applied);
     }
+    let rows: Vec<usize> = if chunk.direct {
+        copy_direct(tx, table, chunk, &mut applied)?
+    } else {
+        (0..chunk.keys.len()).collect()
+    };
+    if rows.is_empty() {
+        return Ok(applied);
+    }
+    let keys: Vec<String> = rows.iter().map(|&i| chunk.keys[i].clone()).collect();
+    let body: Cow<'_, [u8]> = if rows.len() == chunk.keys.len() {
+        chunk.body(method, None)
+    } else {
+        Cow::Owned(chunk.copy_body(&rows))
+    };
     // Set once the outbox was seen empty up to the snapshot: constraint refusals are then real.
     let mut caught_up = false;
     loop {
         let mut whole = tx.savepoint("dw_chunk")?;
-        match send(&mut whole, table, method, chunk.snapshot, &chunk.keys, &chunk.body(method, None)) {
+        match send(&mut whole, table, method, chunk.snapshot, &keys, &body) {
             Ok(written) => {
                 whole.commit()?;
-                applied.written = written;
-                applied.keys = chunk.keys.clone();
+                applied.written += written;
+                applied.keys.extend(keys);
                 return Ok(applied);
             }
             Err(e) if maybe_replication_lag(&e) && !caught_up => {
@@ -1125,14 +1202,15 @@ fn apply_rows(
             }
             Err(e) if refused_for_data(&e) => {
                 whole.rollback()?;
-                tracing::info!(table = table.name, error = %e, rows = chunk.keys.len(),
+                tracing::info!(table = table.name, error = %e, rows = keys.len(),
                     "backfill chunk refused for its data; applying it row by row");
                 break;
             }
             Err(e) => return Err(Error::Postgres(e)),
         }
     }
-    for (i, key) in chunk.keys.iter().enumerate() {
+    for i in rows {
+        let key = &chunk.keys[i];
         loop {
             let mut one = tx.savepoint("dw_row")?;
             let body = chunk.body(method, Some(i));
@@ -1176,24 +1254,7 @@ fn send(
     let dels = vec![false; keys.len()];
     match method {
         ApplyMethod::Copy => {
-            let mut w = tx.copy_in(&format!(
-                "COPY pg_temp.dw_stage_{} ({}) FROM STDIN (FORMAT binary)",
-                table.name,
-                table.column_names().collect::<Vec<_>>().join(", ")
-            ))?;
-            let mut header = Vec::with_capacity(19);
-            header.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
-            header.extend_from_slice(&0i32.to_be_bytes());
-            header.extend_from_slice(&0i32.to_be_bytes());
-            let res = w
-                .write_all(&header)
-                .and_then(|_| w.write_all(body))
-                .and_then(|_| w.write_all(&(-1i16).to_be_bytes()));
-            if let Err(e) = res {
-                // The server's error, if it sent one, comes from finish().
-                tracing::debug!(error = %e, "COPY write failed");
-            }
-            w.finish()?;
+            copy_in(tx, &format!("pg_temp.dw_stage_{}", table.name), table, body)?;
             // The staging table may still hold rows from earlier savepoints of this transaction
             // (it empties at commit): the join with the claimed keys takes only these rows.
             tx.execute(&apply_sql(table, ApplyMethod::Copy), &[&table.name, &keys, &revs, &dels])
@@ -1207,6 +1268,171 @@ fn send(
     }
 }
 
+/// Binary COPY of `body` (tuples without header and trailer) into `target` (the staging table, or
+/// the target table itself on the direct path).
+fn copy_in(
+    tx: &mut postgres::Transaction<'_>,
+    target: &str,
+    table: &Table,
+    body: &[u8],
+) -> std::result::Result<u64, postgres::Error> {
+    let mut w = tx.copy_in(&format!(
+        "COPY {target} ({}) FROM STDIN (FORMAT binary)",
+        table.column_names().collect::<Vec<_>>().join(", ")
+    ))?;
+    let mut header = Vec::with_capacity(19);
+    header.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    header.extend_from_slice(&0i32.to_be_bytes());
+    header.extend_from_slice(&0i32.to_be_bytes());
+    let res = w
+        .write_all(&header)
+        .and_then(|_| w.write_all(body))
+        .and_then(|_| w.write_all(&(-1i16).to_be_bytes()));
+    if let Err(e) = res {
+        // The server's error, if it sent one, comes from finish().
+        tracing::debug!(error = %e, "COPY write failed");
+    }
+    w.finish()
+}
+
+/// The direct path: copy the chunk's rows that need no claim straight into the target table
+/// (binary COPY; through the staging table and a plain `INSERT … SELECT` for a table with a
+/// numeric column, which travels as text). Returns the rows left for the guarded path (claim +
+/// upsert): those marked `claim`, and every row when the direct copy failed.
+///
+/// Why a row needs no claim of its own: every change the bridge ever made to a key has either
+/// been applied (so `dualwrite.row_revisions` holds its revision or tombstone) or was still in the
+/// outbox at the chunk's snapshot (those rows are marked `claim` by `read_chunk`), or comes after
+/// the snapshot (a revision above S). A row with none of the first two was never touched by a
+/// change at or below S, so no change can arrive later with a lower revision than the snapshot's
+/// row and the claim at S would guard nothing. What is left is the race with changes above S:
+///
+/// - a newer row (upsert) meets this copy on the primary key: committed first, the COPY fails
+///   with a unique violation, and the rows PostgreSQL already has (or the ledger knows) are moved
+///   to the guarded path, where the claim at S loses; in flight or later, the replicator's upsert
+///   waits for this transaction and then overwrites the copy;
+/// - a delete does not meet it (a `DELETE` cannot see an uncommitted insert): `finish_direct`
+///   looks for tombstones above S of the copied keys under `DELETE_LOCK_CLASS` just before the
+///   commit, and removes those rows.
+///
+/// Any other refusal (a foreign key, another unique value, bad data) sends every row down the
+/// guarded path, which has the handling for each (replication lag, row-by-row rejects).
+fn copy_direct(
+    tx: &mut postgres::Transaction<'_>,
+    table: &'static Table,
+    chunk: &Chunk,
+    applied: &mut Applied,
+) -> Result<Vec<usize>> {
+    let all = || (0..chunk.keys.len()).collect::<Vec<_>>();
+    let (mut direct, mut guarded): (Vec<usize>, Vec<usize>) =
+        all().into_iter().partition(|&i| !chunk.claim[i]);
+    let staged = table.columns.iter().any(|c| c.ty == ColType::Numeric);
+    for attempt in 0..2 {
+        if direct.is_empty() {
+            return Ok(guarded);
+        }
+        let body = if guarded.is_empty() {
+            Cow::Borrowed(&chunk.payload[..])
+        } else {
+            Cow::Owned(chunk.copy_body(&direct))
+        };
+        let mut sp = tx.savepoint("dw_direct")?;
+        let res = if staged {
+            // First in the transaction, so the staging table holds exactly these rows.
+            copy_in(&mut sp, &format!("pg_temp.dw_stage_{}", table.name), table, &body)
+                .and_then(|_| sp.execute(&direct_insert_sql(table), &[]))
+        } else {
+            copy_in(&mut sp, &format!("public.{}", table.name), table, &body)
+        };
+        match res {
+            Ok(_) => {
+                sp.commit()?;
+                applied.written += direct.len() as u64;
+                applied.direct = direct.iter().map(|&i| chunk.keys[i].clone()).collect();
+                applied.keys.extend(applied.direct.iter().cloned());
+                return Ok(guarded);
+            }
+            Err(e) if attempt == 0 && e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                sp.rollback()?;
+                // Some of these rows are there already (a newer change replicated, an earlier
+                // run, --restart) or known to the ledger: those take the claim.
+                let keys: Vec<&str> = direct.iter().map(|&i| chunk.keys[i].as_str()).collect();
+                let known: std::collections::HashSet<String> = tx
+                    .query(&known_keys_sql(table), &[&table.name, &keys])?
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect();
+                tracing::debug!(table = table.name, known = known.len(), "direct copy met existing rows");
+                direct.retain(|&i| {
+                    let keep = !known.contains(&chunk.keys[i]);
+                    if !keep {
+                        guarded.push(i);
+                    }
+                    keep
+                });
+                guarded.sort_unstable();
+            }
+            Err(e) => {
+                sp.rollback()?;
+                tracing::debug!(table = table.name, error = %e, "direct copy refused; the chunk takes the guarded path");
+                return Ok(all());
+            }
+        }
+    }
+    Ok(all())
+}
+
+/// Keys (of `$2`) that the target table holds or the revision ledger knows.
+fn known_keys_sql(table: &Table) -> String {
+    format!(
+        "SELECT {k}::text FROM public.{t} WHERE {k} = ANY($2::text[]::{kt}[]) \
+         UNION SELECT row_key FROM dualwrite.row_revisions WHERE table_name = $1 AND row_key = ANY($2::text[])",
+        k = table.key,
+        t = table.name,
+        kt = crate::store::postgres::key_type(table)
+    )
+}
+
+/// The direct path's insert from the staging table (tables with a numeric column).
+fn direct_insert_sql(table: &Table) -> String {
+    let cols = table.column_names().collect::<Vec<_>>().join(", ");
+    let exprs = table
+        .columns
+        .iter()
+        .map(|c| match c.ty {
+            ColType::Numeric => format!("s.{}::numeric", c.name),
+            _ => format!("s.{}", c.name),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("INSERT INTO public.{t} ({cols}) SELECT {exprs} FROM pg_temp.dw_stage_{t} AS s", t = table.name)
+}
+
+/// Before the commit of a chunk with rows copied by the direct path: hold `DELETE_LOCK_CLASS`
+/// shared (so no transaction deleting rows of this table is in flight), then remove the copied
+/// rows whose key has a tombstone above the snapshot — deleted after the snapshot, by a batch
+/// that committed while the copy was in flight. Returns the rows removed.
+fn finish_direct(
+    tx: &mut postgres::Transaction<'_>,
+    table: &Table,
+    snapshot: i64,
+    keys: &[String],
+) -> Result<u64> {
+    use crate::store::postgres::{delete_lock_key, key_type, DELETE_LOCK_CLASS};
+    tx.execute(
+        "SELECT pg_advisory_xact_lock_shared($1, $2)",
+        &[&DELETE_LOCK_CLASS, &delete_lock_key(table)],
+    )?;
+    let sql = format!(
+        "DELETE FROM public.{t} WHERE {k} IN (SELECT row_key::{kt} FROM dualwrite.row_revisions \
+         WHERE table_name = $1 AND row_key = ANY($2::text[]) AND deleted AND revision > $3)",
+        t = table.name,
+        k = table.key,
+        kt = key_type(table)
+    );
+    Ok(tx.execute(&sql, &[&table.name, &keys, &snapshot])?)
+}
+
 /// Apply one chunk with its rejects, wait for its turn, advance the checkpoint past every row
 /// read (rejected ones too), commit. `None`: another chunk failed while this one waited, and
 /// this one was rolled back.
@@ -1217,6 +1443,7 @@ fn apply_chunk_tx(
     method: ApplyMethod,
     shared: &Shared,
     pending: &mut dyn FnMut(i64) -> Result<bool>,
+    postgres_first: &mut dyn FnMut() -> Result<bool>,
 ) -> Result<Option<Outcome>> {
     let t0 = Instant::now();
     let mut tx = client.transaction()?;
@@ -1238,6 +1465,21 @@ fn apply_chunk_tx(
         if turn.failed {
             return Ok(None);
         }
+    }
+    let mut written = applied.written;
+    if !applied.direct.is_empty() {
+        // Under the lock, the write mode once more: PostgreSQL-first writes delete without it, so
+        // a switch to such a mode while this chunk was in flight stops the run (it is refused in
+        // those modes; the direct rows roll back with the chunk).
+        let removed = finish_direct(&mut tx, table, chunk.snapshot, &applied.direct)?;
+        if postgres_first()? {
+            return Err(Error::Conflict(
+                "the write mode changed to a PostgreSQL-first mode while the backfill ran; the backfill \
+                 copies SQLite to PostgreSQL only while SQLite is the primary"
+                    .into(),
+            ));
+        }
+        written -= removed;
     }
     let rows = applied.keys.len() as u64;
     tx.execute(
@@ -1264,7 +1506,7 @@ fn apply_chunk_tx(
         total_ms = t0.elapsed().as_millis() as u64,
         "backfill chunk committed"
     );
-    Ok(Some(Outcome::Committed { rows, written: applied.written, rejects }))
+    Ok(Some(Outcome::Committed { rows, written, rejects }))
 }
 
 /// The staging table's type for a column: the target type, except numeric, which travels as text

@@ -472,3 +472,138 @@ fn a_backfill_killed_with_sigkill_resumes_without_copying_committed_chunks_again
     assert_eq!(copied_logs(&mut pg), 20_000);
     assert_tables_equal(&path, &db, &["jobs", "job_logs"]);
 }
+
+/// The direct path (rows no change touched, copied without a claim of their own) against a delete
+/// that commits while the copy is in flight: the replicator's `DELETE` cannot see the uncommitted
+/// copy, so the backfill must find the tombstone before it commits. The test plays the replicator
+/// by hand at the worst moment: it holds the delete lock as a deleting batch does, waits until the
+/// backfill's chunk (copied, not committed) queues behind it, commits a tombstone above the
+/// chunk's snapshot for one of its keys (deleting nothing: the row is not visible yet), and lets go.
+#[test]
+fn a_delete_committed_while_a_direct_copy_is_in_flight_stays_deleted() {
+    use dualwrite::store::postgres::{delete_lock_key, DELETE_LOCK_CLASS};
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("monolith.sqlite3");
+    let h = seed_history(&path, 0, 10, 500, 0, 0);
+    let config = common::config(&db, dir.path());
+    let jobs = BackfillOptions { tables: Some(vec!["jobs".into()]), ..Default::default() };
+    backfill::backfill(&config, &jobs, &mut NoProgress).unwrap();
+
+    let logs = schema::table("job_logs").unwrap();
+    let mut replicator = db.connect();
+    replicator
+        .execute("SELECT pg_advisory_lock($1, $2)", &[&DELETE_LOCK_CLASS, &delete_lock_key(logs)])
+        .unwrap();
+    let run = std::thread::spawn({
+        let config = config.clone();
+        move || {
+            let options =
+                BackfillOptions { tables: Some(vec!["job_logs".into()]), workers: 1, ..Default::default() };
+            backfill::backfill(&config, &options, &mut NoProgress).unwrap()
+        }
+    });
+    let mut watch = db.connect();
+    let deadline = std::time::Instant::now() + FLUSH;
+    loop {
+        let waiting: i64 = watch
+            .query_one("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", &[])
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the backfill never waited for the delete lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let victim = &h.logs[123];
+    let mut tx = replicator.transaction().unwrap();
+    tx.execute(
+        "INSERT INTO dualwrite.row_revisions (table_name, row_key, revision, deleted) VALUES ('job_logs', $1, $2, true)",
+        &[victim, &(1i64 << 40)],
+    )
+    .unwrap();
+    let seen = tx.execute("DELETE FROM job_logs WHERE id = $1::text::uuid", &[victim]).unwrap();
+    assert_eq!(seen, 0, "the copy is not committed yet, so the delete cannot see it");
+    tx.commit().unwrap();
+    replicator
+        .execute("SELECT pg_advisory_unlock($1, $2)", &[&DELETE_LOCK_CLASS, &delete_lock_key(logs)])
+        .unwrap();
+
+    let report = run.join().unwrap();
+    let summary = report.tables.iter().find(|t| t.table == "job_logs").unwrap();
+    assert_eq!((summary.rows_copied, summary.rows_written), (500, 499), "{}", report.render());
+    let mut pg = db.connect();
+    let back: i64 =
+        pg.query_one("SELECT count(*) FROM job_logs WHERE id = $1::text::uuid", &[victim]).unwrap().get(0);
+    assert_eq!(back, 0, "a row deleted after the snapshot came back");
+    let n: i64 = pg.query_one("SELECT count(*) FROM job_logs", &[]).unwrap().get(0);
+    assert_eq!(n, 499);
+}
+
+/// Rows that do need their claim on the direct path's chunks: a key PostgreSQL already holds with a
+/// newer revision keeps the newer row (the direct COPY meets it and the row goes through the
+/// claim, which it loses), and a key whose change was still in the outbox at the snapshot is
+/// claimed at the snapshot, so that older change, applied afterwards, changes nothing.
+#[test]
+fn keys_with_a_newer_revision_or_a_pending_change_keep_the_guard_on_the_direct_path() {
+    use dualwrite::store::sqlite::{Op, OutboxRecord};
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("monolith.sqlite3");
+    let h = seed_history(&path, 0, 10, 500, 0, 0);
+    let config = common::config(&db, dir.path());
+    let jobs = BackfillOptions { tables: Some(vec!["jobs".into()]), ..Default::default() };
+    backfill::backfill(&config, &jobs, &mut NoProgress).unwrap();
+    let logs = schema::table("job_logs").unwrap();
+    let lite_rows = sqlite_rows(&path, logs);
+
+    // A newer version already replicated (revision far above any snapshot of this file).
+    let (newer, pending) = (&h.logs[7], &h.logs[300]);
+    let mut pg = db.connect();
+    let mut image = lite_rows[newer].clone();
+    image["message"] = json!("newer than the history");
+    let batch = vec![OutboxRecord {
+        seq: 1 << 40,
+        table_name: "job_logs".into(),
+        row_key: newer.clone(),
+        op: Op::Upsert,
+        row_image: Some(image.to_string()),
+        created_at: ts(1),
+    }];
+    dualwrite::store::postgres::apply_batch(&mut pg, &batch, true).unwrap();
+
+    // An older image of another row still in the outbox (below the snapshot the backfill takes).
+    let mut old = lite_rows[pending].clone();
+    old["message"] = json!("older than the history");
+    let lite = dualwrite::store::sqlite::open(&path).unwrap();
+    lite.execute(
+        "INSERT INTO _dualwrite_outbox (table_name, row_key, op, row_image, created_at) VALUES ('job_logs', ?1, 'upsert', ?2, ?3)",
+        rusqlite::params![pending, old.to_string(), ts(2)],
+    )
+    .unwrap();
+    let seq: i64 = lite.query_row("SELECT max(seq) FROM _dualwrite_outbox", [], |r| r.get(0)).unwrap();
+
+    let options = BackfillOptions { tables: Some(vec!["job_logs".into()]), ..Default::default() };
+    let report = backfill::backfill(&config, &options, &mut NoProgress).unwrap();
+    let summary = report.tables.iter().find(|t| t.table == "job_logs").unwrap();
+    assert_eq!((summary.rows_copied, summary.rows_written), (500, 499), "{}", report.render());
+    let message = |pg: &mut postgres::Client, key: &str| -> String {
+        pg.query_one("SELECT message FROM job_logs WHERE id = $1::text::uuid", &[&key]).unwrap().get(0)
+    };
+    assert_eq!(message(&mut pg, newer), "newer than the history");
+    assert_eq!(message(&mut pg, pending), lite_rows[pending]["message"].as_str().unwrap());
+
+    // The replicator now applies the pending older change: it loses to the snapshot's claim.
+    let late = vec![OutboxRecord {
+        seq,
+        table_name: "job_logs".into(),
+        row_key: pending.clone(),
+        op: Op::Upsert,
+        row_image: Some(old.to_string()),
+        created_at: ts(2),
+    }];
+    let applied = dualwrite::store::postgres::apply_batch(&mut pg, &late, true).unwrap();
+    assert_eq!(applied.written, 0, "an older change won over the backfilled row");
+    assert_eq!(message(&mut pg, pending), lite_rows[pending]["message"].as_str().unwrap());
+}

@@ -52,6 +52,10 @@ pub struct BackfillArgs {
     /// PostgreSQL connections applying chunks at once (chunks still commit in key order).
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Give every row a revision claim of its own, even rows no change ever touched (the slower
+    /// path the direct COPY replaced; for comparison).
+    #[arg(long)]
+    guarded: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -167,6 +171,7 @@ pub fn backfill(config: Config, config_file: Option<&Path>, a: BackfillArgs) -> 
             MethodArg::Json => ApplyMethod::Json,
         },
         workers: a.workers,
+        direct: !a.guarded,
         conversions: legacy.overrides,
         reject_file: (!a.no_reject_file)
             .then(|| a.reject_file.unwrap_or_else(|| default_reject_file(&config))),

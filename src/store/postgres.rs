@@ -84,6 +84,25 @@ pub(crate) fn claim_sql() -> &'static str {
     CLAIM_SQL
 }
 
+/// The advisory lock (two-key form: this class, the table's position in the registry) that
+/// orders the replicator's deletes against the backfill's unclaimed copies.
+///
+/// The backfill copies rows that no change ever touched straight into the target table, without a
+/// revision claim of their own (`src/backfill.rs`, "the direct path"). A row's newer version from
+/// the replicator meets that copy on the table's primary key (one of the two waits for the other),
+/// but a delete does not: a `DELETE` cannot see a row another transaction has inserted and not
+/// committed, so a tombstone committed while such a copy is in flight would leave the copied row
+/// behind — a deleted row come back. So every transaction that deletes rows of a table takes this
+/// lock exclusively before its `DELETE`, and the backfill takes it shared, before it looks for
+/// tombstones of the keys it copied and commits: either the delete committed before the look (and
+/// the backfill removes its copy), or it waits for the copy's commit (and deletes the row).
+pub const DELETE_LOCK_CLASS: i32 = 0x6477_0001;
+
+/// The table's key for [`DELETE_LOCK_CLASS`].
+pub fn delete_lock_key(table: &Table) -> i32 {
+    table.fk_rank() as i32
+}
+
 /// Apply `records` (in sequence order) in one transaction. With `defer_fks`, foreign keys are
 /// checked at commit, so a batch may mix tables in any order; a batch of more than one record
 /// needs it (the replicator's batches have it; a record applied alone has no order to keep).
@@ -165,6 +184,9 @@ pub fn apply_batch(
         }
     }
     for (table, keys) in deletes.iter().rev() {
+        // See DELETE_LOCK_CLASS: taken in the same (child-first) order by every batch, released at
+        // commit; uncontended unless a backfill is finishing a chunk of this table.
+        tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&DELETE_LOCK_CLASS, &delete_lock_key(table)])?;
         let sql = format!(
             "DELETE FROM public.{} WHERE {} = ANY($1::text[]::{}[])",
             table.name,
