@@ -415,6 +415,11 @@ impl Worker {
         let taken = {
             let mut guard = self.writer.lock();
             let tx = guard.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // The file's mode under its write lock: a switch to `postgres` (SQLite frozen) made
+            // since this pass began must stop it here, before anything is applied.
+            if crate::flags::stored_write_mode(&tx)? == WriteMode::Postgres {
+                return Ok(false);
+            }
             let mut refetch = follow::Refetcher::new(&self.pg);
             let taken = follow::take(&tx, &mut refetch, &txns, target)?;
             tx.commit()?;
