@@ -82,8 +82,13 @@ fn exists(c: &mut postgres::Client, relation: &str) -> crate::Result<bool> {
 
 /// Every write mode, for the one-hot `dualwrite_write_mode` family. The match makes a new
 /// mode a compile error here until it is listed.
-const WRITE_MODES: [WriteMode; 5] =
-    [WriteMode::Sqlite, WriteMode::Dual, WriteMode::PostgresPrimary, WriteMode::Postgres, WriteMode::ReadOnly];
+const WRITE_MODES: [WriteMode; 5] = [
+    WriteMode::Sqlite,
+    WriteMode::Dual,
+    WriteMode::PostgresPrimary,
+    WriteMode::Postgres,
+    WriteMode::ReadOnly,
+];
 const _: fn(WriteMode) = |m| match m {
     WriteMode::Sqlite
     | WriteMode::Dual
