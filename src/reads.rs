@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Idle PostgreSQL connections kept for reads.
-const MAX_IDLE_PG: usize = 4;
+/// PostgreSQL connections the reads of one bridge share (r2d2: see `store::pg_pool`).
+const READ_POOL_SIZE: u32 = 8;
 /// Shadow comparisons waiting for the background worker; more are dropped (and counted).
 const SHADOW_QUEUE: usize = 1024;
 /// How long a shadow comparison waits for replication to catch up with the read it checks.
@@ -71,7 +72,7 @@ struct ShadowJob {
 
 pub(crate) struct ReadRouter {
     pg: Option<PgConfig>,
-    pool: Mutex<Vec<::postgres::Client>>,
+    pool: Option<crate::store::pg_pool::PgPool>,
     counters: Arc<Mutex<BTreeMap<&'static str, ReadCounters>>>,
     shadow: Sender<ShadowJob>,
     last_fallback_log: Mutex<Option<Instant>>,
@@ -83,7 +84,7 @@ impl ReadRouter {
         let counters = Arc::new(Mutex::new(BTreeMap::new()));
         let router = Arc::new(ReadRouter {
             pg: pg.clone(),
-            pool: Mutex::new(Vec::new()),
+            pool: pg.as_ref().map(|p| crate::store::pg_pool::new_pool(p, READ_POOL_SIZE)),
             counters: counters.clone(),
             shadow: tx,
             last_fallback_log: Mutex::new(None),
@@ -186,22 +187,13 @@ impl ReadRouter {
     }
 
     fn read_postgres(&self, table: &'static Table, spec: &ReadSpec) -> Result<Vec<crate::bridge::Row>> {
-        let Some(pg) = &self.pg else {
+        let Some(pool) = &self.pool else {
             return Err(crate::Error::Config(
                 "read_source is postgres but no PostgreSQL is configured".into(),
             ));
         };
-        let client = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut client = match client {
-            Some(c) if !c.is_closed() => c,
-            _ => pg.connect()?,
-        };
-        let rows = read_pg(&mut client, table, spec)?;
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < MAX_IDLE_PG {
-            pool.push(client);
-        }
-        Ok(rows)
+        let mut client = crate::store::pg_pool::get(pool, "PostgreSQL is unreachable for reads")?;
+        read_pg(&mut client, table, spec)
     }
 }
 

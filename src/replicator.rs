@@ -169,7 +169,7 @@ impl Drop for Replicator {
 /// large transaction may exceed it).
 const CAPTURE_BATCH_MESSAGES: i32 = 20_000;
 /// How often the capture is checked when nothing woke the thread (other writers' changes).
-const CAPTURE_POLL: Duration = Duration::from_millis(50);
+const CAPTURE_POLL: Duration = Duration::from_millis(20);
 /// How often an idle capture confirms its position (releasing WAL of unrelated work).
 const CAPTURE_IDLE_CONFIRM: Duration = Duration::from_millis(250);
 /// How often a capture that cannot run (wal_level not logical) is looked at again.
@@ -363,7 +363,7 @@ impl Worker {
         }
         if self.follower.client.as_ref().is_none_or(|c| c.is_closed()) {
             let mut c = self.pg.connect()?;
-            c.batch_execute(slot::DECODING_SESSION)?;
+            slot::decoding_session(&mut c)?;
             let era = follow::CaptureState::load(&self.conn)?.era;
             // While PostgreSQL is the primary a missing slot must not be replaced quietly: a new
             // slot starts now, and what was committed since the old one's position would never

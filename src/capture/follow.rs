@@ -254,7 +254,7 @@ const DRAIN_CHUNK: usize = 10_000;
 /// next pass does it after this transaction committed (until then the mark skips what is taken).
 pub fn drain(conn: &Connection, pg: &PgConfig) -> Result<Taken> {
     let mut client = pg.connect()?;
-    client.batch_execute(slot::DECODING_SESSION)?;
+    slot::decoding_session(&mut client)?;
     let mut refetch = Refetcher::new(pg);
     let deadline = Instant::now() + SLOT_BUSY_WAIT;
     loop {

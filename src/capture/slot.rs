@@ -22,6 +22,15 @@ const ORIGIN_POOL: usize = 64;
 pub const DECODING_SESSION: &str =
     "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET bytea_output = 'hex'; SET IntervalStyle = 'postgres'";
 
+/// Put a connection in the decoding session's settings. Each decoding call logs its start at
+/// level LOG in the server's log; a role that may (a superuser) turns that off for this session,
+/// since the replicator makes dozens of calls a second.
+pub fn decoding_session(client: &mut postgres::Client) -> Result<()> {
+    client.batch_execute(DECODING_SESSION)?;
+    let _ = client.batch_execute("SET log_min_messages = warning");
+    Ok(())
+}
+
 /// The slot as `pg_replication_slots` shows it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SlotState {
