@@ -4,24 +4,63 @@
 
 use crate::config::PgConfig;
 use crate::error::{Error, Result};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) struct Manager(PgConfig);
 
+/// A pooled connection and the statements prepared on it: the writes of the PostgreSQL-first
+/// modes run the same few statements (per table and operation) again and again, and a statement
+/// prepared once saves a round trip each time.
+pub(crate) struct PgConn {
+    client: postgres::Client,
+    statements: HashMap<String, postgres::Statement>,
+}
+
+/// Prepared statements kept per connection (the statements of this crate: a bounded set).
+const MAX_STATEMENTS: usize = 512;
+
+impl PgConn {
+    /// `sql` prepared on this connection, from the cache after the first time.
+    pub(crate) fn prepared(&mut self, sql: &str) -> std::result::Result<postgres::Statement, postgres::Error> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql)?;
+        if self.statements.len() < MAX_STATEMENTS {
+            self.statements.insert(sql.to_string(), s.clone());
+        }
+        Ok(s)
+    }
+}
+
+impl std::ops::Deref for PgConn {
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for PgConn {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        &mut self.client
+    }
+}
+
 impl r2d2::ManageConnection for Manager {
-    type Connection = postgres::Client;
+    type Connection = PgConn;
     type Error = Error;
 
-    fn connect(&self) -> Result<postgres::Client> {
-        self.0.connect()
+    fn connect(&self) -> Result<PgConn> {
+        Ok(PgConn { client: self.0.connect()?, statements: HashMap::new() })
     }
 
-    fn is_valid(&self, conn: &mut postgres::Client) -> Result<()> {
+    fn is_valid(&self, conn: &mut PgConn) -> Result<()> {
         conn.simple_query("").map(|_| ()).map_err(Error::Postgres)
     }
 
-    fn has_broken(&self, conn: &mut postgres::Client) -> bool {
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
         conn.is_closed()
     }
 }

@@ -47,7 +47,10 @@ impl PgWrite {
     }
 
     /// Run `f` on the open transaction's connection.
-    fn with<T>(&self, f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>) -> Result<T> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut crate::store::pg_pool::PgConn) -> Result<T, postgres::Error>,
+    ) -> Result<T> {
         let mut guard = self.client.borrow_mut();
         let client =
             guard.as_mut().ok_or_else(|| Error::Internal("the PostgreSQL write has ended".into()))?;
@@ -61,7 +64,10 @@ impl PgWrite {
             table.key,
             typed_placeholder(table.key_column(), 1)
         );
-        let rows = self.with(|c| c.query(&sql, &[&key]))?;
+        let rows = self.with(|c| {
+            let st = c.prepared(&sql)?;
+            c.query(&st, &[&key])
+        })?;
         rows.first().map(|r| parse_wire_row(table, r.get(0))).transpose()
     }
 
@@ -76,7 +82,7 @@ impl PgWrite {
         let mut guard = self.client.borrow_mut();
         let client =
             guard.as_mut().ok_or_else(|| Error::Internal("the PostgreSQL write has ended".into()))?;
-        select_where(&mut **client, table, where_sql, args)
+        select_where(&mut ***client, table, where_sql, args)
     }
 
     /// Insert a complete, validated row; returns it as PostgreSQL stored it.
@@ -129,7 +135,10 @@ impl PgWrite {
     pub(crate) fn delete(&mut self, table: &'static Table, key: &str) -> Result<bool> {
         let sql =
             format!("DELETE FROM public.{} WHERE {} = $1::text::{}", table.name, table.key, key_type(table));
-        Ok(self.with(|c| c.execute(&sql, &[&key]))? > 0)
+        Ok(self.with(|c| {
+            let st = c.prepared(&sql)?;
+            c.execute(&st, &[&key])
+        })? > 0)
     }
 
     /// Commit. The connection goes back to the pool whatever happens (dropped if it broke).
@@ -159,7 +168,10 @@ impl PgWrite {
         sql: &str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<Option<Map<String, Value>>> {
-        let rows = self.with(|c| c.query(sql, params))?;
+        let rows = self.with(|c| {
+            let st = c.prepared(sql)?;
+            c.query(&st, params)
+        })?;
         rows.first().map(|r| parse_wire_row(table, r.get(0))).transpose()
     }
 }
