@@ -23,7 +23,10 @@ const MAX_STATEMENTS: usize = 512;
 
 impl PgConn {
     /// `sql` prepared on this connection, from the cache after the first time.
-    pub(crate) fn prepared(&mut self, sql: &str) -> std::result::Result<postgres::Statement, postgres::Error> {
+    pub(crate) fn prepared(
+        &mut self,
+        sql: &str,
+    ) -> std::result::Result<postgres::Statement, postgres::Error> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
