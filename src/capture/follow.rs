@@ -305,10 +305,12 @@ pub fn take(
     let mut newest_commit = None;
     for txn in txns.iter().filter(|t| t.end_lsn > state.applied_lsn) {
         taken.transactions += 1;
-        newest_commit = Some(txn.commit_time.as_str());
+        // The bridge's own transactions report their origin's timestamp as the commit time
+        // (never set by the bridge: 2000-01-01), so only the others say how recent SQLite is.
         if txn.ours || txn.changes.is_empty() {
             continue;
         }
+        newest_commit = Some(txn.commit_time.as_str());
         match state.era {
             Era::SqliteFirst => {
                 for c in &txn.changes {
