@@ -2,7 +2,12 @@
  * dualwrite: the C ABI.
  *
  * A monolith writes its SQLite file through these functions; every change commits to SQLite with
- * an outbox record and is copied to PostgreSQL in the background.
+ * an outbox record and is copied to PostgreSQL in the background. Which store takes a write first
+ * follows the flag `write_mode`, shared by every process on the file: `sqlite`/`dual` (SQLite
+ * first, as above), `postgres_primary`/`postgres` (PostgreSQL first: a write returns after
+ * PostgreSQL's commit and fails with DW_UNAVAILABLE while PostgreSQL is unreachable; SQLite
+ * follows from PostgreSQL's change capture), `read_only` (every write fails with DW_READ_ONLY,
+ * reads work).
  *
  * Conventions:
  * - Every function returns a dw_result; DW_OK (0) is success. On failure,
@@ -316,8 +321,10 @@ dw_result dw_list(dw_bridge *bridge,
                   char **rows_json_out);
 
 // Insert a row given as a JSON object. Missing ids, timestamps and columns with defaults are
-// filled in. The call returns only after the SQLite transaction holding the row and its outbox
-// record has committed; PostgreSQL receives it in the background.
+// filled in. The call returns only after the store that takes writes first has committed: SQLite
+// with the outbox record (PostgreSQL receives it in the background), or, in the PostgreSQL-first
+// write modes, PostgreSQL (`DW_UNAVAILABLE` while it is unreachable). `DW_READ_ONLY` in
+// write_mode read_only.
 //
 // On `DW_OK`, `*row_json_out` receives the row as stored, owned by the caller: free it with
 // `dw_string_free`. `DW_CONFLICT` for a duplicate key or a missing parent row;
