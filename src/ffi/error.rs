@@ -169,6 +169,7 @@ fn result_text(code: c_int) -> &'static CStr {
         (DW_PANIC, c"internal panic caught at the C boundary"),
         (DW_INTERNAL, c"internal error"),
         (DW_CONFIG, c"configuration error"),
+        (DW_READ_ONLY, c"read-only: writes are switched off (write_mode read_only)"),
     ];
     TABLE.iter().find(|(r, _)| *r as c_int == code).map_or(c"unknown result code", |(_, t)| t)
 }
@@ -179,12 +180,12 @@ mod tests {
 
     #[test]
     fn every_code_has_its_own_text_and_unknown_codes_are_named() {
-        let texts: Vec<_> = (0..=9).map(result_text).collect();
+        let texts: Vec<_> = (0..=10).map(result_text).collect();
         for (i, t) in texts.iter().enumerate() {
             assert_ne!(*t, c"unknown result code", "code {i}");
             assert_eq!(texts.iter().filter(|u| *u == t).count(), 1, "code {i} shares its text");
         }
-        assert_eq!(result_text(10), c"unknown result code");
+        assert_eq!(result_text(11), c"unknown result code");
         assert_eq!(result_text(-1), c"unknown result code");
     }
 
