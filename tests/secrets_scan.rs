@@ -372,6 +372,8 @@ fn a_bad_key_source_fails_api_key_calls_clearly_and_nothing_else() {
             Bridge::open(config, BridgeOptions::default()).unwrap_or_else(|e| panic!("{what}: open: {e}"));
         let owner =
             b.create_user(&NewUser::new(format!("{}@example.com", uuid::Uuid::new_v4()), "K")).unwrap();
+        // Nothing in flight, so only a failed call could change the depth under the check.
+        b.flush(std::time::Duration::from_secs(60)).unwrap();
         let depth = b.status().unwrap().outbox_depth;
         for (call, r) in [
             ("put", b.put_api_key(owner.id, "serpapi", FIRST, None).map(drop)),

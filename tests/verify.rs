@@ -341,7 +341,7 @@ fn vectors_are_bit_exact_in_both_stores_and_verify_compares_their_bits() {
     assert_eq!(vector_bits(&db, &config.sqlite_path, &id), (want.clone(), want.clone()), "backfilled");
     assert!(verify::verify(&config, &fast()).unwrap().ok);
 
-    // PostgreSQL as the primary: written there first, SQLite follows from its outbox.
+    // PostgreSQL as the primary: written there first, SQLite follows from the change capture.
     b.set_flag(
         dualwrite::FlagChange::WriteMode(dualwrite::WriteMode::PostgresPrimary),
         "t",
@@ -351,6 +351,8 @@ fn vectors_are_bit_exact_in_both_stores_and_verify_compares_their_bits() {
     .unwrap();
     let v2 = [-0.0f32, -1.0, 0.0];
     b.patch("embeddings", &id, &json!({"vector": [-0.0, -1.0, 0.0]})).unwrap();
+    // SQLite follows from the change capture, in the background.
+    b.wait_for_sqlite(std::time::Duration::from_secs(60)).unwrap();
     let want2: Vec<u32> = v2.iter().map(|f| f.to_bits()).collect();
     assert_eq!(
         vector_bits(&db, &config.sqlite_path, &id),
