@@ -15,18 +15,18 @@ static char sentinel_text[] = "untouched";
 static void result_strings(void) {
     int code;
     /* every code has its own static text; unknown codes are named as such */
-    for (code = DW_OK; code <= DW_CONFIG; code++) {
+    for (code = DW_OK; code <= DW_READ_ONLY; code++) {
         const char *text = dw_result_str(code);
         CHECK(text != NULL);
         CHECK(strcmp(text, "unknown result code") != 0);
     }
     CHECK(strcmp(dw_result_str(DW_OK), "success") == 0);
-    CHECK(strcmp(dw_result_str(DW_CONFIG + 1), "unknown result code") == 0);
+    CHECK(strcmp(dw_result_str(DW_READ_ONLY + 1), "unknown result code") == 0);
     CHECK(strcmp(dw_result_str(-1), "unknown result code") == 0);
     /* the numbers are ABI */
     CHECK(DW_OK == 0 && DW_NOT_FOUND == 1 && DW_CONFLICT == 2 && DW_INVALID_ARGUMENT == 3);
     CHECK(DW_BUSY == 4 && DW_UNAVAILABLE == 5 && DW_NULL_PARAMETER == 6 && DW_PANIC == 7);
-    CHECK(DW_INTERNAL == 8 && DW_CONFIG == 9);
+    CHECK(DW_INTERNAL == 8 && DW_CONFIG == 9 && DW_READ_ONLY == 10);
     CHECK(dw_last_error_message() != NULL);
 }
 
