@@ -657,7 +657,8 @@ impl Bridge {
 
     /// The capture as this file and PostgreSQL see it (PostgreSQL unreachable: the file's part only).
     fn capture_status(&self) -> Option<crate::capture::CaptureStatus> {
-        let pg = self.inner.config.postgres.as_ref()?;
+        // The pool exists exactly when PostgreSQL is configured.
+        let pool = self.inner.pool.as_ref()?;
         let file = self.read(|c| {
             Ok((crate::capture::CaptureState::load(c)?, crate::capture::follow::foreign_changes(c, 10)?))
         });
@@ -668,7 +669,10 @@ impl Bridge {
                 return None;
             }
         };
-        let slot = pg.connect().and_then(|mut c| crate::capture::slot::probe(&mut c));
+        // A pooled connection, not a new one: `status` runs often (monitoring, every flag
+        // change's guard rails).
+        let slot = pg_pool::get(pool, "asking PostgreSQL about the capture")
+            .and_then(|mut c| crate::capture::slot::probe(&mut c));
         Some(crate::capture::CaptureStatus::new(state, recent_foreign, slot))
     }
 

@@ -78,8 +78,6 @@ pub struct Assembler {
     relations: Relations,
     open: Option<CapturedTxn>,
     pub done: Vec<CapturedTxn>,
-    /// Changes held, for the caller's memory bound.
-    pub changes: usize,
 }
 
 impl Assembler {
@@ -150,7 +148,6 @@ impl Assembler {
     fn add(&mut self, change: Change) -> crate::Result<()> {
         let t = self.open.as_mut().ok_or_else(|| internal("a change outside a transaction"))?;
         if !t.ours {
-            self.changes += 1;
             t.changes.push(change);
         }
         Ok(())

@@ -198,7 +198,6 @@ pub fn peek(
             last_end = txn.end_lsn;
             on_txn(txn)?;
         }
-        asm.changes = 0;
     }
     asm.finish()?;
     let complete = max_messages.is_none_or(|m| messages < i64::from(m));
