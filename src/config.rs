@@ -239,6 +239,22 @@ impl PgConfig {
         self.inner.get_dbname()
     }
 
+    /// The parsed settings (hosts, ports, user, password, database, timeouts) and the TLS to use,
+    /// for the one connection the `postgres` crate cannot make: the change capture's replication
+    /// stream (`capture::stream`). `None`: no TLS (`sslmode=disable`).
+    pub(crate) fn replication_parts(
+        &self,
+    ) -> Result<(&postgres::Config, SslMode, Option<native_tls::TlsConnector>)> {
+        if let Some(why) = &self.tls.invalid {
+            return Err(Error::Config(format!("PostgreSQL ({}): {why}", self.description)));
+        }
+        let tls = match self.tls.mode {
+            SslMode::Disable => None,
+            _ => Some(self.tls.native_connector(&self.description)?),
+        };
+        Ok((&self.inner, self.tls.mode, tls))
+    }
+
     /// Open one connection, with TLS as `sslmode` says (see the module documentation), and with
     /// the reply deadline of `pg_deadline.rs`. The start of a connection runs partly outside that
     /// deadline (before TLS), so the whole connect is bounded by it too: it runs on a thread of its
@@ -350,6 +366,12 @@ impl TlsSettings {
     /// A TLS connector that checks what the mode asks for. Built at every connect, so a replaced
     /// CA file takes effect at the next connection.
     fn connector(&self, description: &str) -> Result<postgres_native_tls::MakeTlsConnector> {
+        Ok(postgres_native_tls::MakeTlsConnector::new(self.native_connector(description)?))
+    }
+
+    /// The TLS connector itself, for connections the `postgres` crate does not make (the change
+    /// capture's replication stream, `capture::stream`).
+    fn native_connector(&self, description: &str) -> Result<native_tls::TlsConnector> {
         let mut b = native_tls::TlsConnector::builder();
         b.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
         // libpq: with a root certificate, require behaves as verify-ca.
@@ -378,9 +400,7 @@ impl TlsSettings {
                 b.add_root_certificate(c);
             }
         }
-        let connector =
-            b.build().map_err(|e| Error::Config(format!("cannot set up TLS for PostgreSQL: {e}")))?;
-        Ok(postgres_native_tls::MakeTlsConnector::new(connector))
+        b.build().map_err(|e| Error::Config(format!("cannot set up TLS for PostgreSQL: {e}")))
     }
 }
 

@@ -134,7 +134,7 @@ impl Replicator {
             flags,
             lease,
             failures: 0,
-            follower: Follower { client: None, off_until: None, last_confirm: None },
+            follower: Follower { client: None, off_until: None, last_confirm: None, stream: None },
         };
         let thread = std::thread::Builder::new()
             .name("dualwrite-replicator".into())
@@ -182,7 +182,26 @@ struct Follower {
     /// Capture is off here (wal_level not logical) until then.
     off_until: Option<Instant>,
     last_confirm: Option<Instant>,
+    /// While PostgreSQL is the primary: the slot read by the replication protocol (see
+    /// `capture::stream` for why), with the transactions assembled from it so far.
+    stream: Option<Streaming>,
 }
+
+struct Streaming {
+    stream: crate::capture::stream::ReplicationStream,
+    assembler: crate::capture::decode::Assembler,
+    /// The server's position from its last keepalive: everything before it was sent.
+    server_end: u64,
+    /// The position last confirmed.
+    confirmed: u64,
+}
+
+/// How long a streaming step waits for a transaction when none is arriving.
+const STREAM_WAIT: Duration = Duration::from_millis(20);
+/// After a commit arrived, how long to wait for the next before applying what is held: short,
+/// so a transaction reaches SQLite within a few milliseconds; under load the batches grow by
+/// themselves while SQLite commits the last one.
+const STREAM_LINGER: Duration = Duration::from_millis(1);
 
 struct Worker {
     /// Reads the outbox (WAL readers never wait for the writer), and deletes applied batches
@@ -235,6 +254,8 @@ impl Worker {
             }
             let wait = match not_before {
                 Some(t) => t.saturating_duration_since(Instant::now()),
+                // A streaming step waits on the socket itself.
+                None if self.follower.stream.is_some() => Duration::ZERO,
                 None if self.follower.off_until.is_none()
                     && self.stats.holds_lease.load(Ordering::Relaxed) =>
                 {
@@ -311,6 +332,7 @@ impl Worker {
                     Ok(m) => more |= m,
                     Err(e) => {
                         self.follower.client = None;
+                        self.follower.stream = None;
                         let _ =
                             crate::capture::CaptureState::record_failure(&self.writer.lock(), &e.to_string());
                         return self.fail("following PostgreSQL's changes", &e);
@@ -321,6 +343,101 @@ impl Worker {
                 return Pass::Drained;
             }
         }
+    }
+
+    /// Whether the capture is read by the replication protocol now: while PostgreSQL is the
+    /// primary and SQLite follows it (`postgres_primary`). Elsewhere the SQL functions serve
+    /// (foreign writes while SQLite is the primary are rare, and a switch's drain uses them).
+    fn streams(&self) -> bool {
+        self.flags.get().effective_write_mode() == WriteMode::PostgresPrimary
+            && crate::capture::CaptureState::load(&self.conn)
+                .is_ok_and(|s| s.era == crate::capture::follow::Era::PostgresFirst)
+    }
+
+    /// One streaming batch: wait for transactions (at most [`STREAM_WAIT`]), take those that
+    /// committed into SQLite in one transaction, then confirm their position to PostgreSQL.
+    /// `Ok(true)`: a full batch was taken (more may be waiting).
+    fn stream_step(&mut self) -> Result<bool> {
+        use crate::capture::{decode::Assembler, follow, slot, stream};
+        if self.follower.stream.is_none() {
+            let client = self
+                .follower
+                .client
+                .as_mut()
+                .ok_or_else(|| Error::Internal("no capture connection".into()))?;
+            let name = slot::name(client)?;
+            let start = follow::CaptureState::load(&self.conn)?.applied_lsn;
+            let stream = stream::ReplicationStream::start(&self.pg, &name, slot::PUBLICATION, start)?;
+            self.follower.stream =
+                Some(Streaming { stream, assembler: Assembler::default(), server_end: 0, confirmed: start });
+        }
+        let Some(st) = self.follower.stream.as_mut() else { return Ok(false) };
+        let started = Instant::now();
+        let mut messages = 0usize;
+        let mut reply = false;
+        loop {
+            let wait = if st.assembler.done.is_empty() {
+                STREAM_WAIT.saturating_sub(started.elapsed())
+            } else {
+                STREAM_LINGER
+            };
+            match st.stream.recv(wait)? {
+                Some(stream::Streamed::Data { data, .. }) => {
+                    st.assembler.push(&data)?;
+                    messages += 1;
+                }
+                Some(stream::Streamed::Keepalive { end, reply: asked }) => {
+                    reply |= asked;
+                    if !st.assembler.in_transaction() && st.assembler.done.is_empty() {
+                        st.server_end = st.server_end.max(end);
+                    }
+                }
+                None => break,
+            }
+            if messages >= CAPTURE_BATCH_MESSAGES as usize || started.elapsed() >= STREAM_WAIT * 5 {
+                break;
+            }
+        }
+        let full = messages >= CAPTURE_BATCH_MESSAGES as usize;
+        let txns = std::mem::take(&mut st.assembler.done);
+        if txns.is_empty() {
+            // Nothing to take: confirm the server's position now and then (no transaction is
+            // open below it), so PostgreSQL can recycle the WAL of work that is not ours.
+            let idle_confirm = self.follower.last_confirm.is_none_or(|t| t.elapsed() >= CAPTURE_IDLE_CONFIRM);
+            if !st.assembler.in_transaction() && st.server_end > st.confirmed && idle_confirm {
+                st.confirmed = st.server_end;
+                st.stream.confirm(st.confirmed)?;
+                self.follower.last_confirm = Some(Instant::now());
+            } else {
+                st.stream.keep_alive(reply)?;
+            }
+            return Ok(false);
+        }
+        let target = txns.last().map_or(0, |t| t.end_lsn);
+        let taken = {
+            let mut guard = self.writer.lock();
+            let tx = guard.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // The file's mode under its write lock: a switch made since this stream began stops
+            // it here, before anything is applied; what it read is handed out again later.
+            if crate::flags::stored_write_mode(&tx)? != WriteMode::PostgresPrimary {
+                self.follower.stream = None;
+                return Ok(false);
+            }
+            let mut refetch = follow::Refetcher::new(&self.pg);
+            let taken = follow::take(&tx, &mut refetch, &txns, target)?;
+            tx.commit()?;
+            taken
+        };
+        // Only now, with SQLite's commit done, may PostgreSQL forget these transactions.
+        if let Some(st) = self.follower.stream.as_mut() {
+            st.confirmed = st.confirmed.max(target);
+            st.stream.confirm(st.confirmed)?;
+        }
+        self.follower.last_confirm = Some(Instant::now());
+        self.failures = 0;
+        self.stats.captured.fetch_add(taken.applied as u64, Ordering::Relaxed);
+        tracing::debug!(transactions = taken.transactions, applied = taken.applied, "capture streamed");
+        Ok(full)
     }
 
     /// One batch of the outbox to PostgreSQL; `Ok(true)` when one was applied (more may wait).
@@ -396,6 +513,10 @@ impl Worker {
             self.follower.off_until = None;
             self.follower.client = Some(c);
         }
+        if self.streams() {
+            return self.stream_step();
+        }
+        self.follower.stream = None;
         let Some(client) = self.follower.client.as_mut() else { return Ok(false) };
         let mut txns = Vec::new();
         let (target, complete) = follow::peek(client, Some(CAPTURE_BATCH_MESSAGES), |t| {

@@ -1930,3 +1930,71 @@ fn a_resync_after_a_lost_slot_brings_sqlite_back_while_a_service_writes() {
     assert_eq!((lost, resurrected, wrong), (0, 0, 0));
     assert!(diffs.is_empty());
 }
+
+// ----- the follower streams while PostgreSQL is the primary -----
+
+/// The `application_name` of the session holding the capture slot, if one does.
+fn slot_holder(db: &common::TestDb) -> Option<String> {
+    db.connect()
+        .query_opt(
+            "SELECT a.application_name FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid \
+             WHERE s.slot_name = 'dw_capture_' || md5(current_database())",
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+/// In `postgres_primary` the follower reads the slot by the replication protocol (one decoding
+/// of each WAL record, a transaction sent at its commit) rather than by polling the SQL functions,
+/// which decode from the slot's restart position at every call. Foreign transactions reach SQLite
+/// through it; a rollback takes the slot from the stream, drains it, and SQLite holds every row.
+#[test]
+fn in_postgres_primary_sqlite_follows_through_a_replication_stream_and_a_rollback_takes_the_slot_from_it() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::bridge(&db, dir.path());
+    wait_for_slot(&b);
+    set(&b, WriteMode::PostgresPrimary);
+    let first = b.insert("jobs", &json!({"type": "through the bridge"})).unwrap();
+    b.wait_for_sqlite(WAIT).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while slot_holder(&db).as_deref() != Some("dualwrite-capture") {
+        assert!(
+            Instant::now() < deadline,
+            "the follower never streamed the slot (held by {:?})",
+            slot_holder(&db)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Foreign transactions, one by one, each followed within the wait.
+    let mut pg = db.connect();
+    let mut foreign = Vec::new();
+    for i in 0..20 {
+        let id = uuid();
+        pg.execute(
+            "INSERT INTO jobs (id, type) VALUES ($1::text::uuid, $2)",
+            &[&id, &format!("foreign {i}")],
+        )
+        .unwrap();
+        foreign.push(id);
+    }
+    pg.execute("DELETE FROM jobs WHERE id = $1::text::uuid", &[&foreign[0]]).unwrap();
+    b.wait_for_sqlite(WAIT).unwrap();
+    assert!(sqlite_row(&b, "jobs", &foreign[0]).is_none(), "the delete was followed");
+    for (i, id) in foreign.iter().enumerate().skip(1) {
+        let row = sqlite_row(&b, "jobs", id).unwrap_or_else(|| panic!("foreign row {i} reached SQLite"));
+        assert_eq!(row["type"], json!(format!("foreign {i}")));
+    }
+    assert!(sqlite_row(&b, "jobs", first["id"].as_str().unwrap()).is_some());
+    // The stream still holds the slot: the rollback's drain must take it and lose nothing.
+    let last = uuid();
+    pg.execute("INSERT INTO jobs (id, type) VALUES ($1::text::uuid, 'just before the rollback')", &[&last])
+        .unwrap();
+    b.rollback_to_sqlite("test", "rollback while the follower streams", false).unwrap();
+    assert_eq!(b.flags().write_mode, WriteMode::Sqlite);
+    assert!(sqlite_row(&b, "jobs", &last).is_some(), "the drain took the last foreign row");
+    set(&b, WriteMode::Dual);
+    b.flush(WAIT).unwrap();
+    common::assert_stores_equal(&b, &db);
+}

@@ -136,6 +136,11 @@ impl Assembler {
         Ok(())
     }
 
+    /// Inside a transaction (its begin read, its commit not yet).
+    pub fn in_transaction(&self) -> bool {
+        self.open.is_some()
+    }
+
     /// A transaction left open when a call ends is a bug of the decoding call (it always ends at
     /// a commit): refuse rather than lose its start.
     pub fn finish(self) -> crate::Result<Vec<CapturedTxn>> {

@@ -276,9 +276,14 @@ pub fn drain(conn: &Connection, pg: &PgConfig) -> Result<Taken> {
                 total += take(conn, &mut refetch, &buf, target)?;
                 return Ok(total);
             }
-            // The replicator is reading the slot right now: it lets go within a pass.
+            // The replicator is reading the slot right now: a pass of the SQL functions lets go
+            // by itself; its replication stream (PostgreSQL first) is ended, since it would
+            // wait for the file's write lock this switch holds.
             Err(e) if slot_in_use(&e) && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
+                if !slot::release(&mut client)? {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                slot::wait_until_inactive(&mut client, Duration::from_secs(2))?;
             }
             Err(e) => return Err(e),
         }

@@ -17,6 +17,7 @@ pub mod follow;
 pub mod pgoutput;
 pub mod resync;
 pub mod slot;
+pub mod stream;
 
 pub use follow::{CaptureState, Era, ForeignChange};
 pub use slot::SlotState;

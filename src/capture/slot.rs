@@ -131,8 +131,34 @@ pub fn lost_error() -> Error {
     ))
 }
 
+/// The slot's name in this database (what [`SLOT_SQL`] computes), for the replication protocol's
+/// commands, which take a literal name.
+pub fn name(client: &mut postgres::Client) -> Result<String> {
+    Ok(client.query_one(&format!("SELECT {SLOT_SQL}"), &[])?.get(0))
+}
+
+/// The `application_name` of the follower's replication connection (`capture::stream`).
+pub const STREAM_APPLICATION: &str = "dualwrite-capture";
+
+/// End the follower's replication stream if one holds the slot, so this session can use it (a
+/// phase switch's drain, a drop). Only a stream of ours is ended, never another reader; the
+/// follower reconnects after its back-off and SQLite's mark skips what it is handed again.
+/// `true` when one was ended.
+pub fn release(client: &mut postgres::Client) -> Result<bool> {
+    let sql = format!(
+        "SELECT pg_terminate_backend(s.active_pid) FROM pg_replication_slots s \
+         JOIN pg_stat_activity a ON a.pid = s.active_pid \
+         WHERE s.slot_name = {SLOT_SQL} AND a.application_name = $1 AND a.backend_type = 'walsender'"
+    );
+    Ok(!client.query(&sql, &[&STREAM_APPLICATION])?.is_empty())
+}
+
 /// Drop the slot (SQLite no longer follows PostgreSQL: after the decommission, or for a resync).
 pub fn drop_slot(client: &mut postgres::Client) -> Result<bool> {
+    if release(client)? {
+        // The walsender ends asynchronously: wait (bounded) until the slot is free.
+        wait_until_inactive(client, std::time::Duration::from_secs(10))?;
+    }
     let sql = format!(
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = {SLOT_SQL}"
     );
@@ -182,6 +208,20 @@ pub fn tag_session_if_capturing(client: &mut postgres::Client) {
                 the change capture will report them as foreign writes");
         }
     }
+}
+
+/// Wait until no session holds the slot (or `wait` passes; the caller's next use then reports it).
+pub fn wait_until_inactive(client: &mut postgres::Client, wait: std::time::Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + wait;
+    let sql = format!("SELECT active FROM pg_replication_slots WHERE slot_name = {SLOT_SQL}");
+    while std::time::Instant::now() < deadline {
+        let active = client.query_opt(&sql, &[])?.is_some_and(|r| r.get::<_, bool>(0));
+        if !active {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Ok(())
 }
 
 /// The current flushed WAL position: decoding up to it sees every transaction committed before.
