@@ -91,6 +91,11 @@ pub static POSTGRES_MIGRATIONS: &[Migration] = &[
         name: "change_capture",
         sql: include_str!("../migrations/postgres/0007_change_capture.sql"),
     },
+    Migration {
+        version: 8,
+        name: "write_fence_check",
+        sql: include_str!("../migrations/postgres/0008_write_fence_check.sql"),
+    },
 ];
 
 pub static SQLITE_MIGRATIONS: &[Migration] = &[

@@ -580,6 +580,38 @@ fn a_process_that_has_not_seen_the_switch_yet_still_writes_in_the_new_mode() {
     assert_eq!(stale.flags().write_mode, WriteMode::PostgresPrimary, "and the process now knows");
 }
 
+/// The other way round, for the writes that are one insert (they run in autocommit with the
+/// write fence checked inside the statement): a process that has not seen a rollback yet still
+/// writes where the file says, SQLite, and nothing lands in PostgreSQL alone.
+#[test]
+fn an_insert_from_a_process_that_has_not_seen_the_rollback_yet_goes_to_sqlite() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let ops = common::bridge(&db, dir.path());
+    set(&ops, FlagChange::WriteMode(WriteMode::PostgresPrimary));
+    let stale = common::bridge_with(&db, dir.path(), no_replication());
+    assert_eq!(stale.flags().write_mode, WriteMode::PostgresPrimary);
+    ops.rollback_to_sqlite("test", "rollback seen late by another process", false).unwrap();
+    // At once, well inside the watcher's interval: the stale process still believes PostgreSQL
+    // is the primary, and both insert entry points (generic and typed) must find out.
+    let generic = stale.insert("jobs", &json!({"type": "generic insert after the rollback"})).unwrap();
+    let typed = stale.submit_job(&dualwrite::NewJob::new("typed insert after the rollback")).unwrap();
+    let sqlite = rusqlite::Connection::open(&stale.config().sqlite_path).unwrap();
+    for id in [generic["id"].as_str().unwrap().to_string(), typed.id.to_string()] {
+        let in_pg: i64 = db
+            .connect()
+            .query_one("SELECT count(*) FROM jobs WHERE id = $1::text::uuid", &[&id])
+            .unwrap()
+            .get(0);
+        assert_eq!(in_pg, 0, "no write in PostgreSQL alone after the rollback");
+        let outbox: i64 = sqlite
+            .query_row("SELECT count(*) FROM _dualwrite_outbox WHERE row_key = ?1", [&id], |r| r.get(0))
+            .unwrap();
+        assert_eq!(outbox, 1, "the write went to SQLite, captured for the way back to dual");
+    }
+    assert_eq!(stale.flags().write_mode, WriteMode::Sqlite, "and the process now knows");
+}
+
 #[test]
 fn sqlite_follows_a_write_another_writer_made_in_postgres() {
     let db = common::migrated_db();

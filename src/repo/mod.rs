@@ -301,7 +301,7 @@ impl Bridge {
     /// Validate a typed input as a new row and insert it in its own transaction.
     pub(crate) fn create_entity<E: Entity>(&self, input: &impl Serialize) -> Result<E> {
         let row = new_row::<E>(to_wire::<E>(input)?)?;
-        self.write(|tx| tx.insert_as(&row))
+        self.write_insert(|tx| tx.insert_as(&row))
     }
 }
 

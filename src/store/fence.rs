@@ -35,6 +35,21 @@ pub(crate) fn begin_write(
     Ok(mode.and_then(|m| m.parse().ok()))
 }
 
+/// The fence checked inside a statement (migration 0008): a condition for the WHERE clause of a
+/// one-statement write made in autocommit. It takes the same shared lock as [`begin_write`] and
+/// raises [`FENCED_SQLSTATE`] when the fence holds a mode that is not PostgreSQL-first.
+pub(crate) const CHECK_IN_STATEMENT: &str = "dualwrite.fence_allows_write()";
+
+/// What `dualwrite.fence_allows_write()` raises, with the fence's mode as the message.
+const FENCED_SQLSTATE: &str = "DWF01";
+
+/// `Some(mode)` when `e` is the in-statement check's refusal: the fence holds `mode` (`None`: a
+/// value this build does not know).
+pub(crate) fn refused_by_fence(e: &postgres::Error) -> Option<Option<WriteMode>> {
+    let db = e.as_db_error()?;
+    (db.code().code() == FENCED_SQLSTATE).then(|| db.message().parse().ok())
+}
+
 /// Set the fence to `mode`, after every write holding the shared lock has ended.
 pub(crate) fn set(client: &mut postgres::Client, mode: WriteMode) -> Result<()> {
     let mut tx = client.transaction()?;

@@ -22,6 +22,11 @@ use std::cell::RefCell;
 pub(crate) struct PgWrite {
     /// `None` once the transaction ended and the connection went back to the pool.
     client: RefCell<Option<PooledClient>>,
+    /// No transaction: one insert in autocommit with the fence checked inside it (see
+    /// [`PgWrite::single_insert`]).
+    single: bool,
+    /// The in-statement fence check refused the write: the fence's mode.
+    fenced: std::cell::Cell<Option<Option<WriteMode>>>,
 }
 
 /// What the write fence said when a PostgreSQL-first write began.
@@ -36,7 +41,7 @@ impl PgWrite {
     /// Start a transaction on `client` at the write fence.
     pub(crate) fn begin(mut client: PooledClient) -> Result<Began> {
         let mode = crate::store::fence::begin_write(&mut client).map_err(write_error)?;
-        let write = PgWrite { client: RefCell::new(Some(client)) };
+        let write = PgWrite { client: RefCell::new(Some(client)), single: false, fenced: Default::default() };
         match mode {
             Some(WriteMode::PostgresPrimary | WriteMode::Postgres) => Ok(Began::Write(Box::new(write))),
             other => {
@@ -46,11 +51,25 @@ impl PgWrite {
         }
     }
 
+    /// A write that is one insert and nothing else ([`PgWrite::single_insert`]): nothing is sent
+    /// yet; the insert runs in autocommit, its WHERE clause checking the write fence
+    /// (`fence::CHECK_IN_STATEMENT`), so the write is one round trip instead of three (begin at
+    /// the fence, insert, commit). Any other statement on it is refused as a bug.
+    pub(crate) fn single_insert(client: PooledClient) -> Box<PgWrite> {
+        Box::new(PgWrite { client: RefCell::new(Some(client)), single: true, fenced: Default::default() })
+    }
+
+    /// The in-statement fence check refused the write (single-insert writes): the fence's mode.
+    pub(crate) fn fenced(&self) -> Option<Option<WriteMode>> {
+        self.fenced.get()
+    }
+
     /// Run `f` on the open transaction's connection.
     fn with<T>(
         &self,
         f: impl FnOnce(&mut crate::store::pg_pool::PgConn) -> Result<T, postgres::Error>,
     ) -> Result<T> {
+        self.in_transaction()?;
         let mut guard = self.client.borrow_mut();
         let client =
             guard.as_mut().ok_or_else(|| Error::Internal("the PostgreSQL write has ended".into()))?;
@@ -79,10 +98,22 @@ impl PgWrite {
         where_sql: &str,
         args: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<Map<String, Value>>> {
+        self.in_transaction()?;
         let mut guard = self.client.borrow_mut();
         let client =
             guard.as_mut().ok_or_else(|| Error::Internal("the PostgreSQL write has ended".into()))?;
         select_where(&mut ***client, table, where_sql, args)
+    }
+
+    /// Refuse a statement that needs the transaction on a single-insert write (a bug: only
+    /// writes that are one insert are made so).
+    fn in_transaction(&self) -> Result<()> {
+        if self.single {
+            return Err(Error::Internal(
+                "a single-insert PostgreSQL write ran another statement (it has no transaction)".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Insert a complete, validated row; returns it as PostgreSQL stored it.
@@ -91,6 +122,9 @@ impl PgWrite {
         table: &'static Table,
         row: &Map<String, Value>,
     ) -> Result<Map<String, Value>> {
+        if self.single {
+            return self.insert_checked_at_fence(table, row);
+        }
         let cols = table.column_names().collect::<Vec<_>>().join(", ");
         let sql = format!(
             "INSERT INTO public.{t} ({cols}) SELECT {cols} FROM json_populate_record(NULL::public.{t}, $1::text::json) \
@@ -100,6 +134,45 @@ impl PgWrite {
         );
         let image = Value::Object(row.clone()).to_string();
         self.returning_row(table, &sql, &[&image])?
+            .ok_or_else(|| Error::Internal("INSERT RETURNING gave no row".into()))
+    }
+
+    /// The single-insert write's one statement: the insert, with the fence checked in its WHERE
+    /// clause, in autocommit. Usable once.
+    fn insert_checked_at_fence(
+        &mut self,
+        table: &'static Table,
+        row: &Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
+        let cols = table.column_names().collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "INSERT INTO public.{t} ({cols}) SELECT {cols} FROM json_populate_record(NULL::public.{t}, $1::text::json) \
+             WHERE {check} RETURNING {w}::text",
+            t = table.name,
+            check = crate::store::fence::CHECK_IN_STATEMENT,
+            w = wire_expr(table)
+        );
+        let image = Value::Object(row.clone()).to_string();
+        let mut guard = self.client.borrow_mut();
+        let client = guard
+            .as_mut()
+            .ok_or_else(|| Error::Internal("the single-insert PostgreSQL write was used twice".into()))?;
+        let result = client.prepared(&sql).and_then(|st| client.query(&st, &[&image]));
+        // One statement: the connection goes back to the pool now, whatever happened.
+        drop(guard.take());
+        let rows = result.map_err(|e| {
+            if let Some(mode) = crate::store::fence::refused_by_fence(&e) {
+                self.fenced.set(Some(mode));
+                return Error::Unavailable(format!(
+                    "the write fence holds write mode {} (a phase switch): the write goes through that mode",
+                    mode.map_or("unknown", |m| m.as_str())
+                ));
+            }
+            write_error(e)
+        })?;
+        rows.first()
+            .map(|r| parse_wire_row(table, r.get(0)))
+            .transpose()?
             .ok_or_else(|| Error::Internal("INSERT RETURNING gave no row".into()))
     }
 
@@ -143,6 +216,10 @@ impl PgWrite {
 
     /// Commit. The connection goes back to the pool whatever happens (dropped if it broke).
     pub(crate) fn commit(self) -> Result<()> {
+        if self.single {
+            // Autocommit: the insert committed as it ran.
+            return Ok(());
+        }
         let result = self.with(|c| c.batch_execute("COMMIT"));
         self.hand_back(result.is_ok());
         result
@@ -155,7 +232,7 @@ impl PgWrite {
 
     fn hand_back(self, committed: bool) {
         let Some(mut client) = self.client.borrow_mut().take() else { return };
-        if !committed && !client.is_closed() {
+        if !committed && !self.single && !client.is_closed() {
             // An error inside a transaction leaves it aborted: end it before the reuse. If even
             // that fails the connection is closed and the pool drops it.
             let _ = client.batch_execute("ROLLBACK");
@@ -179,6 +256,9 @@ impl PgWrite {
 impl Drop for PgWrite {
     fn drop(&mut self) {
         // A write abandoned by a panic: end the transaction (the connection goes with it).
+        if self.single {
+            return;
+        }
         if let Some(c) = self.client.get_mut().as_mut() {
             let _ = c.batch_execute("ROLLBACK");
         }

@@ -209,6 +209,14 @@ impl<'c> WriteTx<'c> {
         WriteTx { target: Target::Postgres { pg, conn }, changes: 0, capture: false }
     }
 
+    /// A single-insert PostgreSQL write the write fence refused: the fence's mode.
+    pub(crate) fn fenced(&self) -> Option<Option<crate::flags::WriteMode>> {
+        match &self.target {
+            Target::Postgres { pg, .. } => pg.fenced(),
+            Target::Sqlite(_) => None,
+        }
+    }
+
     pub(crate) fn commit(self) -> Result<()> {
         match self.target {
             Target::Sqlite(tx) => Ok(tx.commit()?),
