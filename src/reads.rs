@@ -227,19 +227,25 @@ fn read_sqlite(
 }
 
 fn read_pg(
-    client: &mut ::postgres::Client,
+    client: &mut crate::store::pg_pool::PgConn,
     table: &'static Table,
     spec: &ReadSpec,
 ) -> Result<Vec<crate::bridge::Row>> {
     match spec {
-        ReadSpec::Key(k) => {
-            postgres::select_rows(client, table, &[(table.key, Value::String(k.clone()))], &[], false, 1, 0)
-        }
+        ReadSpec::Key(k) => postgres::select_rows_prepared(
+            client,
+            table,
+            &[(table.key, Value::String(k.clone()))],
+            &[],
+            false,
+            1,
+            0,
+        ),
         ReadSpec::List { filters, order_by, desc, limit, offset } => {
-            postgres::select_rows(client, table, filters, order_by, *desc, *limit, *offset)
+            postgres::select_rows_prepared(client, table, filters, order_by, *desc, *limit, *offset)
         }
         ReadSpec::Where(sql, args) => {
-            crate::store::pg_primary::select_where(client, table, sql, &arg_refs(args))
+            crate::store::pg_primary::select_where(&mut **client, table, sql, &arg_refs(args))
         }
     }
 }
@@ -276,7 +282,7 @@ fn shadow_worker(
     counters: Arc<Mutex<BTreeMap<&'static str, ReadCounters>>>,
 ) {
     let Ok(sqlite) = crate::store::sqlite::open(&sqlite_path) else { return };
-    let mut client: Option<::postgres::Client> = None;
+    let mut client: Option<crate::store::pg_pool::PgConn> = None;
     let count = |t: &'static str, f: &dyn Fn(&mut ReadCounters)| {
         let mut c = counters.lock().unwrap_or_else(|p| p.into_inner());
         f(c.entry(t).or_default());
@@ -297,7 +303,7 @@ fn shadow_worker(
             continue;
         }
         if client.as_ref().is_none_or(|c| c.is_closed()) {
-            client = pg.connect().ok();
+            client = pg.connect().ok().map(crate::store::pg_pool::PgConn::new);
         }
         let Some(c) = client.as_mut() else {
             count(t, &|c| c.shadow_skipped += 1);

@@ -22,6 +22,11 @@ pub(crate) struct PgConn {
 const MAX_STATEMENTS: usize = 512;
 
 impl PgConn {
+    /// A connection of its own (not pooled) that keeps its prepared statements too.
+    pub(crate) fn new(client: postgres::Client) -> PgConn {
+        PgConn { client, statements: HashMap::new() }
+    }
+
     /// `sql` prepared on this connection, from the cache after the first time.
     pub(crate) fn prepared(
         &mut self,
@@ -56,7 +61,7 @@ impl r2d2::ManageConnection for Manager {
     type Error = Error;
 
     fn connect(&self) -> Result<PgConn> {
-        Ok(PgConn { client: self.0.connect()?, statements: HashMap::new() })
+        Ok(PgConn::new(self.0.connect()?))
     }
 
     fn is_valid(&self, conn: &mut PgConn) -> Result<()> {

@@ -295,6 +295,47 @@ pub fn select_rows(
     limit: i64,
     offset: i64,
 ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    let (sql, params) = select_rows_sql(table, filters, order_by, desc, limit, offset)?;
+    wire_rows_within(
+        client,
+        table,
+        sql.as_str(),
+        params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)),
+        Error::from,
+    )
+}
+
+/// [`select_rows`] on a pooled connection, its statement prepared once per connection: a read
+/// is then one round trip (bind and execute) instead of two (parse, then bind and execute).
+pub(crate) fn select_rows_prepared(
+    client: &mut crate::store::pg_pool::PgConn,
+    table: &Table,
+    filters: &[(&'static str, serde_json::Value)],
+    order_by: &[&'static str],
+    desc: bool,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    let (sql, params) = select_rows_sql(table, filters, order_by, desc, limit, offset)?;
+    let statement = client.prepared(&sql)?;
+    wire_rows_within(
+        &mut **client,
+        table,
+        &statement,
+        params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)),
+        Error::from,
+    )
+}
+
+/// The statement of [`select_rows`] and its parameters (values as text, cast in the statement).
+fn select_rows_sql(
+    table: &Table,
+    filters: &[(&'static str, serde_json::Value)],
+    order_by: &[&'static str],
+    desc: bool,
+    limit: i64,
+    offset: i64,
+) -> Result<(String, Vec<String>)> {
     let mut clauses = Vec::new();
     let mut params: Vec<String> = Vec::new();
     for (name, value) in filters {
@@ -312,23 +353,17 @@ pub fn select_rows(
         if clauses.is_empty() { "true".to_string() } else { clauses.join(" AND ") },
         table.order_clause(order_by, desc)
     );
-    wire_rows_within(
-        client,
-        table,
-        &sql,
-        params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)),
-        Error::from,
-    )
+    Ok((sql, params))
 }
 
 /// Run `sql` (one wire-form JSON text column) and parse its rows, streaming: reading stops with
 /// `bridge::list_too_large` once the rows' text passes `bridge::MAX_LIST_BYTES` (the first row is
 /// always read), so a list never holds more than that in the caller's process. PostgreSQL's
 /// errors become `on_error`'s.
-pub(crate) fn wire_rows_within<'p>(
+pub(crate) fn wire_rows_within<'p, S: postgres::ToStatement + ?Sized>(
     client: &mut impl postgres::GenericClient,
     table: &Table,
-    sql: &str,
+    sql: &S,
     params: impl ExactSizeIterator<Item = &'p (dyn postgres::types::ToSql + Sync)>,
     on_error: fn(postgres::Error) -> Error,
 ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
