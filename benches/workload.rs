@@ -104,6 +104,21 @@ enum Cmd {
     Targets(TargetArgs),
     /// Render the tables of docs/BENCHMARKS.md from the results (and splice them into --doc).
     Report(ReportArgs),
+    /// The change capture's cost to a writer that is not the bridge (a new service).
+    CaptureCost(CaptureCostArgs),
+}
+
+#[derive(Args)]
+struct CaptureCostArgs {
+    /// Rounds; each runs both cases, in alternating order.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Seconds per case.
+    #[arg(long, default_value_t = 10.0)]
+    secs: f64,
+    /// Connections of the foreign writer (closed loop, autocommit inserts).
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
 }
 
 #[derive(Args, Clone)]
@@ -218,7 +233,95 @@ fn main() {
         }
         Cmd::Targets(a) => targets(a),
         Cmd::Report(a) => report(a),
+        Cmd::CaptureCost(a) => capture_cost(&a),
     }
+}
+
+// ----- the capture's cost to a foreign writer -----
+
+/// A service's writes (plain SQL, autocommit inserts into job_logs, closed loop, `writers`
+/// connections) with the capture slot idle (no process of the monolith runs: nothing decodes,
+/// PostgreSQL only keeps the WAL) and with it streamed by a bridge in `postgres_primary`, SQLite
+/// following. Both run on `wal_level = logical` (the cluster's setting; `replica` against
+/// `logical` needs a restart, so it is not part of this comparison). Interleaved rounds, the
+/// order alternating, so the machine's drift falls on both.
+fn capture_cost(a: &CaptureCostArgs) {
+    let db = Db::create("capture_cost");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (b, fx) = dual_bridge(dir.path(), &db.config);
+    set_flag(&b, FlagChange::WriteMode(WriteMode::PostgresPrimary));
+    drop(b);
+    let job = fx.jobs[0];
+    println!("| round | slot | foreign inserts/s | p50 ms | p99 ms | load before |");
+    println!("| --- | --- | ---: | ---: | ---: | --- |");
+    let mut totals: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for round in 1..=a.rounds {
+        let order = if round % 2 == 1 { ["idle", "streamed"] } else { ["streamed", "idle"] };
+        for case in order {
+            let bridge = (case == "streamed").then(|| {
+                let b = Bridge::open(bridge_config(dir.path(), Some(&db.config)), BridgeOptions::default())
+                    .expect("open");
+                // The backlog of the idle case first: the measured seconds are the steady state.
+                b.wait_for_sqlite(Duration::from_secs(300)).expect("SQLite catches up");
+                b
+            });
+            let load = loadavg();
+            let (rate, hist) = foreign_inserts(&db.config, job, a.writers, a.secs);
+            if let Some(b) = &bridge {
+                b.wait_for_sqlite(Duration::from_secs(300)).expect("SQLite follows the foreign writer");
+            }
+            drop(bridge);
+            println!(
+                "| {round} | {case} | {rate:.0} | {:.2} | {:.2} | {load} |",
+                hist.value_at_quantile(0.5) as f64 / 1000.0,
+                hist.value_at_quantile(0.99) as f64 / 1000.0
+            );
+            totals.entry(case).or_default().push(rate);
+        }
+    }
+    let median = |v: &Vec<f64>| {
+        let mut v = v.clone();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (idle, streamed) = (median(&totals["idle"]), median(&totals["streamed"]));
+    println!(
+        "\nmedian foreign inserts/s: slot idle {idle:.0}, slot streamed {streamed:.0}: {:.2}x",
+        streamed / idle
+    );
+}
+
+/// `writers` connections inserting job_logs rows as fast as they can for `secs`: rows/s and the
+/// latency of each insert (µs).
+fn foreign_inserts(pg: &PgConfig, job: Uuid, writers: usize, secs: f64) -> (f64, Histogram<u64>) {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..writers)
+        .map(|_| {
+            let pg = pg.clone();
+            std::thread::spawn(move || {
+                let mut c = pg.connect().expect("connect");
+                let st = c
+                    .prepare(
+                        "INSERT INTO job_logs (id, job_id, level, step, message, created_at) \
+                         VALUES ($1, $2, 'info', 'service', $3, now())",
+                    )
+                    .expect("prepare");
+                let mut hist = new_hist();
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    c.execute(&st, &[&Uuid::now_v7(), &job, &MESSAGE]).expect("foreign insert");
+                    hist.record(t.elapsed().as_micros().max(1) as u64).expect("record");
+                }
+                hist
+            })
+        })
+        .collect();
+    let mut all = new_hist();
+    for h in handles {
+        all.add(h.join().expect("writer")).expect("merge");
+    }
+    (all.len() as f64 / started.elapsed().as_secs_f64(), all)
 }
 
 /// `cargo test --benches`: every code path once, small and quick; no timing is asserted.

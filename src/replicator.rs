@@ -134,7 +134,13 @@ impl Replicator {
             flags,
             lease,
             failures: 0,
-            follower: Follower { client: None, off_until: None, last_confirm: None, stream: None },
+            follower: Follower {
+                client: None,
+                off_until: None,
+                last_confirm: None,
+                stream: None,
+                stream_refused_until: None,
+            },
         };
         let thread = std::thread::Builder::new()
             .name("dualwrite-replicator".into())
@@ -182,9 +188,11 @@ struct Follower {
     /// Capture is off here (wal_level not logical) until then.
     off_until: Option<Instant>,
     last_confirm: Option<Instant>,
-    /// While PostgreSQL is the primary: the slot read by the replication protocol (see
-    /// `capture::stream` for why), with the transactions assembled from it so far.
+    /// The slot read by the replication protocol (see `capture::stream` for why), with the
+    /// transactions assembled from it so far.
     stream: Option<Streaming>,
+    /// PostgreSQL refused a replication connection: the SQL functions serve until then.
+    stream_refused_until: Option<Instant>,
 }
 
 struct Streaming {
@@ -345,13 +353,13 @@ impl Worker {
         }
     }
 
-    /// Whether the capture is read by the replication protocol now: while PostgreSQL is the
-    /// primary and SQLite follows it (`postgres_primary`). Elsewhere the SQL functions serve
-    /// (foreign writes while SQLite is the primary are rare, and a switch's drain uses them).
+    /// Whether the capture is read by the replication protocol: always, unless PostgreSQL
+    /// refused a replication connection lately (no `replication` line in pg_hba.conf for the
+    /// role), when the SQL functions serve instead. In `dual` too: there the slot carries every
+    /// change the replicator applies, and polling the SQL functions would decode it all again and
+    /// again (see `capture::stream`).
     fn streams(&self) -> bool {
-        self.flags.get().effective_write_mode() == WriteMode::PostgresPrimary
-            && crate::capture::CaptureState::load(&self.conn)
-                .is_ok_and(|s| s.era == crate::capture::follow::Era::PostgresFirst)
+        self.follower.stream_refused_until.is_none_or(|t| Instant::now() >= t)
     }
 
     /// One streaming batch: wait for transactions (at most [`STREAM_WAIT`]), take those that
@@ -367,7 +375,17 @@ impl Worker {
                 .ok_or_else(|| Error::Internal("no capture connection".into()))?;
             let name = slot::name(client)?;
             let start = follow::CaptureState::load(&self.conn)?.applied_lsn;
-            let stream = stream::ReplicationStream::start(&self.pg, &name, slot::PUBLICATION, start)?;
+            let stream = match stream::ReplicationStream::start(&self.pg, &name, slot::PUBLICATION, start) {
+                Ok(s) => s,
+                Err(e) if stream::refused(&e) => {
+                    tracing::warn!(error = %e,
+                        "change capture: PostgreSQL refuses replication connections to this role; reading the slot \
+                         with the SQL functions instead (more CPU on the server: add a `replication` line to pg_hba.conf)");
+                    self.follower.stream_refused_until = Some(Instant::now() + CAPTURE_RECHECK);
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            };
             self.follower.stream =
                 Some(Streaming { stream, assembler: Assembler::default(), server_end: 0, confirmed: start });
         }
@@ -414,12 +432,23 @@ impl Worker {
             return Ok(false);
         }
         let target = txns.last().map_or(0, |t| t.end_lsn);
+        if txns.iter().all(|t| t.ours || t.changes.is_empty()) {
+            // Only the bridge's own transactions (the replicator's, in dual): nothing for SQLite
+            // to take, so no SQLite transaction (it would compete for the writer lock with the
+            // monolith at every batch); confirming is enough, PostgreSQL hands out nothing
+            // before the confirmed position again.
+            st.confirmed = st.confirmed.max(target);
+            st.stream.confirm(st.confirmed)?;
+            self.follower.last_confirm = Some(Instant::now());
+            return Ok(full);
+        }
         let taken = {
             let mut guard = self.writer.lock();
             let tx = guard.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            // The file's mode under its write lock: a switch made since this stream began stops
-            // it here, before anything is applied; what it read is handed out again later.
-            if crate::flags::stored_write_mode(&tx)? != WriteMode::PostgresPrimary {
+            // The file's mode under its write lock: a switch to `postgres` (SQLite frozen) made
+            // since this stream began stops it here, before anything is taken; what it read is
+            // handed out again later. (Apply or only count is `take`'s choice, by the file's era.)
+            if crate::flags::stored_write_mode(&tx)? == WriteMode::Postgres {
                 self.follower.stream = None;
                 return Ok(false);
             }

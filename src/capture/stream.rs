@@ -78,8 +78,8 @@ impl ReplicationStream {
         };
         s.startup(config).map_err(|e| match e {
             StreamError::Server(m) => Error::Unavailable(format!(
-                "change capture stream ({}): PostgreSQL refused the replication connection: {m} (the role \
-                 needs REPLICATION and pg_hba.conf a `replication` line for it)",
+                "change capture stream ({}): {REFUSED}: {m} (the role needs REPLICATION and pg_hba.conf a \
+                 `replication` line for it)",
                 pg.description
             )),
             StreamError::Io(e) => unavailable(e.to_string()),
@@ -329,6 +329,14 @@ impl Drop for ReplicationStream {
 
 /// The tag of CopyBothResponse.
 const COPY_BOTH_RESPONSE: u8 = b'W';
+
+/// PostgreSQL refused the replication connection itself (authentication, pg_hba.conf, no
+/// REPLICATION attribute), as opposed to being unreachable: the SQL functions may still serve.
+pub fn refused(e: &Error) -> bool {
+    matches!(e, Error::Unavailable(m) if m.contains(REFUSED))
+}
+
+const REFUSED: &str = "PostgreSQL refused the replication connection";
 
 /// How long the connection's setup (TLS, authentication, START_REPLICATION) may wait for a reply.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
