@@ -3,13 +3,11 @@
 
 use super::error::{dw_result, Failure};
 use super::handle::{arc_into_raw, free_arc, Castable, OwnershipArc};
-use super::strings::json_arg;
 use crate::bridge::{Bridge, BridgeOptions};
-use crate::config::{Config, KeySource, PgConfig};
+use crate::config::Config;
 use crate::error::Error;
-use serde::{Deserialize, Deserializer};
+use crate::open_config_from_json;
 use std::ffi::c_char;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,65 +55,10 @@ impl BridgeHandle {
     }
 }
 
-/// The JSON object `dw_bridge_open` takes. Fields left out come from the environment (and the
-/// TOML file), exactly as `dualwrite::Config::load` and the CLI read them.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OpenConfig {
-    /// A TOML configuration file, read first (the environment and the fields here win over it).
-    config_file: Option<PathBuf>,
-    sqlite_path: Option<PathBuf>,
-    /// Absent: from the environment. `null`: no PostgreSQL (SQLite only, nothing replicates).
-    #[serde(default, deserialize_with = "present")]
-    postgres_url: Option<Option<String>>,
-    key_file: Option<PathBuf>,
-    key_env: Option<String>,
-    #[serde(default = "yes")]
-    replicate: bool,
-    #[serde(default = "yes")]
-    migrate_sqlite: bool,
-    /// Create the SQLite file when there is none (default: a missing file is an error).
-    #[serde(default)]
-    create: bool,
-}
-
-/// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
-}
-
-fn yes() -> bool {
-    true
-}
-
+/// The configuration and options `config_json` asks for (read by the core, as the C++ binding
+/// reads it too), as a failure with its code.
 fn open_config(text: &str) -> Result<(Config, BridgeOptions), Failure> {
-    let v = json_arg(text, "config_json")?;
-    let oc: OpenConfig = serde_json::from_value(v)
-        .map_err(|e| Error::invalid("config_json", super::call::serde_message(&e)))?;
-    let mut config = Config::load(oc.config_file.as_deref())?;
-    if let Some(p) = oc.sqlite_path {
-        config.sqlite_path = p;
-    }
-    match oc.postgres_url {
-        None => {}
-        Some(None) => config.postgres = None,
-        Some(Some(url)) => config.postgres = Some(PgConfig::from_url(&url)?),
-    }
-    config.key_source = match (oc.key_file, oc.key_env) {
-        (Some(_), Some(_)) => {
-            return Err(Error::invalid("config_json", "give key_file or key_env, not both").into());
-        }
-        (Some(f), None) => KeySource::File(f),
-        (None, Some(v)) => KeySource::Env(v),
-        (None, None) => config.key_source,
-    };
-    let options = BridgeOptions {
-        migrate_sqlite: oc.migrate_sqlite,
-        replicate: oc.replicate,
-        create_sqlite: oc.create,
-        ..Default::default()
-    };
-    Ok((config, options))
+    Ok(open_config_from_json(text)?)
 }
 
 /// Open a bridge.
@@ -229,6 +172,8 @@ pub unsafe extern "C" fn dw_bridge_free(bridge: *mut dw_bridge) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::KeySource;
+    use std::path::PathBuf;
 
     #[test]
     fn open_config_fields_win_and_null_means_no_postgres() {
