@@ -2,7 +2,7 @@
 //! stop the replicator), free.
 
 use super::error::{dw_result, Failure};
-use super::handle::{arc_into_raw, free_arc, Castable, OwnershipArc};
+use super::handle::{arc_into_raw, clone_arc, free_arc, Castable, OwnershipArc};
 use crate::bridge::{Bridge, BridgeOptions};
 use crate::config::Config;
 use crate::error::Error;
@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 /// Created by `dw_bridge_open`, closed by `dw_bridge_close`, released by `dw_bridge_free`.
 ///
 /// Across `fork()`: a handle belongs to the process that opened it. A child that inherits one
-/// (a pre-fork server that opened it before forking) gets `DW_UNAVAILABLE` from every call on it,
-/// except `dw_bridge_close` and `dw_bridge_free`, which release the child's copy quietly: they
-/// touch none of the parent's threads, connections or file locks, and the child's copy of the
-/// memory is left allocated (a leak checker run in the child reports it). The parent's handle is
-/// unaffected. A child that needs a bridge opens its own with `dw_bridge_open`.
+/// (a pre-fork server that opened it before forking) must not use it: a call on it that reaches a
+/// store returns `DW_UNAVAILABLE`. Only `dw_bridge_close` and `dw_bridge_free` are meant for it,
+/// and they release the child's copy quietly: they touch none of the parent's threads,
+/// connections or file locks, and the child's copy of the memory is left allocated (a leak
+/// checker run in the child reports it). The parent's handle is unaffected. A child that needs a
+/// bridge opens its own with `dw_bridge_open`.
 pub struct dw_bridge {
     _private: [u8; 0],
 }
@@ -80,8 +81,17 @@ fn open_config(text: &str) -> Result<(Config, BridgeOptions), Failure> {
 /// as for the CLI. Unknown fields are refused (`DW_INVALID_ARGUMENT`). A missing secret key does
 /// not fail the open; only the api_keys operations then fail (`DW_CONFIG`).
 ///
+/// Parameters:
+/// - `config_json`: the JSON object above (`"{}"` takes everything from the environment). NULL:
+///   `DW_NULL_PARAMETER`.
+/// - `bridge_out`: where the new handle goes. NULL: `DW_NULL_PARAMETER`, and nothing is opened.
+///
 /// On `DW_OK`, `*bridge_out` receives a new handle, owned by the caller: close it with
 /// `dw_bridge_close` and release it with `dw_bridge_free`. On failure `*bridge_out` is unchanged.
+///
+/// Opening applies the SQLite migrations the file lacks (unless `"migrate_sqlite": false`); a
+/// schema this build cannot use is `DW_CONFIG`, as is a missing SQLite file; a file that cannot be
+/// opened (a directory that does not exist) is `DW_UNAVAILABLE`.
 ///
 /// # Safety
 /// `config_json` is NULL or a NUL-terminated string; `bridge_out` is NULL or writable.
@@ -108,6 +118,10 @@ pub unsafe extern "C" fn dw_bridge_open(
 /// Close a bridge: refuse further calls on the handle, wait up to `timeout_ms` milliseconds for
 /// this process's replicator to apply every change committed so far, then stop it.
 ///
+/// Parameters:
+/// - `bridge`: the handle to close. NULL is allowed: nothing is done and `DW_OK` is returned, so
+///   a cleanup path can close a handle that was never opened.
+///
 /// The handle is closed whatever the result. `DW_OK`: everything was applied (or this process
 /// does not replicate, or write_mode is sqlite after a rollback: replication is paused and the
 /// captured changes wait for `write_mode=dual`, so there is nothing to wait for). `DW_UNAVAILABLE`:
@@ -126,7 +140,9 @@ pub unsafe extern "C" fn dw_bridge_open(
 #[no_mangle]
 pub unsafe extern "C" fn dw_bridge_close(bridge: *mut dw_bridge, timeout_ms: u32) -> dw_result {
     ffi_boundary!({
-        let h = try_clone_arc!(bridge);
+        // NULL is a no-op, as closing NULL is for sqlite3_close and free: a cleanup path need not
+        // know whether the open succeeded.
+        let Some(h) = clone_arc(bridge) else { return Ok(()) };
         if h.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -152,7 +168,11 @@ pub unsafe extern "C" fn dw_bridge_close(bridge: *mut dw_bridge, timeout_ms: u32
     })
 }
 
-/// Release a handle. NULL is accepted and does nothing.
+/// Release a handle.
+///
+/// Parameters:
+/// - `bridge`: a handle from `dw_bridge_open`, closed or not, not freed yet. NULL is allowed: a
+///   harmless no-op.
 ///
 /// If the handle was not closed, this also stops the replicator, waiting about a second at most
 /// for it to drain (changes not applied stay in the outbox). If another thread is still inside
