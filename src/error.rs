@@ -92,58 +92,54 @@ impl From<&str> for ConflictReason {
     }
 }
 
-/// What a caller can do about an error: the classification every front end shares (the C ABI's
-/// `dw_result` codes have the same meanings, one code per kind, see `src/ffi/error.rs`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// The addressed row does not exist.
-    NotFound,
-    /// The change breaks a rule of the data; nothing was written. Retrying the same change fails
-    /// again.
-    Conflict,
-    /// The input can never succeed as given; nothing was written.
-    InvalidArgument,
-    /// SQLite stayed locked by another writer; retrying later may succeed.
-    Busy,
-    /// A store or resource is not reachable now; retrying later may succeed.
-    Unavailable,
-    /// A bug or an impossible state inside the library.
-    Internal,
-    /// The configuration (or the environment it names: a key file, a read-only SQLite file, a
-    /// schema this build cannot use) is wrong; retrying does not help until someone fixes it.
-    Config,
-    /// Writes are switched off (`write_mode=read_only`); reads work.
-    ReadOnly,
+/// Declares [`ErrorKind`] with its list [`ErrorKind::ALL`] and the names of its result codes from
+/// one list, so the three cannot disagree.
+macro_rules! error_kinds {
+    ($( $(#[$doc:meta])* $kind:ident => $code_name:literal, )+) => {
+        /// What a caller can do about an error: the classification every front end shares (the
+        /// C ABI's `dw_result` codes have the same meanings, one code per kind, see
+        /// `src/ffi/error.rs`).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum ErrorKind {
+            $( $(#[$doc])* $kind, )+
+        }
+
+        impl ErrorKind {
+            /// Every kind.
+            pub const ALL: &'static [ErrorKind] = &[$(ErrorKind::$kind),+];
+
+            /// The name of the C ABI's result code for this kind (`"DW_NOT_FOUND"`, ...), which
+            /// the C++ binding puts in front of its exception messages so that C, C++ and Python
+            /// callers see the same names. The C ABI checks in its tests that its codes carry
+            /// these names.
+            pub fn result_code_name(self) -> &'static str {
+                match self {
+                    $(ErrorKind::$kind => $code_name,)+
+                }
+            }
+        }
+    };
 }
 
-impl ErrorKind {
-    /// Every kind, for exhaustive checks in tests.
-    pub const ALL: [ErrorKind; 8] = [
-        ErrorKind::NotFound,
-        ErrorKind::Conflict,
-        ErrorKind::InvalidArgument,
-        ErrorKind::Busy,
-        ErrorKind::Unavailable,
-        ErrorKind::Internal,
-        ErrorKind::Config,
-        ErrorKind::ReadOnly,
-    ];
-
-    /// The name of the C ABI's result code for this kind (`"DW_NOT_FOUND"`, ...), which the C++
-    /// binding puts in front of its exception messages so that C, C++ and Python callers see
-    /// the same names. The C ABI checks in its tests that its codes carry these names.
-    pub fn result_code_name(self) -> &'static str {
-        match self {
-            ErrorKind::NotFound => "DW_NOT_FOUND",
-            ErrorKind::Conflict => "DW_CONFLICT",
-            ErrorKind::InvalidArgument => "DW_INVALID_ARGUMENT",
-            ErrorKind::Busy => "DW_BUSY",
-            ErrorKind::Unavailable => "DW_UNAVAILABLE",
-            ErrorKind::Internal => "DW_INTERNAL",
-            ErrorKind::Config => "DW_CONFIG",
-            ErrorKind::ReadOnly => "DW_READ_ONLY",
-        }
-    }
+error_kinds! {
+    /// The addressed row does not exist.
+    NotFound => "DW_NOT_FOUND",
+    /// The change breaks a rule of the data; nothing was written. Retrying the same change fails
+    /// again.
+    Conflict => "DW_CONFLICT",
+    /// The input can never succeed as given; nothing was written.
+    InvalidArgument => "DW_INVALID_ARGUMENT",
+    /// SQLite stayed locked by another writer; retrying later may succeed.
+    Busy => "DW_BUSY",
+    /// A store or resource is not reachable now; retrying later may succeed.
+    Unavailable => "DW_UNAVAILABLE",
+    /// A bug or an impossible state inside the library.
+    Internal => "DW_INTERNAL",
+    /// The configuration (or the environment it names: a key file, a read-only SQLite file, a
+    /// schema this build cannot use) is wrong; retrying does not help until someone fixes it.
+    Config => "DW_CONFIG",
+    /// Writes are switched off (`write_mode=read_only`); reads work.
+    ReadOnly => "DW_READ_ONLY",
 }
 
 /// postgres::Error's Display hides the server's message behind "db error"; show it.

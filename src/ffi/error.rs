@@ -191,7 +191,7 @@ mod tests {
     /// the ones this header gives the same codes.
     #[test]
     fn every_kind_is_named_after_its_code() {
-        for kind in ErrorKind::ALL {
+        for &kind in ErrorKind::ALL {
             assert_eq!(format!("{:?}", result_code(kind)), kind.result_code_name(), "{kind:?}");
         }
     }
