@@ -1,7 +1,7 @@
 //! Result codes, the one place they are chosen ([`map_error`]), and the thread-local message of
 //! the last failure.
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CStr, CString};
 
@@ -46,45 +46,23 @@ pub enum dw_result {
 
 use dw_result::*;
 
-/// The one place a core error becomes a result code.
+/// The one place a core error becomes a result code: the core classifies ([`Error::kind`]), this
+/// names the code of each kind. Exhaustive on purpose (no wildcard arm): a new kind must be given
+/// a code here before the crate compiles.
 pub(crate) fn map_error(e: &Error) -> dw_result {
-    // Exhaustive on purpose: a new core error variant must be given a code here.
-    match e {
-        Error::InvalidArgument { .. } => DW_INVALID_ARGUMENT,
-        Error::NotFound { .. } => DW_NOT_FOUND,
-        Error::Conflict(_) => DW_CONFLICT,
-        Error::Busy(_) => DW_BUSY,
-        Error::Unavailable(_) | Error::Io(_) => DW_UNAVAILABLE,
-        Error::Config(_) | Error::Migration(_) | Error::Crypto(_) => DW_CONFIG,
-        Error::Sqlite(inner) => sqlite_code(inner),
-        Error::Postgres(_) => match e.pg_sqlstate() {
-            Some(s) if s.starts_with("23") => DW_CONFLICT,
-            Some(s) if s.starts_with("22") => DW_INVALID_ARGUMENT,
-            _ => DW_UNAVAILABLE,
-        },
-        Error::Internal(_) => DW_INTERNAL,
-        Error::ReadOnly(_) => DW_READ_ONLY,
-    }
+    result_code(e.kind())
 }
 
-/// SQLite failures that `crate::Error`'s conversion left as `Error::Sqlite`.
-fn sqlite_code(e: &rusqlite::Error) -> dw_result {
-    use rusqlite::ErrorCode as C;
-    match e {
-        rusqlite::Error::QueryReturnedNoRows => DW_NOT_FOUND,
-        rusqlite::Error::SqliteFailure(f, _) => match f.code {
-            C::ConstraintViolation => DW_CONFLICT,
-            C::DatabaseBusy | C::DatabaseLocked => DW_BUSY,
-            C::CannotOpen
-            | C::SystemIoFailure
-            | C::DiskFull
-            | C::ReadOnly
-            | C::PermissionDenied
-            | C::NotADatabase
-            | C::DatabaseCorrupt => DW_UNAVAILABLE,
-            _ => DW_INTERNAL,
-        },
-        _ => DW_INTERNAL,
+fn result_code(kind: ErrorKind) -> dw_result {
+    match kind {
+        ErrorKind::NotFound => DW_NOT_FOUND,
+        ErrorKind::Conflict => DW_CONFLICT,
+        ErrorKind::InvalidArgument => DW_INVALID_ARGUMENT,
+        ErrorKind::Busy => DW_BUSY,
+        ErrorKind::Unavailable => DW_UNAVAILABLE,
+        ErrorKind::Internal => DW_INTERNAL,
+        ErrorKind::Config => DW_CONFIG,
+        ErrorKind::ReadOnly => DW_READ_ONLY,
     }
 }
 
@@ -194,6 +172,7 @@ mod tests {
         assert_eq!(map_error(&Error::invalid("x", "y")), DW_INVALID_ARGUMENT);
         assert_eq!(map_error(&Error::not_found("users", "k")), DW_NOT_FOUND);
         assert_eq!(map_error(&Error::Conflict("c".into())), DW_CONFLICT);
+        assert_eq!(map_error(&Error::ReadOnly("r".into())), DW_READ_ONLY);
         assert_eq!(map_error(&Error::Busy("b".into())), DW_BUSY);
         assert_eq!(map_error(&Error::Unavailable("u".into())), DW_UNAVAILABLE);
         assert_eq!(map_error(&Error::Config("c".into())), DW_CONFIG);
@@ -206,6 +185,15 @@ mod tests {
         assert_eq!(map_error(&Error::Sqlite(cant_open)), DW_UNAVAILABLE);
         let io = std::io::Error::other("disk");
         assert_eq!(map_error(&Error::Io(io)), DW_UNAVAILABLE);
+    }
+
+    /// The C++ binding names its failures with `ErrorKind::result_code_name`: the names must be
+    /// the ones this header gives the same codes.
+    #[test]
+    fn every_kind_is_named_after_its_code() {
+        for &kind in ErrorKind::ALL {
+            assert_eq!(format!("{:?}", result_code(kind)), kind.result_code_name(), "{kind:?}");
+        }
     }
 
     #[test]

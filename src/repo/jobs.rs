@@ -227,7 +227,7 @@ impl Bridge {
         self.write(|tx| {
             let job: Job = tx.require(&key)?;
             if job.status.is_terminal() {
-                return Err(Error::Conflict(format!(
+                return Err(Error::conflict(format!(
                     "job {id} is {}: its progress can no longer change",
                     job.status
                 )));

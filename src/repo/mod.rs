@@ -134,7 +134,7 @@ pub(crate) fn transition<S: Copy + PartialEq + fmt::Display>(
     } else {
         allowed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
     };
-    Err(Error::Conflict(format!("{entity} {id} is {from} and cannot become {to} (allowed next: {next})")))
+    Err(Error::conflict(format!("{entity} {id} is {from} and cannot become {to} (allowed next: {next})")))
 }
 
 /// Typed reads for a plain connection or a write transaction.

@@ -39,7 +39,7 @@ impl Bridge {
             let latest: Option<Prompt> = tx.first_as(LATEST, &[&key])?;
             if let Some(l) = latest {
                 let next = l.version.checked_add(1).ok_or_else(|| {
-                    Error::Conflict(format!("prompt {key:?} has reached the highest version number"))
+                    Error::conflict(format!("prompt {key:?} has reached the highest version number"))
                 })?;
                 row.insert("version".into(), Value::from(next));
             }

@@ -344,7 +344,7 @@ pub(crate) fn write_error(e: postgres::Error) -> Error {
     };
     let code = db.code().code();
     if code.starts_with("23") {
-        Error::Conflict(format!("{} ({code})", db.message()))
+        Error::conflict(format!("{} ({code})", db.message()))
     } else if code.starts_with("22") {
         Error::invalid(db.column().or(db.table()).unwrap_or("value"), format!("{} ({code})", db.message()))
     } else {
