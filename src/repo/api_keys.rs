@@ -69,7 +69,6 @@ impl Bridge {
         secret: &[u8],
         metadata: Option<&Value>,
     ) -> Result<ApiKey> {
-        super::non_empty("api_keys", "provider", provider)?;
         let mut row = Row::new();
         row.insert("owner_id".into(), Value::String(owner_id.to_string()));
         row.insert("provider".into(), Value::String(provider.to_string()));

@@ -104,15 +104,6 @@ pub(crate) fn decode<E: DeserializeOwned>(table: &Table, row: Row) -> Result<E> 
         .map_err(|e| Error::Internal(format!("a stored {} row does not fit its type: {e}", table.name)))
 }
 
-/// Refuse an empty (or all-blank) value for a column whose CHECK wants it non-empty, naming it
-/// as `validate_row` would rather than surfacing the CHECK as a conflict.
-pub(crate) fn non_empty(table: &str, column: &str, value: &str) -> Result<()> {
-    if value.trim().is_empty() {
-        return Err(Error::invalid(format!("{table}.{column}"), "must not be empty"));
-    }
-    Ok(())
-}
-
 /// The current time in the canonical form.
 pub(crate) fn now() -> String {
     schema::now_timestamp()
@@ -346,9 +337,18 @@ macro_rules! value_set {
         $name:ident for $table:literal . $column:literal { $($variant:ident = $text:literal),+ $(,)? }
     ) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
         pub enum $name {
             $(#[serde(rename = $text)] $variant),+
+        }
+
+        /// Read through `FromStr`, so a value outside the set is refused as `validate_row` refuses
+        /// it, naming `table.column` (serde's own message names neither).
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let text = <String as serde::Deserialize>::deserialize(d)?;
+                text.parse().map_err(|e: $crate::Error| <D::Error as serde::de::Error>::custom(e))
+            }
         }
 
         impl $name {
@@ -424,6 +424,9 @@ mod tests {
         let err = "done".parse::<JobStatus>().unwrap_err();
         assert!(err.to_string().contains("jobs.status"), "{err}");
         assert_eq!(serde_json::to_value(SectionType::MetaDescription).unwrap(), "meta_description");
+        assert_eq!(serde_json::from_value::<SectionType>("faq".into()).unwrap(), SectionType::Faq);
+        let err = serde_json::from_value::<JobPriority>("soon".into()).unwrap_err();
+        assert!(err.to_string().contains("jobs.priority"), "{err}");
     }
 
     #[test]

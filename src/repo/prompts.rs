@@ -28,7 +28,6 @@ impl Bridge {
     /// read and the row written in one transaction, so concurrent publishers get distinct
     /// versions.
     pub fn publish_prompt(&self, key: &str, body: &str, updated_by: Option<Uuid>) -> Result<Prompt> {
-        super::non_empty("prompts", "key", key)?;
         let mut row = Row::new();
         row.insert("key".into(), Value::String(key.to_string()));
         row.insert("body".into(), Value::String(body.to_string()));
