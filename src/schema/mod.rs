@@ -4,6 +4,7 @@
 //! compares it with both live catalogs so it cannot drift from the migrations.
 
 mod codec;
+mod filter;
 mod rules;
 mod tables;
 
@@ -12,6 +13,7 @@ pub use codec::{
     canonical_value, check_indexed_text, check_rule, decode_sqlite_row, encode_for_sqlite, format_timestamp,
     now_timestamp, validate_row, RowMode, SqlValue, MAX_INDEXED_TEXT_BYTES,
 };
+pub use filter::Filter;
 pub(crate) use rules::rule_broken;
 pub use rules::{GeneratedDefault, Rule};
 pub use tables::TABLES;
