@@ -1,9 +1,10 @@
 //! The CHECKs of the 13 tables, described once: each column's rule (non-empty, lower-case, a
 //! range), its value set (`Column::allowed`), and the CHECKs SQLite adds to hold the wire form of
-//! its type. [`check_rules`] applies them to a canonical value, so every way in (the generic
-//! calls, `dw_call` operations, the typed repository, the legacy conversions) refuses a value
-//! the stores would refuse, as `InvalidArgument` naming `table.column` and the rule, before
-//! anything is written; a CHECK failing inside a store would come back as a conflict instead.
+//! its type. [`rule_broken`] applies a rule to a canonical value, for `schema::check_rule` (which
+//! `validate_row` calls) and the legacy conversions, so every way in (the generic calls, `dw_call`
+//! operations, the typed repository, the legacy conversions) refuses a value the stores would
+//! refuse, as `InvalidArgument` naming `table.column` and the rule, before anything is written; a
+//! CHECK failing inside a store would come back as a conflict instead.
 //!
 //! The SQL texts below are not executed: tests/schema.rs compares them with the CHECKs and
 //! defaults of both live catalogs, so a migration that adds, drops or changes one fails the test
