@@ -15,11 +15,12 @@ pub enum dw_result {
     DW_OK = 0,
     /// The addressed row (or dead letter) does not exist.
     DW_NOT_FOUND = 1,
-    /// The change breaks a rule of the data (a unique or foreign key, a CHECK, a state transition
-    /// the entity does not allow). Nothing was written.
+    /// The change breaks a rule of the data that depends on other rows or state (a unique or
+    /// foreign key, a state transition the entity does not allow). Nothing was written.
     DW_CONFLICT = 2,
     /// The input can never succeed as given: unknown table or column, a value of the wrong type,
-    /// malformed JSON, text that is not UTF-8, a handle already closed. Nothing was written.
+    /// a value a CHECK refuses (value set, non-empty, lower-case, range), malformed JSON, text that
+    /// is not UTF-8, a handle already closed. Nothing was written.
     DW_INVALID_ARGUMENT = 3,
     /// SQLite stayed locked by another writer for longer than the busy timeout. Retrying later
     /// may succeed. Nothing was written.
