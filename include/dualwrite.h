@@ -1,22 +1,67 @@
 /*
  * dualwrite: the C ABI.
  *
- * A monolith writes its SQLite file through these functions; every change commits to SQLite with
- * an outbox record and is copied to PostgreSQL in the background. Which store takes a write first
- * follows the flag `write_mode`, shared by every process on the file: `sqlite`/`dual` (SQLite
- * first, as above), `postgres_primary`/`postgres` (PostgreSQL first: a write returns after
- * PostgreSQL's commit and fails with DW_UNAVAILABLE while PostgreSQL is unreachable; SQLite
- * follows from PostgreSQL's change capture), `read_only` (every write fails with DW_READ_ONLY,
- * reads work).
+ * A monolith keeps reading and writing its SQLite file through these functions while its data
+ * moves to PostgreSQL. Which store takes a write first follows the flag `write_mode`, kept in the
+ * SQLite file and shared by every process on it (read and change it with dw_call "flags.get",
+ * "flags.set", "flags.rollback"):
+ *
+ * - `sqlite`: a write commits to SQLite with an outbox record, and nothing is copied to
+ *   PostgreSQL until the mode is `dual` again (the state after a rollback).
+ * - `dual`: a write commits to SQLite with an outbox record and returns; the replicator copies it
+ *   to PostgreSQL in the background. PostgreSQL being down does not fail the write.
+ * - `postgres_primary`: a write is a PostgreSQL transaction and returns after PostgreSQL's commit,
+ *   so it fails with DW_UNAVAILABLE (nothing written) while PostgreSQL is unreachable. SQLite
+ *   follows in the background from PostgreSQL's change capture.
+ * - `postgres`: as `postgres_primary`, but SQLite no longer follows (it catches up on a rollback).
+ * - `read_only`: every write fails with DW_READ_ONLY; reads work.
+ *
+ * Reads come from the store the flag `read_source` names (`sqlite`, `postgres`, or `shadow`:
+ * served from SQLite and compared with PostgreSQL in the background), and from PostgreSQL in the
+ * PostgreSQL-first modes. A read meant for PostgreSQL is served from SQLite while a change to what
+ * it reads has not reached PostgreSQL yet, so a caller always reads its own writes.
  *
  * Conventions:
- * - Every function returns a dw_result; DW_OK (0) is success. On failure,
- *   dw_last_error_message() tells what went wrong (thread-local, never NULL).
- * - Outputs (`*_out`) are written only on DW_OK.
- * - Strings in are NUL-terminated UTF-8 and stay owned by the caller. Strings out (`char **`)
- *   are owned by the caller afterwards and freed with dw_string_free.
+ * - Every function that can fail returns a dw_result; DW_OK (0) is success. On failure,
+ *   dw_last_error_message() says what went wrong (per thread, never NULL).
+ * - NULL: every function says, for each pointer parameter, whether NULL is allowed. A NULL where
+ *   it is not is refused with DW_NULL_PARAMETER before anything is done. Releasing NULL
+ *   (dw_bridge_close, dw_bridge_free, dw_string_free) is a harmless no-op, as free(NULL) is, and
+ *   dw_bridge_close(NULL) returns DW_OK.
+ * - Outputs (`*_out`) are written only on DW_OK; on failure they keep what the caller put there.
+ * - Strings in are NUL-terminated UTF-8 (other bytes: DW_INVALID_ARGUMENT), only read during the
+ *   call, and stay the caller's.
+ * - Strings out (through a `char **..._out`) belong to the caller. Read or copy them, then pass
+ *   each one, exactly once and unmodified, to dw_string_free (never to free()): it finds the
+ *   string's length by its terminating NUL, so a string shortened or overwritten in place would
+ *   release the wrong amount of memory. Copy a string before changing it.
+ * - Strings the library keeps (dw_last_error_message, dw_result_str, dw_version) are never freed.
  * - A dw_bridge may be used by any number of threads at once.
- * - Rows are JSON objects in the wire form of docs/ARCHITECTURE.md.
+ * - fork(): a handle belongs to the process that opened it. A forked child must not use the
+ *   handle it inherited (the parent's threads are not in the child, and its connections must not
+ *   be shared): a call on it that reaches a store fails with DW_UNAVAILABLE ("open a new bridge
+ *   in the child"). Only dw_bridge_close and dw_bridge_free are meant for it: they release the
+ *   child's copy without touching the parent's threads, connections or file locks (see
+ *   dw_bridge). A child that needs the library opens its own bridge with dw_bridge_open. The
+ *   parent's handle is unaffected.
+ * - A panic inside the library never unwinds into C: the call returns DW_PANIC.
+ *
+ * Tables: users, api_keys, jobs, job_logs, serpapi_results, pages, embeddings, headings,
+ * generated_text, prompts, text_analytics_cache, wordstat_cache, audit_events. A row's key is its
+ * `id` (a UUID), or `cache_key` in the two caches.
+ *
+ * Rows are JSON objects, one member per column, in this wire form (the same in both stores):
+ * - uuid: a string, lower-case and hyphenated.
+ * - text: a string (without NUL: PostgreSQL cannot store it).
+ * - jsonb: the JSON value itself.
+ * - timestamptz: a string `YYYY-MM-DDTHH:MM:SS.ffffffZ`; input in any RFC 3339 offset is
+ *   converted to UTC; digits below the microsecond are refused.
+ * - numeric: a string holding an exact decimal (a JSON number is accepted on input).
+ * - int: a number in the 32-bit range.
+ * - bytea: a string, `\x` then two hex digits per byte (PostgreSQL's text form).
+ * - vector: an array of 1 to 16000 numbers (32-bit floats, kept bit for bit).
+ * On input, an id, a timestamp or a column with a default that is left out is filled in; an
+ * unknown table or column, or a value that does not fit its column, is DW_INVALID_ARGUMENT.
  */
 
 #ifndef DUALWRITE_H
@@ -64,11 +109,12 @@ typedef enum {
     DW_OK = 0,
     // The addressed row (or dead letter) does not exist.
     DW_NOT_FOUND = 1,
-    // The change breaks a rule of the data (a unique or foreign key, a CHECK, a state transition
-    // the entity does not allow). Nothing was written.
+    // The change breaks a rule of the data that depends on other rows or state (a unique or
+    // foreign key, a state transition the entity does not allow). Nothing was written.
     DW_CONFLICT = 2,
     // The input can never succeed as given: unknown table or column, a value of the wrong type,
-    // malformed JSON, text that is not UTF-8, a handle already closed. Nothing was written.
+    // a value a CHECK refuses (value set, non-empty, lower-case, range), malformed JSON, text that
+    // is not UTF-8, a handle already closed. Nothing was written.
     DW_INVALID_ARGUMENT = 3,
     // SQLite stayed locked by another writer for longer than the busy timeout. Retrying later
     // may succeed. Nothing was written.
@@ -100,11 +146,12 @@ typedef enum {
 // Created by `dw_bridge_open`, closed by `dw_bridge_close`, released by `dw_bridge_free`.
 //
 // Across `fork()`: a handle belongs to the process that opened it. A child that inherits one
-// (a pre-fork server that opened it before forking) gets `DW_UNAVAILABLE` from every call on it,
-// except `dw_bridge_close` and `dw_bridge_free`, which release the child's copy quietly: they
-// touch none of the parent's threads, connections or file locks, and the child's copy of the
-// memory is left allocated (a leak checker run in the child reports it). The parent's handle is
-// unaffected. A child that needs a bridge opens its own with `dw_bridge_open`.
+// (a pre-fork server that opened it before forking) must not use it: a call on it that reaches a
+// store returns `DW_UNAVAILABLE`. Only `dw_bridge_close` and `dw_bridge_free` are meant for it,
+// and they release the child's copy quietly: they touch none of the parent's threads,
+// connections or file locks, and the child's copy of the memory is left allocated (a leak
+// checker run in the child reports it). The parent's handle is unaffected. A child that needs a
+// bridge opens its own with `dw_bridge_open`.
 typedef struct dw_bridge dw_bridge;
 
 // Receives one log event: its level (`DW_LOG_ERROR` .. `DW_LOG_TRACE`), its target (the
@@ -117,9 +164,13 @@ typedef void (*dw_log_callback)(int level, const char *target, const char *messa
 extern "C" {
 #endif // __cplusplus
 
-// Free a string returned by this library (through a `char **..._out` argument). NULL is
-// accepted and does nothing. The bytes are wiped before the memory is released (a result can
-// hold a secret, from `dw_call(..., "api_keys.secret", ...)`).
+// Free a string returned by this library (through a `char **..._out` argument). The bytes are
+// wiped before the memory is released (a result can hold a secret, from
+// `dw_call(..., "api_keys.secret", ...)`).
+//
+// Parameters:
+// - `s`: a string from a `char **..._out` of this library, unmodified (the length is found by
+//   its terminating NUL), not freed yet. NULL is allowed: a harmless no-op, as `free(NULL)`.
 //
 // Only strings from this library may be passed, each exactly once; never pass the result of
 // `dw_last_error_message`, `dw_result_str` or `dw_version`, which the library keeps.
@@ -147,8 +198,17 @@ void dw_string_free(char *s);
 // as for the CLI. Unknown fields are refused (`DW_INVALID_ARGUMENT`). A missing secret key does
 // not fail the open; only the api_keys operations then fail (`DW_CONFIG`).
 //
+// Parameters:
+// - `config_json`: the JSON object above (`"{}"` takes everything from the environment). NULL:
+//   `DW_NULL_PARAMETER`.
+// - `bridge_out`: where the new handle goes. NULL: `DW_NULL_PARAMETER`, and nothing is opened.
+//
 // On `DW_OK`, `*bridge_out` receives a new handle, owned by the caller: close it with
 // `dw_bridge_close` and release it with `dw_bridge_free`. On failure `*bridge_out` is unchanged.
+//
+// Opening applies the SQLite migrations the file lacks (unless `"migrate_sqlite": false`); a
+// schema this build cannot use is `DW_CONFIG`, as is a missing SQLite file; a file that cannot be
+// opened (a directory that does not exist) is `DW_UNAVAILABLE`.
 //
 // # Safety
 // `config_json` is NULL or a NUL-terminated string; `bridge_out` is NULL or writable.
@@ -157,6 +217,10 @@ dw_result dw_bridge_open(const char *config_json,
 
 // Close a bridge: refuse further calls on the handle, wait up to `timeout_ms` milliseconds for
 // this process's replicator to apply every change committed so far, then stop it.
+//
+// Parameters:
+// - `bridge`: the handle to close. NULL is allowed: nothing is done and `DW_OK` is returned, so
+//   a cleanup path can close a handle that was never opened.
 //
 // The handle is closed whatever the result. `DW_OK`: everything was applied (or this process
 // does not replicate, or write_mode is sqlite after a rollback: replication is paused and the
@@ -175,7 +239,11 @@ dw_result dw_bridge_open(const char *config_json,
 // `bridge` is NULL or a handle from `dw_bridge_open` that was not freed.
 dw_result dw_bridge_close(dw_bridge *bridge, uint32_t timeout_ms);
 
-// Release a handle. NULL is accepted and does nothing.
+// Release a handle.
+//
+// Parameters:
+// - `bridge`: a handle from `dw_bridge_open`, closed or not, not freed yet. NULL is allowed: a
+//   harmless no-op.
 //
 // If the handle was not closed, this also stops the replicator, waiting about a second at most
 // for it to drain (changes not applied stay in the outbox). If another thread is still inside
@@ -192,17 +260,98 @@ void dw_bridge_free(dw_bridge *bridge);
 // Run the typed repository operation `operation` with the JSON object `args_json` as its
 // arguments, e.g. `dw_call(b, "jobs.claim_next", "{}", &out)` or
 // `dw_call(b, "users.create", "{\"email\": \"a@example.com\", \"display_name\": \"A\"}", &out)`.
-// `dw_call(b, "operations", "{}", &out)` returns the names of all operations; their arguments
-// and results are listed at the top of src/ffi/call.rs. Unknown argument names are refused;
-// `limit` and `offset` page the list operations.
+//
+// Parameters:
+// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+// - `operation`: an operation name from the table below. NULL: `DW_NULL_PARAMETER`.
+// - `args_json`: a JSON object of arguments (`"{}"` for none). NULL: `DW_NULL_PARAMETER`.
+// - `result_json_out`: where the result goes. NULL: `DW_NULL_PARAMETER`, and nothing is done.
 //
 // On `DW_OK`, `*result_json_out` receives the result as JSON (an object, an array, or `null`),
 // owned by the caller: free it with `dw_string_free` (which wipes it: it may hold a secret, for
-// `api_keys.secret`). An unknown operation or argument is `DW_INVALID_ARGUMENT`; a lookup that
-// finds nothing is `DW_NOT_FOUND`.
+// `api_keys.secret`). On failure it is unchanged.
+//
+// Arguments: one JSON object. An unknown operation, an unknown argument name or a value of the
+// wrong type is `DW_INVALID_ARGUMENT` (the message names it, never quoting its value). An
+// argument marked `?` may be left out. An optional JSON argument (`payload`, `context`,
+// `metadata`, `meta`, `params`, `keywords_used`, `metrics`) left out gets its default (`{}` or
+// `[]`); `null` for it is refused (`DW_INVALID_ARGUMENT`). Ids are UUID strings, times RFC 3339
+// strings; rows come back in the wire form described at the top of this header. `limit`
+// (default 100, at most 10000) and `offset` (default 0) page the list operations. A lookup that
+// finds nothing is `DW_NOT_FOUND`, except `jobs.claim_next`, whose result is `null` when no job
+// is queued. Writes behave as `dw_insert` describes (`DW_CONFLICT`, `DW_UNAVAILABLE` in the
+// PostgreSQL-first write modes, `DW_READ_ONLY`); a state transition an entity does not allow
+// (a finished job set running again) is `DW_CONFLICT`. The api_keys operations need the secret
+// key (`DW_CONFIG` without it).
+//
+// | operation | arguments | result |
+// | --- | --- | --- |
+// | `operations` | `{}` | array of every operation name |
+// | `users.create` | `email`, `display_name`, `role`?, `id`? | user |
+// | `users.get` | `id` | user |
+// | `users.get_by_email` | `email` (any case) | user |
+// | `users.update` | `id`, `email`?, `display_name`?, `role`? | user |
+// | `users.disable` | `id` | user |
+// | `users.list` | `limit`?, `offset`? | array of users |
+// | `api_keys.put` | `owner_id`, `provider`, `secret` (text) or `secret_hex`, `metadata`? | api key (no secret) |
+// | `api_keys.rotate` | `owner_id`, `provider`, `secret` or `secret_hex` | api key (no secret) |
+// | `api_keys.secret` | `owner_id`, `provider` | `{"secret": text}` (or `{"secret_hex": hex}` if not UTF-8) |
+// | `api_keys.get` | `owner_id`, `provider` | api key (no secret) |
+// | `api_keys.list` | `owner_id` | array of api keys |
+// | `api_keys.delete` | `owner_id`, `provider` | `{"deleted": bool}` |
+// | `jobs.submit` | `type`, `payload`?, `priority`?, `owner_id`?, `id`?, `queued_at`? | job |
+// | `jobs.get` | `id` | job |
+// | `jobs.list_by_owner` | `owner_id`, `limit`?, `offset`? | array of jobs |
+// | `jobs.list_by_status` | `status`, `limit`?, `offset`? | array of jobs |
+// | `jobs.claim_next` | `{}` | job now `running`, or `null` |
+// | `jobs.set_status` | `id`, `status` | job |
+// | `jobs.set_progress` | `id`, `progress` (decimal string or number, 0 to 100) | job |
+// | `jobs.append_log` | `job_id`, `level`, `message`, `step`?, `context`?, `id`?, `created_at`? | job log |
+// | `jobs.list_logs` | `job_id`, `limit`?, `offset`? | array of job logs |
+// | `jobs.list_logs_after` | `job_id`, `after`? (log id), `limit`? | array of job logs |
+// | `pages.add` | `url`, `title`?, `lang`?, `content_hash`?, `source_job_id`?, `serpapi_result_id`?, `fetched_at`?, `id`? | page |
+// | `pages.get` | `id` | page |
+// | `pages.add_headings` | `page_id`, `headings`: [{`level`, `text`, `embeddings_ref`?, `created_at`?, `id`?}] | array of headings |
+// | `pages.list_headings` | `page_id` | array of headings |
+// | `serpapi.record` | `keyword`, `raw_json`, `params`?, `job_id`?, `fetched_at`?, `id`? | serpapi result |
+// | `serpapi.get` | `id` | serpapi result |
+// | `serpapi.get_by_hash` | `hash` | serpapi result |
+// | `serpapi.hash` | `keyword`, `params`? | `{"hash": hex}` |
+// | `embeddings.upsert` | `text_hash`, `model`, `vector`, `meta`?, `id`? | embedding |
+// | `embeddings.get` | `id` | embedding |
+// | `embeddings.get_by_hash` | `text_hash`, `model` | embedding |
+// | `generated_text.create` | `section_type`, `content`, `heading`?, `keywords_used`?, `lang`?, `metrics`?, `source_heading_id`?, `owner_id`?, `job_id`?, `id`? | generated text |
+// | `generated_text.get` | `id` | generated text |
+// | `generated_text.add_version` | `of`, `content`, `heading`?, `keywords_used`?, `lang`?, `metrics`? | generated text |
+// | `generated_text.set_status` | `id`, `status` | generated text |
+// | `generated_text.list_by_heading` | `heading_id`, `limit`?, `offset`? | array of generated texts |
+// | `generated_text.list_by_owner` | `owner_id`, `limit`?, `offset`? | array of generated texts |
+// | `prompts.publish` | `key`, `body`, `updated_by`? | prompt |
+// | `prompts.latest` | `key` | prompt |
+// | `prompts.version` | `key`, `version` | prompt |
+// | `prompts.list_versions` | `key` | array of prompts |
+// | `cache.get` | `cache` (`text_analytics` or `wordstat`), `key` | cache entry (a live one) |
+// | `cache.put` | `cache`, `key`, `value`, `ttl_seconds` | cache entry |
+// | `cache.delete` | `cache`, `key` | `{"deleted": bool}` |
+// | `cache.purge_expired` | `cache` | `{"purged": n}` |
+// | `audit.record` | `action`, `entity`, `entity_id`?, `actor_id`?, `metadata`?, `created_at`?, `id`? | audit event |
+// | `audit.list_for_entity` | `entity`, `entity_id`?, `limit`?, `offset`? | array of audit events |
+// | `audit.list_by_actor` | `actor_id`, `limit`?, `offset`? | array of audit events |
+// | `flags.get` | `{}` | flags in effect in this process |
+// | `flags.set` | `name` (`write_mode`, `read_source`, `read_source:<table>`), `value`, `who`, `why`, `force`? (default false) | flags after the change |
+// | `flags.rollback` | `who`, `why`, `force`? (default false) | flags after the rollback (`write_mode` and every read source `sqlite`) |
+//
+// The flags come back as `{"write_mode": ..., "read_source": ..., "read_source_overrides":
+// {table: source}, "forced_sqlite": bool}`. `flags.set` is refused with `DW_CONFLICT` while a
+// guard rail holds (changes pending, dead letters), unless `force`; `value` `default` removes a
+// per-table override. Every flag change is recorded in `audit_events` with `who` and `why`, and
+// is shared by every process on the SQLite file. Leaving `postgres_primary`/`postgres`
+// (`flags.rollback` too) first catches SQLite up from PostgreSQL and is refused with
+// `DW_CONFLICT` while PostgreSQL is unreachable, unless `force`.
 //
 // # Safety
-// Every pointer is NULL or valid: strings NUL-terminated, `result_json_out` writable.
+// `bridge` is NULL or a handle from `dw_bridge_open` that was not freed; `operation` and
+// `args_json` are NULL or NUL-terminated; `result_json_out` is NULL or writable.
 dw_result dw_call(dw_bridge *bridge,
                   const char *operation,
                   const char *args_json,
@@ -237,6 +386,10 @@ const char *dw_result_str(int code);
 // returns, no call to the previous callback is still running or will start, so its
 // `user_data` may be freed then. The setting is process-wide, not per bridge.
 //
+// Parameters:
+// - `callback`: the function to call. NULL is allowed: events go back to stderr.
+// - `user_data`: passed to `callback` as given, never read by the library. NULL is allowed.
+//
 // Returns `DW_OK`.
 //
 // # Safety
@@ -248,7 +401,12 @@ dw_result dw_set_log_callback(dw_log_callback callback, void *user_data);
 // applied to PostgreSQL (or moved to the dead letters). `DW_UNAVAILABLE` when the time runs
 // out; the message says how many changes are pending and the last replication error.
 //
-// Some process must be replicating (this one, when opened with PostgreSQL and `replicate`).
+// Some process must be replicating (this one, when opened with PostgreSQL and `replicate`). In
+// the PostgreSQL-first write modes writes are in PostgreSQL when they return; this waits for
+// what SQLite-first writes left in the outbox.
+//
+// Parameters:
+// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
 //
 // # Safety
 // `bridge` is NULL or a handle from `dw_bridge_open` that was not freed.
@@ -257,6 +415,10 @@ dw_result dw_flush(dw_bridge *bridge, uint32_t timeout_ms);
 // Replication health as a JSON object: `outbox_depth`, `oldest_pending_ms`, `applied_total`,
 // `applied_per_sec`, `retries`, `dead_letters`, `last_error`, `replicator_running`,
 // `postgres_connected` (and fields added later).
+//
+// Parameters:
+// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+// - `status_json_out`: where the object goes. NULL: `DW_NULL_PARAMETER`.
 //
 // On `DW_OK`, `*status_json_out` receives the object, owned by the caller: free it with
 // `dw_string_free`.
@@ -268,6 +430,10 @@ dw_result dw_status(dw_bridge *bridge, char **status_json_out);
 // The changes that failed for a permanent reason, as a JSON array of objects: `seq`,
 // `table_name`, `row_key`, `op`, `created_at`, `failed_at`, `error`.
 //
+// Parameters:
+// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+// - `dead_letters_json_out`: where the array goes. NULL: `DW_NULL_PARAMETER`.
+//
 // On `DW_OK`, `*dead_letters_json_out` receives the array, owned by the caller: free it with
 // `dw_string_free`.
 //
@@ -278,6 +444,9 @@ dw_result dw_dead_letter_list(dw_bridge *bridge, char **dead_letters_json_out);
 // Queue the dead letter `seq` again, with its row as SQLite holds it now. `DW_NOT_FOUND` when
 // there is no such dead letter.
 //
+// Parameters:
+// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+//
 // # Safety
 // `bridge` is NULL or a handle from `dw_bridge_open` that was not freed.
 dw_result dw_dead_letter_retry(dw_bridge *bridge, int64_t seq);
@@ -285,11 +454,20 @@ dw_result dw_dead_letter_retry(dw_bridge *bridge, int64_t seq);
 // Discard the dead letter `seq` (its change will not reach PostgreSQL). `DW_NOT_FOUND` when
 // there is no such dead letter.
 //
+// Parameters:
+// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+//
 // # Safety
 // `bridge` is NULL or a handle from `dw_bridge_open` that was not freed.
 dw_result dw_dead_letter_drop(dw_bridge *bridge, int64_t seq);
 
 // Read one row by its key (`id`, or `cache_key` for the two caches).
+//
+// Parameters:
+// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+// - `table`: a table name. NULL: `DW_NULL_PARAMETER`.
+// - `key`: the row's key. NULL: `DW_NULL_PARAMETER`.
+// - `row_json_out`: where the row goes. NULL: `DW_NULL_PARAMETER`, and nothing is read.
 //
 // On `DW_OK`, `*row_json_out` receives the row as a JSON object, owned by the caller: free it
 // with `dw_string_free`. `DW_NOT_FOUND` when there is no such row; `*row_json_out` is then
@@ -301,9 +479,14 @@ dw_result dw_get(dw_bridge *bridge, const char *table, const char *key, char **r
 
 // List rows of a table.
 //
-// `filter_json` may be NULL (the first 100 rows by key) or a JSON object:
-// `{"where": {"column": value, ...}, "order_by": "column", "desc": false, "limit": 100,
-// "offset": 0}` (equality only; `null` matches NULL; `limit` at most 10000).
+// Parameters:
+// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+// - `table`: a table name. NULL: `DW_NULL_PARAMETER`.
+// - `filter_json`: a JSON object, every member optional: `{"where": {"column": value, ...},
+//   "order_by": "column", "desc": false, "limit": 100, "offset": 0}` (equality only; `null`
+//   matches NULL; `limit` at most 10000; the default order is by key). NULL is allowed: the
+//   first 100 rows by key, as `"{}"`.
+// - `rows_json_out`: where the rows go. NULL: `DW_NULL_PARAMETER`, and nothing is read.
 //
 // A list holds at most 64 MiB of rows (the first row always comes back, whatever its size):
 // past that, reading stops and the call returns `DW_INVALID_ARGUMENT` with a message saying to
@@ -326,6 +509,13 @@ dw_result dw_list(dw_bridge *bridge,
 // write modes, PostgreSQL (`DW_UNAVAILABLE` while it is unreachable). `DW_READ_ONLY` in
 // write_mode read_only.
 //
+// Parameters:
+// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+// - `table`: a table name. NULL: `DW_NULL_PARAMETER`.
+// - `row_json`: the row, a JSON object. NULL: `DW_NULL_PARAMETER`.
+// - `row_json_out`: where the stored row goes. NULL: `DW_NULL_PARAMETER`, and nothing is
+//   written to either store.
+//
 // On `DW_OK`, `*row_json_out` receives the row as stored, owned by the caller: free it with
 // `dw_string_free`. `DW_CONFLICT` for a duplicate key or a missing parent row;
 // `DW_INVALID_ARGUMENT` for an unknown table or column or a value that does not fit. The secret
@@ -338,11 +528,23 @@ dw_result dw_insert(dw_bridge *bridge,
                     const char *row_json,
                     char **row_json_out);
 
-// Change some columns of the row with key `key`; `changes_json` is a JSON object of the columns
-// to set. Committed to SQLite (with its outbox record) before the call returns.
+// Change some columns of the row with key `key`. Committed, with the whole row, as `dw_insert`
+// commits: to SQLite with its outbox record (PostgreSQL receives it in the background), or to
+// PostgreSQL first in the PostgreSQL-first write modes (`DW_UNAVAILABLE` while it is
+// unreachable). `DW_READ_ONLY` in write_mode read_only.
+//
+// Parameters:
+// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+// - `table`: a table name. NULL: `DW_NULL_PARAMETER`.
+// - `key`: the row's key. NULL: `DW_NULL_PARAMETER`.
+// - `changes_json`: a JSON object of the columns to set (the key cannot change). NULL:
+//   `DW_NULL_PARAMETER`.
+// - `row_json_out`: where the changed row goes. NULL: `DW_NULL_PARAMETER`, and nothing is
+//   written to either store.
 //
 // On `DW_OK`, `*row_json_out` receives the whole row after the change, owned by the caller: free
-// it with `dw_string_free`. `DW_NOT_FOUND` when there is no such row.
+// it with `dw_string_free`. `DW_NOT_FOUND` when there is no such row; `DW_CONFLICT` and
+// `DW_INVALID_ARGUMENT` as for `dw_insert`.
 //
 // # Safety
 // Every pointer is NULL or valid: strings NUL-terminated, `row_json_out` writable.
@@ -352,8 +554,17 @@ dw_result dw_patch(dw_bridge *bridge,
                    const char *changes_json,
                    char **row_json_out);
 
-// Delete the row with key `key`. Committed to SQLite (with its outbox record) before the call
-// returns.
+// Delete the row with key `key`. Committed as `dw_insert` commits: to SQLite with its outbox
+// record (PostgreSQL receives it in the background), or to PostgreSQL first in the
+// PostgreSQL-first write modes (`DW_UNAVAILABLE` while it is unreachable). `DW_READ_ONLY` in
+// write_mode read_only.
+//
+// Parameters:
+// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+// - `table`: a table name. NULL: `DW_NULL_PARAMETER`.
+// - `key`: the row's key. NULL: `DW_NULL_PARAMETER`.
+// - `deleted_out`: where to say whether a row was deleted. NULL: `DW_NULL_PARAMETER`, and
+//   nothing is deleted.
 //
 // On `DW_OK`, `*deleted_out` is 1 if a row was deleted and 0 if there was none (not an error).
 // `DW_CONFLICT` when other rows still reference it.

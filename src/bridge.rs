@@ -543,7 +543,7 @@ impl Bridge {
                 Err(e) => reasons.push(format!("the last verify result cannot be read: {e}")),
             }
             if !reasons.is_empty() {
-                return Err(Error::Conflict(format!(
+                return Err(Error::conflict(format!(
                     "refusing {}: {}; use --force to override",
                     change.stored_name(),
                     reasons.join("; ")
@@ -759,7 +759,7 @@ impl Bridge {
     pub fn drop_capture(&self, force: bool) -> Result<bool> {
         let mode = self.read(crate::flags::stored_write_mode)?;
         if mode.postgres_first() && !force {
-            return Err(Error::Conflict(format!(
+            return Err(Error::conflict(format!(
                 "write_mode is {mode}: without the capture a rollback could not bring PostgreSQL's changes back to \
                  SQLite; use --force once SQLite is no longer a fallback (the monolith is switched off)"
             )));

@@ -1,11 +1,15 @@
 //! dualwrite: move a live application's data from SQLite to PostgreSQL without downtime.
 //!
-//! The monolith writes through [`Bridge`]; every change commits to SQLite together with an
-//! outbox record and is replicated to PostgreSQL in the background. See docs/ARCHITECTURE.md.
+//! The monolith writes through [`Bridge`]. In the SQLite-first write modes every change commits to
+//! SQLite together with an outbox record and is replicated to PostgreSQL in the background; in the
+//! PostgreSQL-first modes a write commits to PostgreSQL first and SQLite follows through change
+//! capture ([`WriteMode`]). See docs/ARCHITECTURE.md.
 
 // Backfill (copy history in while writes go on) and verify/repair (prove the stores equal).
 pub mod backfill;
 mod bridge;
+// The typed repository operations by name, with JSON arguments (`dw_call`, the C++ `call`).
+mod call;
 pub mod capture;
 mod config;
 mod crypto;
@@ -19,6 +23,8 @@ pub mod metrics;
 // The C ABI (include/dualwrite.h); nothing in the Rust API depends on it.
 mod ffi;
 mod migrate;
+// The JSON configuration object the bindings open a bridge with.
+mod open_json;
 mod pg_deadline;
 mod phases;
 mod reads;
@@ -31,12 +37,13 @@ pub mod verify;
 pub use bridge::{Bridge, BridgeOptions, ListQuery, Row, Status, MAX_LIST_BYTES};
 pub use config::{Config, KeySource, LegacyConfig, PgConfig, RootCert, SslMode, DEFAULT_SQLITE_PATH};
 pub use crypto::SecretKey;
-pub use error::{Error, Result};
+pub use error::{ConflictReason, Error, ErrorKind, Result};
 pub use flags::{FlagChange, Flags, ReadSource, WriteMode, FORCE_SQLITE_ENV};
 pub use migrate::{
     latest_version, migrate_postgres, migrate_sqlite, migrate_sqlite_with, postgres_version, sqlite_version,
     MigrationReport, Store,
 };
+pub use open_json::open_config_from_json;
 pub use reads::ReadCounters;
 pub use replicator::{ReplicatorOptions, LEASE_DURATION};
 pub use repo::{

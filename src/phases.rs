@@ -39,7 +39,7 @@ pub(crate) fn prepare_write_mode(
     if from == WriteMode::Sqlite && to != WriteMode::Sqlite {
         if let Some(since) = crate::flags::capture_overflow(conn)? {
             if !force {
-                return Err(Error::Conflict(format!(
+                return Err(Error::conflict(format!(
                     "refusing write_mode: in write_mode sqlite the outbox reached its capture limit at {since} and \
                      later changes were not captured, so replaying it cannot make PostgreSQL whole; switch with \
                      --force, then run `dualwrite verify` and `dualwrite repair`"
@@ -101,7 +101,7 @@ fn become_primary(
     // 0. Without the capture SQLite could not follow, and a rollback would lose the changes
     //    of every writer but the bridge.
     if capture::slot::ensure(client).map_err(|e| {
-        Error::Conflict(format!("PostgreSQL cannot become the primary store without change capture: {e}"))
+        Error::conflict(format!("PostgreSQL cannot become the primary store without change capture: {e}"))
     })? {
         notes.push(format!("change capture slot {} created", capture::slot::SLOT));
     }
@@ -115,7 +115,7 @@ fn become_primary(
         let Some(last) = batch.last().map(|r| r.seq) else { break };
         apply_batch(client, &batch, true).map_err(|e| {
             if is_permanent(&e) {
-                Error::Conflict(format!(
+                Error::conflict(format!(
                     "PostgreSQL refuses a pending change ({}); let the replicator move it to the dead letters \
                      (`dualwrite drain`) and deal with it before PostgreSQL becomes the primary",
                     crate::error::Error::Postgres(e)
@@ -167,7 +167,7 @@ fn hand_back_to_sqlite(
             tracing::error!("{note}");
             Ok(vec![note])
         }
-        Err(e) => Err(Error::Conflict(format!(
+        Err(e) => Err(Error::conflict(format!(
             "refusing write_mode {to}: SQLite cannot take writes again without losing changes only PostgreSQL holds: \
              {e}. Retry when that is fixed, or use --force to switch anyway (then those changes are not in SQLite: \
              run `dualwrite verify`)"
@@ -200,7 +200,7 @@ fn catch_up_for_rollback(
     let taken = follow::drain(conn, pg).and_then(|taken| {
         let dead = CaptureState::load(conn)?.dead_letters;
         if dead > 0 {
-            return Err(Error::Conflict(format!(
+            return Err(Error::conflict(format!(
                 "SQLite refused {dead} captured change(s) ({} in this catch-up): `dualwrite capture dead-letters`",
                 dead - dead_before
             )));

@@ -57,9 +57,8 @@ pub(crate) enum ReadSpec {
         limit: i64,
         offset: i64,
     },
-    /// A condition this crate writes for SQLite (`store::pg_primary::translate_where` carries it
-    /// to PostgreSQL) with its arguments: for the reads plain equality cannot express.
-    Where(String, Vec<rusqlite::types::Value>),
+    /// A typed filter each store renders itself: for the reads plain equality cannot express.
+    Filter(crate::schema::Filter),
 }
 
 struct ShadowJob {
@@ -136,7 +135,7 @@ impl ReadRouter {
             ReadSource::Postgres => {
                 let key = match &spec {
                     ReadSpec::Key(k) => Some(k.as_str()),
-                    ReadSpec::List { .. } | ReadSpec::Where(..) => None,
+                    ReadSpec::List { .. } | ReadSpec::Filter(..) => None,
                 };
                 if Outbox::holds_unapplied(sqlite, table.name, key)? {
                     self.count(table.name, |c| c.pending_from_sqlite += 1);
@@ -216,13 +215,9 @@ fn read_sqlite(
             crate::bridge::ListQuery::from_parts(filters.clone(), order_by.clone(), *desc, *limit, *offset)
                 .run(table, sqlite)
         }
-        ReadSpec::Where(sql, args) => crate::store::sqlite::query_rows_within(
-            sqlite,
-            table,
-            sql,
-            &arg_refs(args),
-            crate::bridge::MAX_LIST_BYTES,
-        ),
+        ReadSpec::Filter(filter) => {
+            crate::store::sqlite::filtered_rows_within(sqlite, table, filter, crate::bridge::MAX_LIST_BYTES)
+        }
     }
 }
 
@@ -244,14 +239,8 @@ fn read_pg(
         ReadSpec::List { filters, order_by, desc, limit, offset } => {
             postgres::select_rows_prepared(client, table, filters, order_by, *desc, *limit, *offset)
         }
-        ReadSpec::Where(sql, args) => {
-            crate::store::pg_primary::select_where(&mut **client, table, sql, &arg_refs(args))
-        }
+        ReadSpec::Filter(filter) => postgres::select_filtered_prepared(client, table, filter),
     }
-}
-
-fn arg_refs(args: &[rusqlite::types::Value]) -> Vec<&dyn rusqlite::ToSql> {
-    args.iter().map(|a| a as &dyn rusqlite::ToSql).collect()
 }
 
 /// Two wire rows hold the same data: JSON compared parsed (it already is), vectors as f32 bit for

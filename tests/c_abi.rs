@@ -319,6 +319,25 @@ fn every_error_code_null_argument_and_bad_utf8_from_c() {
     }
 }
 
+/// Issue 17, item 1: closing and freeing NULL are harmless no-ops (`dw_bridge_close(NULL)` was
+/// `DW_NULL_PARAMETER`), so a C cleanup path can release what it holds without knowing which
+/// step failed.
+#[test]
+fn releasing_null_is_a_harmless_no_op() {
+    for link in BOTH {
+        let exe = compile("release_null", link);
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite_only = json!({
+            "sqlite_path": dir.path().join("solo.sqlite3"),
+            "create": true,
+            "postgres_url": null,
+            "key_env": "DUALWRITE_TEST_KEY_THAT_IS_NOT_SET",
+        });
+        let out = run(&exe, &[sqlite_only.to_string()], &HashMap::new());
+        assert!(out.contains("release_null"), "{out}");
+    }
+}
+
 #[test]
 fn hostile_input_changes_neither_store() {
     for link in BOTH {

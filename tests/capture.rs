@@ -136,7 +136,7 @@ fn store_differences(b: &Bridge, db: &common::TestDb) -> Vec<String> {
     for t in dualwrite::schema::TABLES {
         let pg_rows = dualwrite::store::postgres::all_rows(&mut pg, t).expect("read postgres");
         let lite: HashMap<String, Row> = conn
-            .query_rows(t, "1", &[])
+            .query_rows(t, &dualwrite::schema::Filter::new())
             .expect("read sqlite")
             .into_iter()
             .map(|r| (r[t.key].as_str().unwrap().to_string(), r))
@@ -998,7 +998,7 @@ fn snapshot(b: &Bridge, db: &common::TestDb) -> Snapshot {
     let mut lite = Vec::new();
     let mut post = BTreeMap::new();
     for t in dualwrite::schema::TABLES {
-        lite.push(conn.query_rows(t, &format!("1 ORDER BY {}", t.key), &[]).unwrap());
+        lite.push(conn.query_rows(t, &dualwrite::schema::Filter::new().ascending(t.key)).unwrap());
         let mut rows: Vec<(String, Value)> =
             dualwrite::store::postgres::all_rows(&mut pg, t).unwrap().into_iter().collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));

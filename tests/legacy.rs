@@ -715,8 +715,8 @@ fn conversions_can_be_pinned_per_column() {
     assert_eq!(q.formats, counts(&[("epoch_ms", 1200)]));
 }
 
-/// The CHECKs the registry does not describe are mirrored by the conversion; prove each against
-/// the real SQLite schema, so the two cannot drift apart.
+/// The registry's CHECK rules, which the conversion applies (`schema::check_rule`), refuse what the
+/// real SQLite schema refuses, so the two cannot drift apart.
 #[test]
 fn mirrored_checks_match_the_schema() {
     let (_d, path) = common::temp_sqlite();

@@ -356,6 +356,19 @@ mod c_abi {
             args: *const c_char,
             out: *mut *mut c_char,
         ) -> c_int;
+        pub fn dw_insert(
+            b: *mut c_void,
+            table: *const c_char,
+            row: *const c_char,
+            out: *mut *mut c_char,
+        ) -> c_int;
+        pub fn dw_patch(
+            b: *mut c_void,
+            table: *const c_char,
+            key: *const c_char,
+            changes: *const c_char,
+            out: *mut *mut c_char,
+        ) -> c_int;
         pub fn dw_string_free(s: *mut c_char);
         pub fn dw_last_error_message() -> *const c_char;
         pub fn dw_bridge_close(b: *mut c_void, timeout_ms: u32) -> c_int;
@@ -365,14 +378,46 @@ mod c_abi {
     /// `dw_call(op, args)` on a bridge opened from `config`: the result code and the error
     /// message (or the reply).
     pub fn call(config: &serde_json::Value, op: &str, args: &serde_json::Value) -> (c_int, String) {
-        let config = CString::new(config.to_string()).unwrap();
         let (op, args) = (CString::new(op).unwrap(), CString::new(args.to_string()).unwrap());
+        // SAFETY: valid NUL-terminated strings and out pointer, alive for the call.
+        on_bridge(config, |b, out| unsafe { dw_call(b, op.as_ptr(), args.as_ptr(), out) })
+    }
+
+    /// `dw_insert(table, row)`, like [`call`].
+    pub fn insert(config: &serde_json::Value, table: &str, row: &serde_json::Value) -> (c_int, String) {
+        let (table, row) = (CString::new(table).unwrap(), CString::new(row.to_string()).unwrap());
+        // SAFETY: valid NUL-terminated strings and out pointer, alive for the call.
+        on_bridge(config, |b, out| unsafe { dw_insert(b, table.as_ptr(), row.as_ptr(), out) })
+    }
+
+    /// `dw_patch(table, key, changes)`, like [`call`].
+    pub fn patch(
+        config: &serde_json::Value,
+        table: &str,
+        key: &str,
+        changes: &serde_json::Value,
+    ) -> (c_int, String) {
+        let (table, key) = (CString::new(table).unwrap(), CString::new(key).unwrap());
+        let changes = CString::new(changes.to_string()).unwrap();
+        // SAFETY: valid NUL-terminated strings and out pointer, alive for the call.
+        on_bridge(config, |b, out| unsafe {
+            dw_patch(b, table.as_ptr(), key.as_ptr(), changes.as_ptr(), out)
+        })
+    }
+
+    /// Run one call on a bridge opened from `config`: its code and the error message (or the
+    /// reply it wrote to `out`).
+    fn on_bridge(
+        config: &serde_json::Value,
+        f: impl FnOnce(*mut c_void, *mut *mut c_char) -> c_int,
+    ) -> (c_int, String) {
+        let config = CString::new(config.to_string()).unwrap();
         // SAFETY: valid NUL-terminated strings and out pointers; the handle is closed and freed once.
         unsafe {
             let mut b = std::ptr::null_mut();
             assert_eq!(dw_bridge_open(config.as_ptr(), &mut b), 0);
             let mut out = std::ptr::null_mut();
-            let rc = dw_call(b, op.as_ptr(), args.as_ptr(), &mut out);
+            let rc = f(b, &mut out);
             let text = if rc == 0 {
                 let t = CStr::from_ptr(out).to_string_lossy().into_owned();
                 dw_string_free(out);
@@ -477,4 +522,159 @@ fn null_for_a_required_jsonb_column_is_refused_by_every_api() {
     let (rc, reply) = c_abi::call(&config, "jobs.submit", &json!({"type": "t"}));
     assert_eq!(rc, 0, "{reply}");
     assert_eq!(serde_json::from_str::<serde_json::Value>(&reply).unwrap()["payload"], json!({}));
+}
+
+/// Issue 17, item 5: a value a CHECK of the stores refuses was refused by the typed API and
+/// `dw_call` (InvalidArgument) but reached SQLite's CHECK through `dw_insert`/`dw_patch` and came
+/// back as `DW_CONFLICT`. The registry now holds every CHECK and `validate_row` applies it, so
+/// each kind of rule gets `DW_INVALID_ARGUMENT` naming the column and the rule through every entry
+/// point, and nothing is written.
+#[test]
+fn a_broken_check_is_the_same_invalid_argument_through_every_entry_point() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let b = quiet_bridge(&db, dir.path());
+    let user = b.create_user(&NewUser::new("rules@example.com", "R")).unwrap();
+    let job = b.submit_job(&NewJob::new("t")).unwrap();
+    let config = json!({
+        "sqlite_path": b.config().sqlite_path,
+        "postgres_url": null,
+        "key_file": common::key_file(dir.path()),
+        "migrate_sqlite": false,
+    });
+    let before = depth(&b);
+    let rows_before: Vec<usize> = ["jobs", "users", "prompts", "audit_events"]
+        .iter()
+        .map(|t| b.list(t, &json!({})).unwrap().len())
+        .collect();
+    let job_id = job.id.to_string();
+    let user_id = user.id.to_string();
+
+    // (what, result code and message, the field and the rule text the message must name)
+    let refused: Vec<(&str, (i32, String), &str, &str)> = vec![
+        // Non-empty text.
+        ("dw_insert jobs", c_abi::insert(&config, "jobs", &json!({"type": ""})), "jobs.type", "type <> ''"),
+        (
+            "dw_call jobs.submit",
+            c_abi::call(&config, "jobs.submit", &json!({"type": ""})),
+            "jobs.type",
+            "type <> ''",
+        ),
+        (
+            "dw_patch jobs",
+            c_abi::patch(&config, "jobs", &job_id, &json!({"type": ""})),
+            "jobs.type",
+            "type <> ''",
+        ),
+        (
+            "dw_insert prompts",
+            c_abi::insert(&config, "prompts", &json!({"key": "", "body": "b", "version": 1})),
+            "prompts.key",
+            "key <> ''",
+        ),
+        (
+            "dw_call prompts.publish",
+            c_abi::call(&config, "prompts.publish", &json!({"key": "", "body": "b"})),
+            "prompts.key",
+            "key <> ''",
+        ),
+        (
+            "dw_insert audit_events",
+            c_abi::insert(&config, "audit_events", &json!({"action": "", "entity": "jobs"})),
+            "audit_events.action",
+            "action <> ''",
+        ),
+        (
+            "dw_call audit.record",
+            c_abi::call(&config, "audit.record", &json!({"action": "", "entity": "jobs"})),
+            "audit_events.action",
+            "action <> ''",
+        ),
+        (
+            "dw_call api_keys.put",
+            c_abi::call(
+                &config,
+                "api_keys.put",
+                &json!({"owner_id": user_id, "provider": "", "secret": "s"}),
+            ),
+            "api_keys.provider",
+            "provider <> ''",
+        ),
+        // A range of an exact decimal and of an integer.
+        (
+            "dw_insert jobs progress",
+            c_abi::insert(&config, "jobs", &json!({"type": "t", "progress": "101"})),
+            "jobs.progress",
+            "progress >= 0 AND progress <= 100",
+        ),
+        (
+            "dw_patch jobs progress",
+            c_abi::patch(&config, "jobs", &job_id, &json!({"progress": "100.5"})),
+            "jobs.progress",
+            "progress >= 0 AND progress <= 100",
+        ),
+        (
+            "dw_call jobs.set_progress",
+            c_abi::call(&config, "jobs.set_progress", &json!({"id": job_id, "progress": "-0.5"})),
+            "jobs.progress",
+            "progress >= 0 AND progress <= 100",
+        ),
+        (
+            "dw_insert prompts version",
+            c_abi::insert(&config, "prompts", &json!({"key": "k", "body": "b", "version": 0})),
+            "prompts.version",
+            "version >= 1",
+        ),
+        // Lower-case text (the users API lower-cases an address itself; the generic calls take
+        // the row as given, so they must refuse it).
+        (
+            "dw_insert users",
+            c_abi::insert(&config, "users", &json!({"email": "Mixed@Example.com", "display_name": "M"})),
+            "users.email",
+            "email = lower(email)",
+        ),
+        (
+            "dw_patch users",
+            c_abi::patch(&config, "users", &user_id, &json!({"email": "Mixed@Example.com"})),
+            "users.email",
+            "email = lower(email)",
+        ),
+        // A value set.
+        (
+            "dw_insert jobs priority",
+            c_abi::insert(&config, "jobs", &json!({"type": "t", "priority": "whenever"})),
+            "jobs.priority",
+            "not one of",
+        ),
+        (
+            "dw_call jobs.submit priority",
+            c_abi::call(&config, "jobs.submit", &json!({"type": "t", "priority": "whenever"})),
+            "jobs.priority",
+            "not one of",
+        ),
+    ];
+    for (what, (rc, message), field, rule) in &refused {
+        assert_eq!(*rc, 3, "{what}: DW_INVALID_ARGUMENT expected, got {rc}: {message}");
+        assert!(message.contains(field) && message.contains(rule), "{what}: {message}");
+    }
+    // The typed API gives the same error.
+    assert_invalid(b.submit_job(&NewJob::new("")), "jobs.type");
+    assert_invalid(b.set_job_progress(job.id, "101"), "jobs.progress");
+    assert_invalid(b.record_audit_event(&NewAuditEvent::new("", "jobs", None)), "audit_events.action");
+    assert_invalid(b.publish_prompt("", "b", None), "prompts.key");
+    assert_invalid(b.put_api_key(user.id, "", b"s", None), "api_keys.provider");
+
+    assert_eq!(depth(&b), before, "a refused value reached the outbox");
+    let rows_after: Vec<usize> = ["jobs", "users", "prompts", "audit_events"]
+        .iter()
+        .map(|t| b.list(t, &json!({})).unwrap().len())
+        .collect();
+    assert_eq!(rows_after, rows_before);
+    assert_eq!(b.get_job(job.id).unwrap().unwrap(), job, "a refused patch changed the row");
+
+    // The users API lower-cases an address before it is checked: accepted, stored lower-case.
+    let (rc, reply) =
+        c_abi::call(&config, "users.create", &json!({"email": "Mixed@Example.com", "display_name": "M"}));
+    assert_eq!(rc, 0, "{reply}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&reply).unwrap()["email"], "mixed@example.com");
 }

@@ -391,3 +391,167 @@ fn the_registry_knows_every_index_that_holds_free_text() {
         .collect();
     assert_eq!(registry, catalog);
 }
+
+/// The CHECK expressions written in a SQLite `CREATE TABLE` statement, blanks collapsed.
+fn checks_in_sqlite_sql(sql: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = sql;
+    while let Some(at) = rest.find("CHECK") {
+        let after = rest[at + "CHECK".len()..].trim_start();
+        assert!(after.starts_with('('), "a CHECK without its parenthesis in {sql}");
+        // The expression runs to the parenthesis that closes the first one (none in a string).
+        let (mut depth, mut quoted, mut end) = (0usize, false, None);
+        for (i, ch) in after.char_indices() {
+            match ch {
+                '\'' => quoted = !quoted,
+                '(' if !quoted => depth += 1,
+                ')' if !quoted => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let end = end.unwrap_or_else(|| panic!("an unclosed CHECK in {sql}"));
+        out.insert(collapse_blanks(&after[1..end]));
+        rest = &after[end..];
+    }
+    out
+}
+
+fn collapse_blanks(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The registry's CHECKs and defaults of `t` as PostgreSQL prints them: added to an empty copy of
+/// the table's columns, so the catalog normalises them as it did the migration's.
+fn registry_as_postgres_prints_it(
+    pg: &mut postgres::Transaction<'_>,
+    t: &dualwrite::schema::Table,
+) -> (BTreeSet<String>, BTreeSet<(String, String)>) {
+    let copy = format!("registry_{}", t.name);
+    pg.batch_execute(&format!("CREATE TEMP TABLE {copy} (LIKE public.{})", t.name)).unwrap();
+    for check in t.postgres_checks() {
+        pg.batch_execute(&format!("ALTER TABLE {copy} ADD CHECK ({check})")).unwrap();
+    }
+    for c in t.columns {
+        if let Some(d) = c.postgres_default() {
+            pg.batch_execute(&format!("ALTER TABLE {copy} ALTER COLUMN {} SET DEFAULT {d}", c.name)).unwrap();
+        }
+    }
+    postgres_checks_and_defaults(pg, &format!("pg_temp.{copy}"))
+}
+
+/// The CHECKs (`pg_get_constraintdef`) and column defaults (`pg_get_expr`) of a live table.
+fn postgres_checks_and_defaults(
+    pg: &mut postgres::Transaction<'_>,
+    relation: &str,
+) -> (BTreeSet<String>, BTreeSet<(String, String)>) {
+    let checks = pg
+        .query(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE contype = 'c' AND conrelid = $1::text::regclass",
+            &[&relation],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let defaults = pg
+        .query(
+            "SELECT a.attname::text, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+             JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+             WHERE d.adrelid = $1::text::regclass",
+            &[&relation],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    (checks, defaults)
+}
+
+/// Issue 17, item 5: every CHECK and default of both stores is the registry's (which drives
+/// `validate_row`), and the registry has none that a store lacks.
+#[test]
+fn registry_checks_and_defaults_match_both_live_catalogs() {
+    let db = common::migrated_db();
+    let mut pg = db.connect();
+    let mut tx = pg.transaction().unwrap();
+    let (_d, mut lite) = sqlite_conn();
+    dualwrite::migrate_sqlite(&mut lite).unwrap();
+    for t in TABLES {
+        let (live_checks, live_defaults) =
+            postgres_checks_and_defaults(&mut tx, &format!("public.{}", t.name));
+        let (registry_checks, registry_defaults) = registry_as_postgres_prints_it(&mut tx, t);
+        assert_eq!(live_checks, registry_checks, "postgres: CHECKs of {} (live, registry)", t.name);
+        assert_eq!(live_defaults, registry_defaults, "postgres: defaults of {} (live, registry)", t.name);
+
+        let sql: String =
+            lite.query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [t.name], |r| r.get(0)).unwrap();
+        let registry: BTreeSet<String> = t.sqlite_checks().iter().map(|c| collapse_blanks(c)).collect();
+        assert_eq!(checks_in_sqlite_sql(&sql), registry, "sqlite: CHECKs of {} (live, registry)", t.name);
+        let live_defaults: BTreeSet<(String, String)> = lite
+            .prepare(&format!("PRAGMA table_info({})", t.name))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(1)?, r.get::<_, Option<String>>(4)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .filter_map(|(name, default)| Some((name, default?)))
+            .collect();
+        let registry_defaults: BTreeSet<(String, String)> =
+            t.columns.iter().filter_map(|c| Some((c.name.to_string(), c.sqlite_default()?))).collect();
+        assert_eq!(live_defaults, registry_defaults, "sqlite: defaults of {} (live, registry)", t.name);
+    }
+}
+
+/// Issue 17, item 5: the unique constraints (and unique indexes) of both stores are the
+/// registry's `unique`, which the key and index checks rely on.
+#[test]
+fn registry_unique_constraints_match_both_live_catalogs() {
+    let db = common::migrated_db();
+    let mut pg = db.connect();
+    let (_d, mut lite) = sqlite_conn();
+    dualwrite::migrate_sqlite(&mut lite).unwrap();
+    for t in TABLES {
+        let registry: BTreeSet<Vec<String>> =
+            t.unique.iter().map(|cols| cols.iter().map(|c| c.to_string()).collect()).collect();
+        let live_pg: BTreeSet<Vec<String>> = pg
+            .query(
+                "SELECT array_agg(a.attname::text ORDER BY k.ord) FROM pg_index x
+                 CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                 LEFT JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
+                 WHERE x.indrelid = ('public.' || $1)::regclass AND x.indisunique AND NOT x.indisprimary
+                 GROUP BY x.indexrelid",
+                &[&t.name],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(live_pg, registry, "postgres: unique constraints of {} (live, registry)", t.name);
+        let unique_indexes: Vec<String> = lite
+            .prepare(&format!("PRAGMA index_list({})", t.name))
+            .unwrap()
+            .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|(_, unique, origin)| *unique == 1 && origin != "pk")
+            .map(|(name, _, _)| name)
+            .collect();
+        let live_sqlite: BTreeSet<Vec<String>> = unique_indexes
+            .iter()
+            .map(|index| {
+                lite.prepare(&format!("PRAGMA index_info({index})"))
+                    .unwrap()
+                    .query_map([], |r| r.get::<_, String>(2))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect()
+            })
+            .collect();
+        assert_eq!(live_sqlite, registry, "sqlite: unique constraints of {} (live, registry)", t.name);
+    }
+}

@@ -2,14 +2,12 @@
 //! stop the replicator), free.
 
 use super::error::{dw_result, Failure};
-use super::handle::{arc_into_raw, free_arc, Castable, OwnershipArc};
-use super::strings::json_arg;
+use super::handle::{arc_into_raw, clone_arc, free_arc, Castable, OwnershipArc};
 use crate::bridge::{Bridge, BridgeOptions};
-use crate::config::{Config, KeySource, PgConfig};
+use crate::config::Config;
 use crate::error::Error;
-use serde::{Deserialize, Deserializer};
+use crate::open_config_from_json;
 use std::ffi::c_char;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,11 +19,12 @@ use std::time::{Duration, Instant};
 /// Created by `dw_bridge_open`, closed by `dw_bridge_close`, released by `dw_bridge_free`.
 ///
 /// Across `fork()`: a handle belongs to the process that opened it. A child that inherits one
-/// (a pre-fork server that opened it before forking) gets `DW_UNAVAILABLE` from every call on it,
-/// except `dw_bridge_close` and `dw_bridge_free`, which release the child's copy quietly: they
-/// touch none of the parent's threads, connections or file locks, and the child's copy of the
-/// memory is left allocated (a leak checker run in the child reports it). The parent's handle is
-/// unaffected. A child that needs a bridge opens its own with `dw_bridge_open`.
+/// (a pre-fork server that opened it before forking) must not use it: a call on it that reaches a
+/// store returns `DW_UNAVAILABLE`. Only `dw_bridge_close` and `dw_bridge_free` are meant for it,
+/// and they release the child's copy quietly: they touch none of the parent's threads,
+/// connections or file locks, and the child's copy of the memory is left allocated (a leak
+/// checker run in the child reports it). The parent's handle is unaffected. A child that needs a
+/// bridge opens its own with `dw_bridge_open`.
 pub struct dw_bridge {
     _private: [u8; 0],
 }
@@ -57,65 +56,10 @@ impl BridgeHandle {
     }
 }
 
-/// The JSON object `dw_bridge_open` takes. Fields left out come from the environment (and the
-/// TOML file), exactly as `dualwrite::Config::load` and the CLI read them.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OpenConfig {
-    /// A TOML configuration file, read first (the environment and the fields here win over it).
-    config_file: Option<PathBuf>,
-    sqlite_path: Option<PathBuf>,
-    /// Absent: from the environment. `null`: no PostgreSQL (SQLite only, nothing replicates).
-    #[serde(default, deserialize_with = "present")]
-    postgres_url: Option<Option<String>>,
-    key_file: Option<PathBuf>,
-    key_env: Option<String>,
-    #[serde(default = "yes")]
-    replicate: bool,
-    #[serde(default = "yes")]
-    migrate_sqlite: bool,
-    /// Create the SQLite file when there is none (default: a missing file is an error).
-    #[serde(default)]
-    create: bool,
-}
-
-/// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
-}
-
-fn yes() -> bool {
-    true
-}
-
+/// The configuration and options `config_json` asks for (read by the core, as the C++ binding
+/// reads it too), as a failure with its code.
 fn open_config(text: &str) -> Result<(Config, BridgeOptions), Failure> {
-    let v = json_arg(text, "config_json")?;
-    let oc: OpenConfig = serde_json::from_value(v)
-        .map_err(|e| Error::invalid("config_json", super::call::serde_message(&e)))?;
-    let mut config = Config::load(oc.config_file.as_deref())?;
-    if let Some(p) = oc.sqlite_path {
-        config.sqlite_path = p;
-    }
-    match oc.postgres_url {
-        None => {}
-        Some(None) => config.postgres = None,
-        Some(Some(url)) => config.postgres = Some(PgConfig::from_url(&url)?),
-    }
-    config.key_source = match (oc.key_file, oc.key_env) {
-        (Some(_), Some(_)) => {
-            return Err(Error::invalid("config_json", "give key_file or key_env, not both").into());
-        }
-        (Some(f), None) => KeySource::File(f),
-        (None, Some(v)) => KeySource::Env(v),
-        (None, None) => config.key_source,
-    };
-    let options = BridgeOptions {
-        migrate_sqlite: oc.migrate_sqlite,
-        replicate: oc.replicate,
-        create_sqlite: oc.create,
-        ..Default::default()
-    };
-    Ok((config, options))
+    Ok(open_config_from_json(text)?)
 }
 
 /// Open a bridge.
@@ -137,8 +81,17 @@ fn open_config(text: &str) -> Result<(Config, BridgeOptions), Failure> {
 /// as for the CLI. Unknown fields are refused (`DW_INVALID_ARGUMENT`). A missing secret key does
 /// not fail the open; only the api_keys operations then fail (`DW_CONFIG`).
 ///
+/// Parameters:
+/// - `config_json`: the JSON object above (`"{}"` takes everything from the environment). NULL:
+///   `DW_NULL_PARAMETER`.
+/// - `bridge_out`: where the new handle goes. NULL: `DW_NULL_PARAMETER`, and nothing is opened.
+///
 /// On `DW_OK`, `*bridge_out` receives a new handle, owned by the caller: close it with
 /// `dw_bridge_close` and release it with `dw_bridge_free`. On failure `*bridge_out` is unchanged.
+///
+/// Opening applies the SQLite migrations the file lacks (unless `"migrate_sqlite": false`); a
+/// schema this build cannot use is `DW_CONFIG`, as is a missing SQLite file; a file that cannot be
+/// opened (a directory that does not exist) is `DW_UNAVAILABLE`.
 ///
 /// # Safety
 /// `config_json` is NULL or a NUL-terminated string; `bridge_out` is NULL or writable.
@@ -165,6 +118,10 @@ pub unsafe extern "C" fn dw_bridge_open(
 /// Close a bridge: refuse further calls on the handle, wait up to `timeout_ms` milliseconds for
 /// this process's replicator to apply every change committed so far, then stop it.
 ///
+/// Parameters:
+/// - `bridge`: the handle to close. NULL is allowed: nothing is done and `DW_OK` is returned, so
+///   a cleanup path can close a handle that was never opened.
+///
 /// The handle is closed whatever the result. `DW_OK`: everything was applied (or this process
 /// does not replicate, or write_mode is sqlite after a rollback: replication is paused and the
 /// captured changes wait for `write_mode=dual`, so there is nothing to wait for). `DW_UNAVAILABLE`:
@@ -183,7 +140,9 @@ pub unsafe extern "C" fn dw_bridge_open(
 #[no_mangle]
 pub unsafe extern "C" fn dw_bridge_close(bridge: *mut dw_bridge, timeout_ms: u32) -> dw_result {
     ffi_boundary!({
-        let h = try_clone_arc!(bridge);
+        // NULL is a no-op, as closing NULL is for sqlite3_close and free: a cleanup path need not
+        // know whether the open succeeded.
+        let Some(h) = clone_arc(bridge) else { return Ok(()) };
         if h.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -209,7 +168,11 @@ pub unsafe extern "C" fn dw_bridge_close(bridge: *mut dw_bridge, timeout_ms: u32
     })
 }
 
-/// Release a handle. NULL is accepted and does nothing.
+/// Release a handle.
+///
+/// Parameters:
+/// - `bridge`: a handle from `dw_bridge_open`, closed or not, not freed yet. NULL is allowed: a
+///   harmless no-op.
 ///
 /// If the handle was not closed, this also stops the replicator, waiting about a second at most
 /// for it to drain (changes not applied stay in the outbox). If another thread is still inside
@@ -229,6 +192,8 @@ pub unsafe extern "C" fn dw_bridge_free(bridge: *mut dw_bridge) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::KeySource;
+    use std::path::PathBuf;
 
     #[test]
     fn open_config_fields_win_and_null_means_no_postgres() {

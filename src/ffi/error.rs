@@ -1,7 +1,7 @@
 //! Result codes, the one place they are chosen ([`map_error`]), and the thread-local message of
 //! the last failure.
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CStr, CString};
 
@@ -15,11 +15,12 @@ pub enum dw_result {
     DW_OK = 0,
     /// The addressed row (or dead letter) does not exist.
     DW_NOT_FOUND = 1,
-    /// The change breaks a rule of the data (a unique or foreign key, a CHECK, a state transition
-    /// the entity does not allow). Nothing was written.
+    /// The change breaks a rule of the data that depends on other rows or state (a unique or
+    /// foreign key, a state transition the entity does not allow). Nothing was written.
     DW_CONFLICT = 2,
     /// The input can never succeed as given: unknown table or column, a value of the wrong type,
-    /// malformed JSON, text that is not UTF-8, a handle already closed. Nothing was written.
+    /// a value a CHECK refuses (value set, non-empty, lower-case, range), malformed JSON, text that
+    /// is not UTF-8, a handle already closed. Nothing was written.
     DW_INVALID_ARGUMENT = 3,
     /// SQLite stayed locked by another writer for longer than the busy timeout. Retrying later
     /// may succeed. Nothing was written.
@@ -46,45 +47,23 @@ pub enum dw_result {
 
 use dw_result::*;
 
-/// The one place a core error becomes a result code.
+/// The one place a core error becomes a result code: the core classifies ([`Error::kind`]), this
+/// names the code of each kind. Exhaustive on purpose (no wildcard arm): a new kind must be given
+/// a code here before the crate compiles.
 pub(crate) fn map_error(e: &Error) -> dw_result {
-    // Exhaustive on purpose: a new core error variant must be given a code here.
-    match e {
-        Error::InvalidArgument { .. } => DW_INVALID_ARGUMENT,
-        Error::NotFound { .. } => DW_NOT_FOUND,
-        Error::Conflict(_) => DW_CONFLICT,
-        Error::Busy(_) => DW_BUSY,
-        Error::Unavailable(_) | Error::Io(_) => DW_UNAVAILABLE,
-        Error::Config(_) | Error::Migration(_) | Error::Crypto(_) => DW_CONFIG,
-        Error::Sqlite(inner) => sqlite_code(inner),
-        Error::Postgres(_) => match e.pg_sqlstate() {
-            Some(s) if s.starts_with("23") => DW_CONFLICT,
-            Some(s) if s.starts_with("22") => DW_INVALID_ARGUMENT,
-            _ => DW_UNAVAILABLE,
-        },
-        Error::Internal(_) => DW_INTERNAL,
-        Error::ReadOnly(_) => DW_READ_ONLY,
-    }
+    result_code(e.kind())
 }
 
-/// SQLite failures that `crate::Error`'s conversion left as `Error::Sqlite`.
-fn sqlite_code(e: &rusqlite::Error) -> dw_result {
-    use rusqlite::ErrorCode as C;
-    match e {
-        rusqlite::Error::QueryReturnedNoRows => DW_NOT_FOUND,
-        rusqlite::Error::SqliteFailure(f, _) => match f.code {
-            C::ConstraintViolation => DW_CONFLICT,
-            C::DatabaseBusy | C::DatabaseLocked => DW_BUSY,
-            C::CannotOpen
-            | C::SystemIoFailure
-            | C::DiskFull
-            | C::ReadOnly
-            | C::PermissionDenied
-            | C::NotADatabase
-            | C::DatabaseCorrupt => DW_UNAVAILABLE,
-            _ => DW_INTERNAL,
-        },
-        _ => DW_INTERNAL,
+fn result_code(kind: ErrorKind) -> dw_result {
+    match kind {
+        ErrorKind::NotFound => DW_NOT_FOUND,
+        ErrorKind::Conflict => DW_CONFLICT,
+        ErrorKind::InvalidArgument => DW_INVALID_ARGUMENT,
+        ErrorKind::Busy => DW_BUSY,
+        ErrorKind::Unavailable => DW_UNAVAILABLE,
+        ErrorKind::Internal => DW_INTERNAL,
+        ErrorKind::Config => DW_CONFIG,
+        ErrorKind::ReadOnly => DW_READ_ONLY,
     }
 }
 
@@ -194,6 +173,7 @@ mod tests {
         assert_eq!(map_error(&Error::invalid("x", "y")), DW_INVALID_ARGUMENT);
         assert_eq!(map_error(&Error::not_found("users", "k")), DW_NOT_FOUND);
         assert_eq!(map_error(&Error::Conflict("c".into())), DW_CONFLICT);
+        assert_eq!(map_error(&Error::ReadOnly("r".into())), DW_READ_ONLY);
         assert_eq!(map_error(&Error::Busy("b".into())), DW_BUSY);
         assert_eq!(map_error(&Error::Unavailable("u".into())), DW_UNAVAILABLE);
         assert_eq!(map_error(&Error::Config("c".into())), DW_CONFIG);
@@ -206,6 +186,15 @@ mod tests {
         assert_eq!(map_error(&Error::Sqlite(cant_open)), DW_UNAVAILABLE);
         let io = std::io::Error::other("disk");
         assert_eq!(map_error(&Error::Io(io)), DW_UNAVAILABLE);
+    }
+
+    /// The C++ binding names its failures with `ErrorKind::result_code_name`: the names must be
+    /// the ones this header gives the same codes.
+    #[test]
+    fn every_kind_is_named_after_its_code() {
+        for &kind in ErrorKind::ALL {
+            assert_eq!(format!("{:?}", result_code(kind)), kind.result_code_name(), "{kind:?}");
+        }
     }
 
     #[test]

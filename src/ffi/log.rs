@@ -64,6 +64,10 @@ fn c_text(s: &str) -> CString {
 /// returns, no call to the previous callback is still running or will start, so its
 /// `user_data` may be freed then. The setting is process-wide, not per bridge.
 ///
+/// Parameters:
+/// - `callback`: the function to call. NULL is allowed: events go back to stderr.
+/// - `user_data`: passed to `callback` as given, never read by the library. NULL is allowed.
+///
 /// Returns `DW_OK`.
 ///
 /// # Safety

@@ -11,7 +11,12 @@ use std::time::Duration;
 /// applied to PostgreSQL (or moved to the dead letters). `DW_UNAVAILABLE` when the time runs
 /// out; the message says how many changes are pending and the last replication error.
 ///
-/// Some process must be replicating (this one, when opened with PostgreSQL and `replicate`).
+/// Some process must be replicating (this one, when opened with PostgreSQL and `replicate`). In
+/// the PostgreSQL-first write modes writes are in PostgreSQL when they return; this waits for
+/// what SQLite-first writes left in the outbox.
+///
+/// Parameters:
+/// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
 ///
 /// # Safety
 /// `bridge` is NULL or a handle from `dw_bridge_open` that was not freed.
@@ -27,6 +32,10 @@ pub unsafe extern "C" fn dw_flush(bridge: *mut dw_bridge, timeout_ms: u32) -> dw
 /// Replication health as a JSON object: `outbox_depth`, `oldest_pending_ms`, `applied_total`,
 /// `applied_per_sec`, `retries`, `dead_letters`, `last_error`, `replicator_running`,
 /// `postgres_connected` (and fields added later).
+///
+/// Parameters:
+/// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+/// - `status_json_out`: where the object goes. NULL: `DW_NULL_PARAMETER`.
 ///
 /// On `DW_OK`, `*status_json_out` receives the object, owned by the caller: free it with
 /// `dw_string_free`.
@@ -45,6 +54,10 @@ pub unsafe extern "C" fn dw_status(bridge: *mut dw_bridge, status_json_out: *mut
 
 /// The changes that failed for a permanent reason, as a JSON array of objects: `seq`,
 /// `table_name`, `row_key`, `op`, `created_at`, `failed_at`, `error`.
+///
+/// Parameters:
+/// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+/// - `dead_letters_json_out`: where the array goes. NULL: `DW_NULL_PARAMETER`.
 ///
 /// On `DW_OK`, `*dead_letters_json_out` receives the array, owned by the caller: free it with
 /// `dw_string_free`.
@@ -67,6 +80,9 @@ pub unsafe extern "C" fn dw_dead_letter_list(
 /// Queue the dead letter `seq` again, with its row as SQLite holds it now. `DW_NOT_FOUND` when
 /// there is no such dead letter.
 ///
+/// Parameters:
+/// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+///
 /// # Safety
 /// `bridge` is NULL or a handle from `dw_bridge_open` that was not freed.
 #[no_mangle]
@@ -82,6 +98,9 @@ pub unsafe extern "C" fn dw_dead_letter_retry(bridge: *mut dw_bridge, seq: i64) 
 
 /// Discard the dead letter `seq` (its change will not reach PostgreSQL). `DW_NOT_FOUND` when
 /// there is no such dead letter.
+///
+/// Parameters:
+/// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
 ///
 /// # Safety
 /// `bridge` is NULL or a handle from `dw_bridge_open` that was not freed.

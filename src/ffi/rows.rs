@@ -1,5 +1,5 @@
 //! The generic row operations: any of the 13 tables by name, rows as JSON objects in the wire form
-//! of docs/ARCHITECTURE.md. Table and column names are looked up in the registry, never pasted
+//! (described in the header's prologue, cbindgen.toml). Table and column names are looked up in the registry, never pasted
 //! into SQL, so hostile names are refused as `DW_INVALID_ARGUMENT`.
 
 use super::bridge::dw_bridge;
@@ -11,6 +11,12 @@ use serde_json::Value;
 use std::ffi::{c_char, c_int};
 
 /// Read one row by its key (`id`, or `cache_key` for the two caches).
+///
+/// Parameters:
+/// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+/// - `table`: a table name. NULL: `DW_NULL_PARAMETER`.
+/// - `key`: the row's key. NULL: `DW_NULL_PARAMETER`.
+/// - `row_json_out`: where the row goes. NULL: `DW_NULL_PARAMETER`, and nothing is read.
 ///
 /// On `DW_OK`, `*row_json_out` receives the row as a JSON object, owned by the caller: free it
 /// with `dw_string_free`. `DW_NOT_FOUND` when there is no such row; `*row_json_out` is then
@@ -40,9 +46,14 @@ pub unsafe extern "C" fn dw_get(
 
 /// List rows of a table.
 ///
-/// `filter_json` may be NULL (the first 100 rows by key) or a JSON object:
-/// `{"where": {"column": value, ...}, "order_by": "column", "desc": false, "limit": 100,
-/// "offset": 0}` (equality only; `null` matches NULL; `limit` at most 10000).
+/// Parameters:
+/// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+/// - `table`: a table name. NULL: `DW_NULL_PARAMETER`.
+/// - `filter_json`: a JSON object, every member optional: `{"where": {"column": value, ...},
+///   "order_by": "column", "desc": false, "limit": 100, "offset": 0}` (equality only; `null`
+///   matches NULL; `limit` at most 10000; the default order is by key). NULL is allowed: the
+///   first 100 rows by key, as `"{}"`.
+/// - `rows_json_out`: where the rows go. NULL: `DW_NULL_PARAMETER`, and nothing is read.
 ///
 /// A list holds at most 64 MiB of rows (the first row always comes back, whatever its size):
 /// past that, reading stops and the call returns `DW_INVALID_ARGUMENT` with a message saying to
@@ -77,6 +88,13 @@ pub unsafe extern "C" fn dw_list(
 /// write modes, PostgreSQL (`DW_UNAVAILABLE` while it is unreachable). `DW_READ_ONLY` in
 /// write_mode read_only.
 ///
+/// Parameters:
+/// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+/// - `table`: a table name. NULL: `DW_NULL_PARAMETER`.
+/// - `row_json`: the row, a JSON object. NULL: `DW_NULL_PARAMETER`.
+/// - `row_json_out`: where the stored row goes. NULL: `DW_NULL_PARAMETER`, and nothing is
+///   written to either store.
+///
 /// On `DW_OK`, `*row_json_out` receives the row as stored, owned by the caller: free it with
 /// `dw_string_free`. `DW_CONFLICT` for a duplicate key or a missing parent row;
 /// `DW_INVALID_ARGUMENT` for an unknown table or column or a value that does not fit. The secret
@@ -101,11 +119,23 @@ pub unsafe extern "C" fn dw_insert(
     })
 }
 
-/// Change some columns of the row with key `key`; `changes_json` is a JSON object of the columns
-/// to set. Committed to SQLite (with its outbox record) before the call returns.
+/// Change some columns of the row with key `key`. Committed, with the whole row, as `dw_insert`
+/// commits: to SQLite with its outbox record (PostgreSQL receives it in the background), or to
+/// PostgreSQL first in the PostgreSQL-first write modes (`DW_UNAVAILABLE` while it is
+/// unreachable). `DW_READ_ONLY` in write_mode read_only.
+///
+/// Parameters:
+/// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+/// - `table`: a table name. NULL: `DW_NULL_PARAMETER`.
+/// - `key`: the row's key. NULL: `DW_NULL_PARAMETER`.
+/// - `changes_json`: a JSON object of the columns to set (the key cannot change). NULL:
+///   `DW_NULL_PARAMETER`.
+/// - `row_json_out`: where the changed row goes. NULL: `DW_NULL_PARAMETER`, and nothing is
+///   written to either store.
 ///
 /// On `DW_OK`, `*row_json_out` receives the whole row after the change, owned by the caller: free
-/// it with `dw_string_free`. `DW_NOT_FOUND` when there is no such row.
+/// it with `dw_string_free`. `DW_NOT_FOUND` when there is no such row; `DW_CONFLICT` and
+/// `DW_INVALID_ARGUMENT` as for `dw_insert`.
 ///
 /// # Safety
 /// Every pointer is NULL or valid: strings NUL-terminated, `row_json_out` writable.
@@ -128,8 +158,17 @@ pub unsafe extern "C" fn dw_patch(
     })
 }
 
-/// Delete the row with key `key`. Committed to SQLite (with its outbox record) before the call
-/// returns.
+/// Delete the row with key `key`. Committed as `dw_insert` commits: to SQLite with its outbox
+/// record (PostgreSQL receives it in the background), or to PostgreSQL first in the
+/// PostgreSQL-first write modes (`DW_UNAVAILABLE` while it is unreachable). `DW_READ_ONLY` in
+/// write_mode read_only.
+///
+/// Parameters:
+/// - `bridge`: an open handle. NULL: `DW_NULL_PARAMETER`.
+/// - `table`: a table name. NULL: `DW_NULL_PARAMETER`.
+/// - `key`: the row's key. NULL: `DW_NULL_PARAMETER`.
+/// - `deleted_out`: where to say whether a row was deleted. NULL: `DW_NULL_PARAMETER`, and
+///   nothing is deleted.
 ///
 /// On `DW_OK`, `*deleted_out` is 1 if a row was deleted and 0 if there was none (not an error).
 /// `DW_CONFLICT` when other rows still reference it.

@@ -77,9 +77,13 @@ pub(crate) unsafe fn json_out(out: *mut *mut c_char, value: &impl Serialize) -> 
     unsafe { string_out(out, text) }
 }
 
-/// Free a string returned by this library (through a `char **..._out` argument). NULL is
-/// accepted and does nothing. The bytes are wiped before the memory is released (a result can
-/// hold a secret, from `dw_call(..., "api_keys.secret", ...)`).
+/// Free a string returned by this library (through a `char **..._out` argument). The bytes are
+/// wiped before the memory is released (a result can hold a secret, from
+/// `dw_call(..., "api_keys.secret", ...)`).
+///
+/// Parameters:
+/// - `s`: a string from a `char **..._out` of this library, unmodified (the length is found by
+///   its terminating NUL), not freed yet. NULL is allowed: a harmless no-op, as `free(NULL)`.
 ///
 /// Only strings from this library may be passed, each exactly once; never pass the result of
 /// `dw_last_error_message`, `dw_result_str` or `dw_version`, which the library keeps.

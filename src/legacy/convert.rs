@@ -40,10 +40,9 @@
 //! column with a default becomes the default (what an insert leaving it out gets). Otherwise `''`
 //! and NULL in a NOT NULL column are refused.
 //!
-//! Besides the type, a value must pass the CHECKs the registry does not describe (mirrored here and
-//! tested against the migrations): non-empty `jobs.type`, `api_keys.provider`, `prompts.key`,
-//! `audit_events.action`; `jobs.progress` between 0 and 100; versions ≥ 1; lower-case
-//! `users.email`.
+//! Besides the type, a value must pass its column's CHECK rule in the registry (`Column::rule`:
+//! non-empty, lower-case, a range), the same check `schema::validate_row` makes; a lower-case
+//! column's text is trimmed and lower-cased first (as the users API stores `users.email`).
 //!
 //! Per-column overrides (`[conversions]` in the TOML configuration, key `"table.column"`, value a
 //! comma-separated list): `auto` (the built-in rules), `strict` (canonical values only, nothing is
@@ -53,7 +52,7 @@
 
 use crate::error::{Error, Result};
 use crate::schema::{
-    self, canonical_value, encode_for_sqlite, format_timestamp, ColType, Column, SqlValue, Table,
+    self, canonical_value, encode_for_sqlite, format_timestamp, ColType, Column, Rule, SqlValue, Table,
 };
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use rusqlite::types::ValueRef;
@@ -128,7 +127,7 @@ pub struct ColumnRule {
 }
 
 impl ColumnRule {
-    fn built_in(table: &Table, column: &'static Column) -> ColumnRule {
+    fn built_in(column: &'static Column) -> ColumnRule {
         ColumnRule {
             column: column.name,
             strict: false,
@@ -136,7 +135,7 @@ impl ColumnRule {
             naive_offset_seconds: 0,
             empty_to_null: column.ty != ColType::Text,
             text_as_json: column.ty == ColType::Jsonb,
-            lowercase: table.name == "users" && column.name == "email",
+            lowercase: column.rule == Some(Rule::LowerCase),
             absent: false,
             configured: false,
         }
@@ -322,7 +321,7 @@ impl ColumnRules {
             .columns
             .iter()
             .map(|c| {
-                let mut rule = ColumnRule::built_in(table, c);
+                let mut rule = ColumnRule::built_in(c);
                 if let Some(tokens) = overrides.columns.get(&(table.name, c.name)) {
                     rule.configured = true;
                     for t in tokens {
@@ -566,7 +565,9 @@ pub(crate) fn convert_value(table: &Table, column: &Column, rule: &ColumnRule, r
             Error::InvalidArgument { message, .. } => message,
             other => other.to_string(),
         })?;
-        extra_check(table, column, &c)?;
+        if let Some(words) = schema::rule_broken(column, &c) {
+            return Err(words);
+        }
         if c != v {
             if rule.strict {
                 return Err("is not in canonical form (the column's rule is strict)".into());
@@ -1106,35 +1107,6 @@ fn parse_naive(t: &str) -> Option<(NaiveDateTime, &'static str)> {
         }
     }
     None
-}
-
-// ----- CHECKs the registry does not describe -----
-
-/// The CHECKs of migrations/*/…target_schema/entities that the registry has no field for.
-fn extra_check(table: &Table, column: &Column, v: &Value) -> std::result::Result<(), String> {
-    let bad = match (table.name, column.name) {
-        ("jobs", "type") | ("api_keys", "provider") | ("prompts", "key") | ("audit_events", "action") => {
-            v.as_str() == Some("")
-        }
-        ("users", "email") => v.as_str().is_some_and(|s| s != s.to_lowercase()),
-        ("jobs", "progress") => v.as_str().and_then(plain_number).is_some_and(|d| {
-            let int: u128 = d.int.parse().unwrap_or(u128::MAX);
-            let zero_frac = d.frac.bytes().all(|b| b == b'0');
-            (d.neg && !(int == 0 && zero_frac)) || int > 100 || (int == 100 && !zero_frac)
-        }),
-        ("generated_text", "version") | ("prompts", "version") => v.as_i64().is_some_and(|n| n < 1),
-        _ => false,
-    };
-    if bad {
-        return Err(match column.name {
-            "email" => "must be lower-case",
-            "progress" => "must be between 0 and 100",
-            "version" => "must be at least 1",
-            _ => "must not be empty",
-        }
-        .into());
-    }
-    Ok(())
 }
 
 /// A converted row as the values SQLite stores for it, in registry order (what an insert into our

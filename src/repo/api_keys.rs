@@ -8,6 +8,7 @@
 use super::{changes, new_row, now, registry_table, Entity, TypedRows, TypedWrite};
 use crate::bridge::{Bridge, Row};
 use crate::error::{Error, Result};
+use crate::schema::Filter;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -52,7 +53,10 @@ impl fmt::Debug for Secret {
     }
 }
 
-const BY_OWNER_PROVIDER: &str = "owner_id = ?1 AND provider = ?2 LIMIT 1";
+/// The key of (`owner_id`, `provider`), the table's unique pair.
+fn by_owner_provider(owner_id: Uuid, provider: &str) -> Filter {
+    Filter::new().eq("owner_id", owner_id.to_string()).eq("provider", provider).limit(1)
+}
 
 fn describe(owner_id: Uuid, provider: &str) -> String {
     format!("for owner {owner_id} and provider {:?}", crate::schema::truncate_for_message(provider))
@@ -69,7 +73,6 @@ impl Bridge {
         secret: &[u8],
         metadata: Option<&Value>,
     ) -> Result<ApiKey> {
-        super::non_empty("api_keys", "provider", provider)?;
         let mut row = Row::new();
         row.insert("owner_id".into(), Value::String(owner_id.to_string()));
         row.insert("provider".into(), Value::String(provider.to_string()));
@@ -80,7 +83,6 @@ impl Bridge {
         changes::<ApiKey>(row.clone())?;
         row.insert("secret_ciphertext".into(), Value::String(self.encrypt_secret(secret)?));
         let new = new_row::<ApiKey>(row)?;
-        let owner = owner_id.to_string();
         let replace: &[&str] =
             if metadata.is_some() { &["secret_ciphertext", "metadata"] } else { &["secret_ciphertext"] };
         self.write(|tx| {
@@ -88,7 +90,7 @@ impl Bridge {
             let mut extra = Row::new();
             extra.insert("rotated_at".into(), Value::String(t.clone()));
             extra.insert("updated_at".into(), Value::String(t));
-            tx.upsert_as(BY_OWNER_PROVIDER, &[&owner, &provider], &new, replace, extra)
+            tx.upsert_as(&by_owner_provider(owner_id, provider), &new, replace, extra)
         })
     }
 
@@ -102,10 +104,9 @@ impl Bridge {
         set.insert("rotated_at".into(), Value::String(t.clone()));
         set.insert("updated_at".into(), Value::String(t));
         let set = changes::<ApiKey>(set)?;
-        let owner = owner_id.to_string();
         self.write(|tx| {
             let old: ApiKey = tx
-                .first_as(BY_OWNER_PROVIDER, &[&owner, &provider])?
+                .first_as(&by_owner_provider(owner_id, provider))?
                 .ok_or_else(|| Error::not_found("api_keys", describe(owner_id, provider)))?;
             tx.update_as(&old.id.to_string(), &set)
         })
@@ -115,9 +116,8 @@ impl Bridge {
     /// `Error::Crypto` if it cannot be decrypted with this bridge's key.
     pub fn api_key_secret(&self, owner_id: Uuid, provider: &str) -> Result<Secret> {
         let key = self.key()?;
-        let owner = owner_id.to_string();
         let t = registry_table("api_keys")?;
-        let row = self.query_routed(t, BY_OWNER_PROVIDER, &[&owner, &provider])?.into_iter().next();
+        let row = self.query_routed(t, by_owner_provider(owner_id, provider))?.into_iter().next();
         let row = row.ok_or_else(|| Error::not_found("api_keys", describe(owner_id, provider)))?;
         // The wire form of bytea: `\x` and hex.
         let ciphertext = row
@@ -131,21 +131,21 @@ impl Bridge {
 
     /// The key record of (`owner_id`, `provider`), without the secret.
     pub fn get_api_key(&self, owner_id: Uuid, provider: &str) -> Result<Option<ApiKey>> {
-        let owner = owner_id.to_string();
-        Ok(self.query_entities(BY_OWNER_PROVIDER, &[&owner, &provider])?.into_iter().next())
+        Ok(self.query_entities(by_owner_provider(owner_id, provider))?.into_iter().next())
     }
 
     /// An owner's keys, by provider, without their secrets.
     pub fn list_api_keys(&self, owner_id: Uuid) -> Result<Vec<ApiKey>> {
-        self.query_entities("owner_id = ?1 ORDER BY provider, id", &[&owner_id.to_string()])
+        self.query_entities(
+            Filter::new().eq("owner_id", owner_id.to_string()).ascending("provider").ascending("id"),
+        )
     }
 
     /// Delete the key of (`owner_id`, `provider`); `false` if there was none.
     pub fn delete_api_key(&self, owner_id: Uuid, provider: &str) -> Result<bool> {
-        let owner = owner_id.to_string();
         let t = ApiKey::table()?;
         self.write(|tx| {
-            let existing: Option<ApiKey> = tx.first_as(BY_OWNER_PROVIDER, &[&owner, &provider])?;
+            let existing: Option<ApiKey> = tx.first_as(&by_owner_provider(owner_id, provider))?;
             match existing {
                 Some(k) => tx.delete(t, &k.id.to_string()),
                 None => Ok(false),

@@ -6,7 +6,7 @@
 use super::{decode, registry_table, upsert_row};
 use crate::bridge::{Bridge, Row};
 use crate::error::{Error, Result};
-use crate::schema::{validate_row, RowMode, Table};
+use crate::schema::{validate_row, Filter, RowMode, Table};
 use crate::store::sqlite::Rows;
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -55,7 +55,7 @@ impl Bridge {
     pub fn cache_get(&self, cache: Cache, key: &str) -> Result<Option<CacheEntry>> {
         let t = cache.table()?;
         let now = super::now();
-        let rows = self.query_routed(t, "cache_key = ?1 AND expires_at > ?2", &[&key, &now])?;
+        let rows = self.query_routed(t, Filter::new().eq("cache_key", key).greater("expires_at", now))?;
         rows.into_iter().next().map(|r| decode(t, r)).transpose()
     }
 
@@ -68,7 +68,8 @@ impl Bridge {
         row.insert("expires_at".into(), Value::String(expiry(ttl)?));
         let row = validate_row(t, &Value::Object(row), RowMode::Insert)?;
         let stored = self.write(|tx| {
-            upsert_row(tx, t, "cache_key = ?1", &[&key], &row, &["value", "expires_at"], Row::new())
+            let existing = Filter::new().eq("cache_key", key).limit(1);
+            upsert_row(tx, t, &existing, &row, &["value", "expires_at"], Row::new())
         })?;
         decode(t, stored)
     }
@@ -84,7 +85,7 @@ impl Bridge {
         let t = cache.table()?;
         let now = super::now();
         self.write(|tx| {
-            let expired = tx.query_rows(t, "expires_at <= ?1", &[&now])?;
+            let expired = tx.query_rows(t, &Filter::new().at_most("expires_at", now.as_str()))?;
             let mut n = 0;
             for row in expired {
                 if let Some(key) = row.get(t.key).and_then(Value::as_str) {

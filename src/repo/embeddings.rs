@@ -3,6 +3,7 @@
 use super::{new_row, to_wire, Entity, TypedWrite};
 use crate::bridge::{Bridge, Row};
 use crate::error::Result;
+use crate::schema::Filter;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -34,16 +35,17 @@ pub struct NewEmbedding {
     pub id: Option<Uuid>,
 }
 
-const BY_HASH_MODEL: &str = "text_hash = ?1 AND model = ?2 LIMIT 1";
-
 impl Bridge {
     /// Store an embedding, deduplicated by (text_hash, model): when one exists, its vector (and
     /// meta, if given) are replaced and it keeps its id and `created_at`.
     pub fn upsert_embedding(&self, embedding: &NewEmbedding) -> Result<Embedding> {
         let new = new_row::<Embedding>(to_wire::<Embedding>(embedding)?)?;
         let replace: &[&str] = if embedding.meta.is_some() { &["vector", "meta"] } else { &["vector"] };
-        let args: [&dyn rusqlite::ToSql; 2] = [&embedding.text_hash, &embedding.model];
-        self.write(|tx| tx.upsert_as(BY_HASH_MODEL, &args, &new, replace, Row::new()))
+        let existing = Filter::new()
+            .eq("text_hash", embedding.text_hash.as_str())
+            .eq("model", embedding.model.as_str())
+            .limit(1);
+        self.write(|tx| tx.upsert_as(&existing, &new, replace, Row::new()))
     }
 
     pub fn get_embedding(&self, id: Uuid) -> Result<Option<Embedding>> {

@@ -6,6 +6,7 @@
 use super::{changes, new_row, to_wire, transition, value_set, Entity, Paging, TypedRows, TypedWrite};
 use crate::bridge::{Bridge, Row};
 use crate::error::Result;
+use crate::schema::Filter;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -125,10 +126,18 @@ impl GeneratedTextRevision {
     }
 }
 
-/// The lineage of a text; `IS` compares NULLs as equal.
-const LINEAGE_LATEST: &str =
-    "section_type = ?1 AND source_heading_id IS ?2 AND job_id IS ?3 AND owner_id IS ?4 \
-     ORDER BY version DESC LIMIT 1";
+/// The newest version in the lineage of `text`: the texts of its section type, source heading,
+/// job and owner (a missing one matches NULL).
+fn lineage_latest(text: &GeneratedText) -> Filter {
+    let id = |u: Option<Uuid>| u.map_or(Value::Null, |u| Value::String(u.to_string()));
+    Filter::new()
+        .eq("section_type", text.section_type.as_str())
+        .eq("source_heading_id", id(text.source_heading_id))
+        .eq("job_id", id(text.job_id))
+        .eq("owner_id", id(text.owner_id))
+        .descending("version")
+        .limit(1)
+}
 
 impl Bridge {
     pub fn create_generated_text(&self, text: &NewGeneratedText) -> Result<GeneratedText> {
@@ -152,9 +161,7 @@ impl Bridge {
         changes::<GeneratedText>(given.clone())?;
         self.write(|tx| {
             let base: GeneratedText = tx.require(&of.to_string())?;
-            let ids = [base.source_heading_id, base.job_id, base.owner_id].map(|u| u.map(|u| u.to_string()));
-            let latest: Option<GeneratedText> =
-                tx.first_as(LINEAGE_LATEST, &[&base.section_type.as_str(), &ids[0], &ids[1], &ids[2]])?;
+            let latest: Option<GeneratedText> = tx.first_as(&lineage_latest(&base))?;
             let version = latest.map_or(base.version, |l| l.version.max(base.version)) + 1;
             let mut row = to_wire::<GeneratedText>(&base)?;
             for c in ["id", "created_at", "status"] {

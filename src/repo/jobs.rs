@@ -3,6 +3,7 @@
 use super::{changes, now, transition, value_set, Entity, Paging, TypedRows, TypedWrite};
 use crate::bridge::{Bridge, Row};
 use crate::error::{Error, Result};
+use crate::schema::Filter;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -131,43 +132,35 @@ impl NewJobLog {
     }
 }
 
-/// The claim order: priority rank, then queue time, then id. The same expression as the partial
-/// index `jobs_claim_idx`, so the claim reads one index entry.
-const CLAIM_NEXT: &str = "status = 'queued' ORDER BY \
-     (CASE priority WHEN 'urgent' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END), queued_at, id \
-     LIMIT 1";
+/// The next queued job in claim order: priority rank, then queue time, then id. The same
+/// predicate and expression as the partial index `jobs_claim_idx`, so the claim reads one index
+/// entry.
+fn claim_next() -> Filter {
+    Filter::new()
+        .eq_value_set_member("status", JobStatus::Queued.as_str())
+        .ranked("priority", CLAIM_RANK)
+        .ascending("queued_at")
+        .ascending("id")
+        .limit(1)
+}
 
-/// A progress value in its canonical form, or an error naming `jobs.progress`: an exact decimal
-/// from 0 to 100, without leading zeros or a negative zero (PostgreSQL's numeric drops both, so
-/// keeping them would make the stores differ).
+/// The priorities a claim takes first, most urgent first (`low` comes after them).
+const CLAIM_RANK: &[&str] = &["urgent", "high", "normal"];
+
+/// A progress value in its canonical form (an exact decimal, as PostgreSQL's numeric keeps it),
+/// or an error naming `jobs.progress`: the registry's rule holds it from 0 to 100.
 fn progress_value(progress: &str) -> Result<String> {
     let mut row = Row::new();
     row.insert("progress".into(), Value::String(progress.to_string()));
-    let row = changes::<Job>(row)?;
-    let d = row.get("progress").and_then(Value::as_str).unwrap_or_default();
-    let (negative, body) = match d.strip_prefix('-') {
-        Some(b) => (true, b),
-        None => (false, d),
-    };
-    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-    let int = int.trim_start_matches('0');
-    let frac_zero = frac.bytes().all(|b| b == b'0');
-    let in_range =
-        if negative { int.is_empty() && frac_zero } else { int.len() < 3 || (int == "100" && frac_zero) };
-    if !in_range {
-        return Err(Error::invalid(
-            "jobs.progress",
-            format!("{} is outside 0 to 100", crate::schema::truncate_for_message(progress)),
-        ));
+    match changes::<Job>(row)?.remove("progress") {
+        Some(Value::String(d)) => Ok(d),
+        _ => Err(Error::Internal("a validated progress is not a decimal string".into())),
     }
-    let int = if int.is_empty() { "0" } else { int };
-    Ok(if frac.is_empty() { int.to_string() } else { format!("{int}.{frac}") })
 }
 
 impl Bridge {
     /// Queue a job (status `queued`, progress 0).
     pub fn submit_job(&self, job: &NewJob) -> Result<Job> {
-        super::non_empty("jobs", "type", &job.job_type)?;
         self.create_entity(job)
     }
 
@@ -190,7 +183,7 @@ impl Bridge {
     /// transaction begins, makes two claimers (threads or processes) never get the same job.
     pub fn claim_next_job(&self) -> Result<Option<Job>> {
         self.write(|tx| {
-            let Some(job): Option<Job> = tx.first_as(CLAIM_NEXT, &[])? else { return Ok(None) };
+            let Some(job): Option<Job> = tx.first_as(&claim_next())? else { return Ok(None) };
             let mut set = Row::new();
             set.insert("status".into(), Value::String(JobStatus::Running.as_str().into()));
             set.insert("started_at".into(), Value::String(now()));
@@ -227,7 +220,7 @@ impl Bridge {
         self.write(|tx| {
             let job: Job = tx.require(&key)?;
             if job.status.is_terminal() {
-                return Err(Error::Conflict(format!(
+                return Err(Error::conflict(format!(
                     "job {id} is {}: its progress can no longer change",
                     job.status
                 )));
@@ -248,20 +241,19 @@ impl Bridge {
     /// Up to `limit` logs of a job that come after the log `after` in (created_at, id) order
     /// (from the first when `None`): a cursor that stays right while logs are appended.
     pub fn list_job_logs_after(&self, job_id: Uuid, after: Option<Uuid>, limit: u32) -> Result<Vec<JobLog>> {
-        let paging = Paging::first(limit).sql()?;
-        let job = job_id.to_string();
+        Paging::first(limit).sql()?; // the same bounds as every list
+        let logs = Filter::new().eq("job_id", job_id.to_string());
+        let in_order = |f: Filter| f.ascending("created_at").ascending("id").limit(limit);
         let Some(after) = after else {
-            return self.query_entities(&format!("job_id = ?1 ORDER BY created_at, id{paging}"), &[&job]);
+            return self.query_entities(in_order(logs));
         };
         let cursor: JobLog = self.get_entity(after)?.ok_or_else(|| Error::not_found("job_logs", after))?;
         if cursor.job_id != job_id {
             return Err(Error::invalid("after", format!("log {after} belongs to another job")));
         }
-        // (created_at, id) > (?2, ?3), spelled out so it reads the same in both dialects.
-        let sql = format!(
-            "job_id = ?1 AND ( created_at > ?2 OR ( created_at = ?2 AND id > ?3 ) ) ORDER BY created_at, id{paging}"
-        );
-        self.query_entities(&sql, &[&job, &cursor.created_at, &cursor.id.to_string()])
+        let cursor =
+            vec![("created_at", Value::String(cursor.created_at)), ("id", Value::String(after.to_string()))];
+        self.query_entities(in_order(logs.after(cursor)))
     }
 }
 

@@ -43,9 +43,8 @@ pub use users::{NewUser, User, UserChanges, UserRole};
 use crate::bridge::{Bridge, Row, MAX_LIST_LIMIT};
 use crate::error::{Error, Result};
 use crate::reads::ReadSpec;
-use crate::schema::{self, validate_row, ColType, RowMode, Table};
+use crate::schema::{self, validate_row, ColType, Filter, RowMode, Table};
 use crate::store::sqlite::{Rows, WriteTx};
-use rusqlite::ToSql;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -104,15 +103,6 @@ pub(crate) fn decode<E: DeserializeOwned>(table: &Table, row: Row) -> Result<E> 
         .map_err(|e| Error::Internal(format!("a stored {} row does not fit its type: {e}", table.name)))
 }
 
-/// Refuse an empty (or all-blank) value for a column whose CHECK wants it non-empty, naming it
-/// as `validate_row` would rather than surfacing the CHECK as a conflict.
-pub(crate) fn non_empty(table: &str, column: &str, value: &str) -> Result<()> {
-    if value.trim().is_empty() {
-        return Err(Error::invalid(format!("{table}.{column}"), "must not be empty"));
-    }
-    Ok(())
-}
-
 /// The current time in the canonical form.
 pub(crate) fn now() -> String {
     schema::now_timestamp()
@@ -134,7 +124,7 @@ pub(crate) fn transition<S: Copy + PartialEq + fmt::Display>(
     } else {
         allowed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
     };
-    Err(Error::Conflict(format!("{entity} {id} is {from} and cannot become {to} (allowed next: {next})")))
+    Err(Error::conflict(format!("{entity} {id} is {from} and cannot become {to} (allowed next: {next})")))
 }
 
 /// Typed reads for a plain connection or a write transaction.
@@ -149,34 +139,33 @@ pub(crate) trait TypedRows: Rows {
         self.get_as(key)?.ok_or_else(|| Error::not_found(E::TABLE, key))
     }
 
-    /// Rows matching `where_sql` (SQL text of this crate; values in `args`).
-    fn query_as<E: Entity>(&self, where_sql: &str, args: &[&dyn ToSql]) -> Result<Vec<E>> {
+    /// Rows of `E`'s table matching `filter`.
+    fn query_as<E: Entity>(&self, filter: &Filter) -> Result<Vec<E>> {
         let t = E::table()?;
-        self.query_rows(t, where_sql, args)?.into_iter().map(|r| decode(t, r)).collect()
+        self.query_rows(t, filter)?.into_iter().map(|r| decode(t, r)).collect()
     }
 
-    /// The first row matching `where_sql` (which should order and `LIMIT 1`).
-    fn first_as<E: Entity>(&self, where_sql: &str, args: &[&dyn ToSql]) -> Result<Option<E>> {
-        Ok(self.query_as(where_sql, args)?.into_iter().next())
+    /// The first row matching `filter` (which should order and limit to 1).
+    fn first_as<E: Entity>(&self, filter: &Filter) -> Result<Option<E>> {
+        Ok(self.query_as(filter)?.into_iter().next())
     }
 }
 
 impl<R: Rows + ?Sized> TypedRows for R {}
 
-/// Insert `new` (validated) unless a row matches `where_sql` (a unique key: `... LIMIT 1`); if
+/// Insert `new` (validated) unless a row matches `existing` (a unique key, limited to 1); if
 /// one does, set its `replace` columns to `new`'s values plus the `extra` changes instead, keeping
 /// its key and other columns. Returns the row as stored. Run inside the write transaction, so the
 /// lookup and the write are atomic.
 pub(crate) fn upsert_row(
     tx: &mut WriteTx<'_>,
     table: &'static Table,
-    where_sql: &str,
-    args: &[&dyn ToSql],
+    existing: &Filter,
     new: &Row,
     replace: &[&str],
     extra: Row,
 ) -> Result<Row> {
-    let Some(old) = tx.query_rows(table, where_sql, args)?.into_iter().next() else {
+    let Some(old) = tx.query_rows(table, existing)?.into_iter().next() else {
         return tx.insert(table, new);
     };
     let key = table.key_of(&old)?.to_string();
@@ -193,8 +182,7 @@ pub(crate) trait TypedWrite {
     /// [`upsert_row`] for `E`'s table.
     fn upsert_as<E: Entity>(
         &mut self,
-        where_sql: &str,
-        args: &[&dyn ToSql],
+        existing: &Filter,
         new: &Row,
         replace: &[&str],
         extra: Row,
@@ -216,14 +204,13 @@ impl TypedWrite for WriteTx<'_> {
 
     fn upsert_as<E: Entity>(
         &mut self,
-        where_sql: &str,
-        args: &[&dyn ToSql],
+        existing: &Filter,
         new: &Row,
         replace: &[&str],
         extra: Row,
     ) -> Result<E> {
         let t = E::table()?;
-        let stored = upsert_row(self, t, where_sql, args, new, replace, extra)?;
+        let stored = upsert_row(self, t, existing, new, replace, extra)?;
         decode(t, stored)
     }
 }
@@ -270,32 +257,16 @@ impl Bridge {
         Ok(self.find_entities(filters, order, desc, Paging::first(1))?.into_iter().next())
     }
 
-    /// Rows of `E`'s table matching `where_sql` (SQL text of this crate, spaced so that
-    /// `store::pg_primary::translate_where` can carry it to PostgreSQL; values in `args`),
-    /// served from the source the read flags name, like [`Bridge::find_entities`].
-    pub(crate) fn query_entities<E: Entity>(&self, where_sql: &str, args: &[&dyn ToSql]) -> Result<Vec<E>> {
+    /// Rows of `E`'s table matching `filter`, served from the source the read flags name, like
+    /// [`Bridge::find_entities`].
+    pub(crate) fn query_entities<E: Entity>(&self, filter: Filter) -> Result<Vec<E>> {
         let t = E::table()?;
-        self.query_routed(t, where_sql, args)?.into_iter().map(|r| decode(t, r)).collect()
+        self.query_routed(t, filter)?.into_iter().map(|r| decode(t, r)).collect()
     }
 
     /// [`Bridge::query_entities`] as wire rows.
-    pub(crate) fn query_routed(
-        &self,
-        t: &'static Table,
-        where_sql: &str,
-        args: &[&dyn ToSql],
-    ) -> Result<Vec<Row>> {
-        let owned = args
-            .iter()
-            .map(|a| {
-                Ok(match a.to_sql()? {
-                    rusqlite::types::ToSqlOutput::Borrowed(v) => v.into(),
-                    rusqlite::types::ToSqlOutput::Owned(v) => v,
-                    _ => return Err(Error::Internal("an argument type a routed read cannot take".into())),
-                })
-            })
-            .collect::<Result<Vec<rusqlite::types::Value>>>()?;
-        self.routed_read(t, ReadSpec::Where(where_sql.to_string(), owned))
+    pub(crate) fn query_routed(&self, t: &'static Table, filter: Filter) -> Result<Vec<Row>> {
+        self.routed_read(t, ReadSpec::Filter(filter))
     }
 
     /// Validate a typed input as a new row and insert it in its own transaction.
@@ -346,9 +317,18 @@ macro_rules! value_set {
         $name:ident for $table:literal . $column:literal { $($variant:ident = $text:literal),+ $(,)? }
     ) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
         pub enum $name {
             $(#[serde(rename = $text)] $variant),+
+        }
+
+        /// Read through `FromStr`, so a value outside the set is refused as `validate_row` refuses
+        /// it, naming `table.column` (serde's own message names neither).
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let text = <String as serde::Deserialize>::deserialize(d)?;
+                text.parse().map_err(|e: $crate::Error| <D::Error as serde::de::Error>::custom(e))
+            }
         }
 
         impl $name {
@@ -424,6 +404,9 @@ mod tests {
         let err = "done".parse::<JobStatus>().unwrap_err();
         assert!(err.to_string().contains("jobs.status"), "{err}");
         assert_eq!(serde_json::to_value(SectionType::MetaDescription).unwrap(), "meta_description");
+        assert_eq!(serde_json::from_value::<SectionType>("faq".into()).unwrap(), SectionType::Faq);
+        let err = serde_json::from_value::<JobPriority>("soon".into()).unwrap_err();
+        assert!(err.to_string().contains("jobs.priority"), "{err}");
     }
 
     #[test]

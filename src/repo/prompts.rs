@@ -3,6 +3,7 @@
 use super::{new_row, Entity, TypedRows, TypedWrite};
 use crate::bridge::{Bridge, Row};
 use crate::error::{Error, Result};
+use crate::schema::Filter;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -21,14 +22,16 @@ impl Entity for Prompt {
     const TABLE: &'static str = "prompts";
 }
 
-const LATEST: &str = "key = ?1 ORDER BY version DESC LIMIT 1";
+/// The newest version of prompt `key`.
+fn latest(key: &str) -> Filter {
+    Filter::new().eq("key", key).descending("version").limit(1)
+}
 
 impl Bridge {
     /// Publish `body` as the next version of prompt `key` (1 for a new key). The version is
     /// read and the row written in one transaction, so concurrent publishers get distinct
     /// versions.
     pub fn publish_prompt(&self, key: &str, body: &str, updated_by: Option<Uuid>) -> Result<Prompt> {
-        super::non_empty("prompts", "key", key)?;
         let mut row = Row::new();
         row.insert("key".into(), Value::String(key.to_string()));
         row.insert("body".into(), Value::String(body.to_string()));
@@ -36,10 +39,10 @@ impl Bridge {
         row.insert("version".into(), Value::from(1));
         let mut row = new_row::<Prompt>(row)?;
         self.write(|tx| {
-            let latest: Option<Prompt> = tx.first_as(LATEST, &[&key])?;
+            let latest: Option<Prompt> = tx.first_as(&latest(key))?;
             if let Some(l) = latest {
                 let next = l.version.checked_add(1).ok_or_else(|| {
-                    Error::Conflict(format!("prompt {key:?} has reached the highest version number"))
+                    Error::conflict(format!("prompt {key:?} has reached the highest version number"))
                 })?;
                 row.insert("version".into(), Value::from(next));
             }

@@ -3,6 +3,7 @@
 use super::{new_row, to_wire, Entity, TypedWrite};
 use crate::bridge::{Bridge, Row};
 use crate::error::Result;
+use crate::schema::Filter;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -79,7 +80,8 @@ impl Bridge {
         let new = new_row::<SerpApiResult>(row)?;
         // `new` holds fetched_at = now when the caller gave none.
         let replace = ["raw_json", "fetched_at"];
-        self.write(|tx| tx.upsert_as("hash = ?1 LIMIT 1", &[&hash], &new, &replace, Row::new()))
+        let existing = Filter::new().eq("hash", hash).limit(1);
+        self.write(|tx| tx.upsert_as(&existing, &new, &replace, Row::new()))
     }
 
     pub fn get_serpapi_result_by_hash(&self, hash: &str) -> Result<Option<SerpApiResult>> {

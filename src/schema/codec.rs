@@ -65,8 +65,8 @@ pub enum RowMode {
 }
 
 /// Check every field of a caller's row against the registry and return it in canonical wire
-/// form. An unknown column, a wrong type, a value outside an enum, a bad uuid or timestamp: an
-/// error naming `table.column`.
+/// form. An unknown column, a wrong type, a value outside an enum, a broken CHECK rule, a bad
+/// uuid or timestamp: an error naming `table.column` (and the rule).
 pub fn validate_row(table: &Table, input: &Value, mode: RowMode) -> Result<Map<String, Value>> {
     let obj = input.as_object().ok_or_else(|| Error::invalid(table.name, "a row must be a JSON object"))?;
     let mut out = Map::with_capacity(table.columns.len());
@@ -83,7 +83,9 @@ pub fn validate_row(table: &Table, input: &Value, mode: RowMode) -> Result<Map<S
         if mode == RowMode::Patch && column.name == table.key {
             return Err(Error::invalid(field(table, column), "the key cannot be changed"));
         }
-        out.insert(column.name.to_string(), canonical_value(table, column, value)?);
+        let value = canonical_value(table, column, value)?;
+        check_rule(table, column, &value)?;
+        out.insert(column.name.to_string(), value);
     }
     if mode == RowMode::Insert {
         for column in table.columns {
@@ -95,7 +97,11 @@ pub fn validate_row(table: &Table, input: &Value, mode: RowMode) -> Result<Map<S
                     .map_err(|e| Error::Internal(format!("registry default of {}: {e}", column.name)))?
             } else if column.name == table.key && column.ty == ColType::Uuid {
                 Value::String(uuid::Uuid::now_v7().to_string())
-            } else if column.ty == ColType::Timestamptz && !column.nullable {
+            } else if column.generated_default == Some(super::GeneratedDefault::Now)
+                // The caches' expires_at has no default in either store; an insert leaving it out
+                // has always got the current time (an entry expired at once), and still does.
+                || (column.ty == ColType::Timestamptz && !column.nullable)
+            {
                 Value::String(now_timestamp())
             } else if column.nullable {
                 Value::Null
@@ -106,6 +112,18 @@ pub fn validate_row(table: &Table, input: &Value, mode: RowMode) -> Result<Map<S
         }
     }
     Ok(out)
+}
+
+/// A canonical value of `column` against the column's CHECK rule (`Column::rule`), as the error
+/// `validate_row` gives: the stores would refuse it, and their refusal would be a conflict.
+pub fn check_rule(table: &Table, column: &Column, value: &Value) -> Result<()> {
+    match (super::rules::rule_broken(column, value), column.rule) {
+        (Some(words), Some(rule)) => Err(Error::invalid(
+            field(table, column),
+            format!("{words} (the CHECK {} of both stores)", rule.postgres_sql(column.name)),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Refuse a row (whole, or the columns a patch sets) whose text in one of PostgreSQL's btree
@@ -576,6 +594,37 @@ mod tests {
         assert!(err.to_string().contains("jobs.bogus"), "{err}");
         let err = validate_row(jobs, &json!({"id": "x"}), RowMode::Patch).unwrap_err();
         assert!(err.to_string().contains("key cannot be changed"), "{err}");
+    }
+
+    /// Issue 17, item 5: each kind of CHECK is refused by `validate_row`, naming the column and
+    /// the rule, on an insert and on a patch; the edges of a range are accepted.
+    #[test]
+    fn check_rules_are_refused_naming_the_column_and_the_rule() {
+        let cases = [
+            ("jobs", json!({"type": ""}), "jobs.type", "type <> ''"),
+            (
+                "users",
+                json!({"email": "Ab@example.com", "display_name": "d"}),
+                "users.email",
+                "email = lower(email)",
+            ),
+            ("jobs", json!({"type": "t", "progress": "100.01"}), "jobs.progress", "progress <= 100"),
+            ("jobs", json!({"type": "t", "progress": -1}), "jobs.progress", "progress >= 0"),
+            ("prompts", json!({"key": "k", "body": "b", "version": 0}), "prompts.version", "version >= 1"),
+            ("jobs", json!({"type": "t", "priority": "soon"}), "jobs.priority", "not one of"),
+        ];
+        for (t, row, field, rule) in cases {
+            let t = table(t).unwrap();
+            for mode in [RowMode::Insert, RowMode::Patch] {
+                let e = validate_row(t, &row, mode).unwrap_err();
+                assert!(matches!(&e, Error::InvalidArgument { field: f, .. } if f == field), "{e}");
+                assert!(e.to_string().contains(rule), "{e}");
+            }
+        }
+        let jobs = table("jobs").unwrap();
+        for progress in ["0", "100", "100.000", "-0.0"] {
+            assert!(validate_row(jobs, &json!({"type": " ", "progress": progress}), RowMode::Insert).is_ok());
+        }
     }
 
     #[test]

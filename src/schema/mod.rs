@@ -4,13 +4,18 @@
 //! compares it with both live catalogs so it cannot drift from the migrations.
 
 mod codec;
+mod filter;
+mod rules;
 mod tables;
 
 pub(crate) use codec::vector_from_pg_text;
 pub use codec::{
-    canonical_value, check_indexed_text, decode_sqlite_row, encode_for_sqlite, format_timestamp,
+    canonical_value, check_indexed_text, check_rule, decode_sqlite_row, encode_for_sqlite, format_timestamp,
     now_timestamp, validate_row, RowMode, SqlValue, MAX_INDEXED_TEXT_BYTES,
 };
+pub use filter::Filter;
+pub(crate) use rules::rule_broken;
+pub use rules::{GeneratedDefault, Rule};
 pub use tables::TABLES;
 
 /// A column's type in the target schema; the SQLite representation follows from it
@@ -57,13 +62,17 @@ pub struct Column {
     pub name: &'static str,
     pub ty: ColType,
     pub nullable: bool,
-    /// The allowed values of an enumerated text column (mirrors the CHECK in both stores).
+    /// The allowed values of an enumerated text column (the CHECK `c IN (...)` in both stores).
     pub allowed: Option<&'static [&'static str]>,
+    /// The column's other CHECK in both stores (see `rules`), applied by `validate_row`.
+    pub rule: Option<Rule>,
     /// Holds ciphertext of a secret: never logged, compared only as bytes.
     pub secret: bool,
     /// The value (as wire JSON text) an insert gets when the caller leaves the column out.
     /// Key uuids and NOT NULL timestamps without a default are generated (new id, now).
     pub default: Option<&'static str>,
+    /// A default the store computes (PostgreSQL's `now()`); inserts get the same from the library.
+    pub generated_default: Option<GeneratedDefault>,
 }
 
 #[derive(Debug)]

@@ -2,22 +2,49 @@
 //! Column lists follow the seed's ER diagram exactly; users and the two added FK columns are
 //! explained in docs/ARCHITECTURE.md. Keep in step with migrations/*/ (a test checks).
 
-use super::{ColType as T, Column, ForeignKey, Table};
+use super::{ColType as T, Column, ForeignKey, GeneratedDefault, Rule, Table};
 
 const fn col(name: &'static str, ty: T) -> Column {
-    Column { name, ty, nullable: false, allowed: None, secret: false, default: None }
+    Column {
+        name,
+        ty,
+        nullable: false,
+        allowed: None,
+        rule: None,
+        secret: false,
+        default: None,
+        generated_default: None,
+    }
 }
 const fn opt(name: &'static str, ty: T) -> Column {
-    Column { name, ty, nullable: true, allowed: None, secret: false, default: None }
+    let mut c = col(name, ty);
+    c.nullable = true;
+    c
 }
 const fn one_of(name: &'static str, allowed: &'static [&'static str]) -> Column {
-    Column { name, ty: T::Text, nullable: false, allowed: Some(allowed), secret: false, default: None }
+    let mut c = col(name, T::Text);
+    c.allowed = Some(allowed);
+    c
 }
 /// The same column with a default (wire JSON text) for inserts that leave it out.
 const fn def(mut c: Column, default: &'static str) -> Column {
     c.default = Some(default);
     c
 }
+/// A NOT NULL timestamp PostgreSQL defaults to `now()`.
+const fn stamp(name: &'static str) -> Column {
+    let mut c = col(name, T::Timestamptz);
+    c.generated_default = Some(GeneratedDefault::Now);
+    c
+}
+/// The same column with a CHECK rule.
+const fn rule(mut c: Column, rule: Rule) -> Column {
+    c.rule = Some(rule);
+    c
+}
+const NON_EMPTY: Rule = Rule::NonEmpty;
+const AT_LEAST_ONE: Rule = Rule::Range { min: 1, max: None };
+const PERCENT: Rule = Rule::Range { min: 0, max: Some(100) };
 const fn fk(column: &'static str, references: &'static str) -> ForeignKey {
     ForeignKey { column, references }
 }
@@ -37,11 +64,11 @@ pub static TABLES: &[Table] = &[
         key: "id",
         columns: &[
             col("id", T::Uuid),
-            col("email", T::Text),
+            rule(col("email", T::Text), Rule::LowerCase),
             col("display_name", T::Text),
             def(one_of("role", USER_ROLES), r#""member""#),
-            col("created_at", T::Timestamptz),
-            col("updated_at", T::Timestamptz),
+            stamp("created_at"),
+            stamp("updated_at"),
             opt("disabled_at", T::Timestamptz),
         ],
         foreign_keys: &[],
@@ -54,19 +81,12 @@ pub static TABLES: &[Table] = &[
         columns: &[
             col("id", T::Uuid),
             col("owner_id", T::Uuid),
-            col("provider", T::Text),
-            Column {
-                name: "secret_ciphertext",
-                ty: T::Bytea,
-                nullable: false,
-                allowed: None,
-                secret: true,
-                default: None,
-            },
+            rule(col("provider", T::Text), NON_EMPTY),
+            Column { secret: true, ..col("secret_ciphertext", T::Bytea) },
             def(col("metadata", T::Jsonb), "{}"),
             opt("rotated_at", T::Timestamptz),
-            col("created_at", T::Timestamptz),
-            col("updated_at", T::Timestamptz),
+            stamp("created_at"),
+            stamp("updated_at"),
         ],
         foreign_keys: &[fk("owner_id", "users")],
         unique: &[&["owner_id", "provider"]],
@@ -77,12 +97,12 @@ pub static TABLES: &[Table] = &[
         key: "id",
         columns: &[
             col("id", T::Uuid),
-            col("type", T::Text),
+            rule(col("type", T::Text), NON_EMPTY),
             def(col("payload", T::Jsonb), "{}"),
             def(one_of("status", JOB_STATUSES), r#""queued""#),
-            def(col("progress", T::Numeric), r#""0""#),
+            def(rule(col("progress", T::Numeric), PERCENT), r#""0""#),
             opt("owner_id", T::Uuid),
-            col("queued_at", T::Timestamptz),
+            stamp("queued_at"),
             opt("started_at", T::Timestamptz),
             opt("finished_at", T::Timestamptz),
             def(one_of("priority", JOB_PRIORITIES), r#""normal""#),
@@ -101,7 +121,7 @@ pub static TABLES: &[Table] = &[
             opt("step", T::Text),
             col("message", T::Text),
             def(col("context", T::Jsonb), "{}"),
-            col("created_at", T::Timestamptz),
+            stamp("created_at"),
         ],
         foreign_keys: &[fk("job_id", "jobs")],
         unique: &[],
@@ -116,7 +136,7 @@ pub static TABLES: &[Table] = &[
             def(col("params", T::Jsonb), "{}"),
             col("raw_json", T::Jsonb),
             col("hash", T::Text),
-            col("fetched_at", T::Timestamptz),
+            stamp("fetched_at"),
             opt("job_id", T::Uuid),
         ],
         foreign_keys: &[fk("job_id", "jobs")],
@@ -132,7 +152,7 @@ pub static TABLES: &[Table] = &[
             opt("title", T::Text),
             opt("lang", T::Text),
             opt("content_hash", T::Text),
-            col("fetched_at", T::Timestamptz),
+            stamp("fetched_at"),
             opt("source_job_id", T::Uuid),
             opt("serpapi_result_id", T::Uuid),
         ],
@@ -149,7 +169,7 @@ pub static TABLES: &[Table] = &[
             col("vector", T::Vector),
             col("model", T::Text),
             def(col("meta", T::Jsonb), "{}"),
-            col("created_at", T::Timestamptz),
+            stamp("created_at"),
         ],
         foreign_keys: &[],
         unique: &[&["text_hash", "model"]],
@@ -164,7 +184,7 @@ pub static TABLES: &[Table] = &[
             one_of("level", HEADING_LEVELS),
             col("text", T::Text),
             opt("embeddings_ref", T::Uuid),
-            col("created_at", T::Timestamptz),
+            stamp("created_at"),
         ],
         foreign_keys: &[fk("page_id", "pages"), fk("embeddings_ref", "embeddings")],
         unique: &[],
@@ -182,10 +202,10 @@ pub static TABLES: &[Table] = &[
             opt("lang", T::Text),
             def(col("metrics", T::Jsonb), "{}"),
             def(one_of("status", GENERATED_TEXT_STATUSES), r#""draft""#),
-            def(col("version", T::Int), "1"),
+            def(rule(col("version", T::Int), AT_LEAST_ONE), "1"),
             opt("source_heading_id", T::Uuid),
             opt("owner_id", T::Uuid),
-            col("created_at", T::Timestamptz),
+            stamp("created_at"),
             opt("job_id", T::Uuid),
         ],
         foreign_keys: &[fk("source_heading_id", "headings"), fk("owner_id", "users"), fk("job_id", "jobs")],
@@ -197,11 +217,11 @@ pub static TABLES: &[Table] = &[
         key: "id",
         columns: &[
             col("id", T::Uuid),
-            col("key", T::Text),
+            rule(col("key", T::Text), NON_EMPTY),
             col("body", T::Text),
-            col("version", T::Int),
+            rule(col("version", T::Int), AT_LEAST_ONE),
             opt("updated_by", T::Uuid),
-            col("updated_at", T::Timestamptz),
+            stamp("updated_at"),
         ],
         foreign_keys: &[fk("updated_by", "users")],
         unique: &[&["key", "version"]],
@@ -229,11 +249,11 @@ pub static TABLES: &[Table] = &[
         columns: &[
             col("id", T::Uuid),
             opt("actor_id", T::Uuid),
-            col("action", T::Text),
+            rule(col("action", T::Text), NON_EMPTY),
             col("entity", T::Text),
             opt("entity_id", T::Uuid),
             def(col("metadata", T::Jsonb), "{}"),
-            col("created_at", T::Timestamptz),
+            stamp("created_at"),
         ],
         foreign_keys: &[fk("actor_id", "users")],
         unique: &[],

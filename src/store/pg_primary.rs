@@ -9,10 +9,9 @@
 
 use crate::error::{Error, Result};
 use crate::flags::WriteMode;
-use crate::schema::Table;
+use crate::schema::{Filter, Table};
 use crate::store::pg_pool::PooledClient;
 use crate::store::postgres::{key_type, parse_wire_row, row_to_wire_sql, typed_placeholder, wire_expr};
-use rusqlite::types::{ToSqlOutput, ValueRef};
 use serde_json::{Map, Value};
 use std::cell::RefCell;
 
@@ -90,19 +89,13 @@ impl PgWrite {
         rows.first().map(|r| parse_wire_row(table, r.get(0))).transpose()
     }
 
-    /// Rows matching `where_sql`, a condition written for SQLite in this crate (see
-    /// [`translate_where`]), with its SQLite arguments.
-    pub(crate) fn query_rows(
-        &self,
-        table: &Table,
-        where_sql: &str,
-        args: &[&dyn rusqlite::ToSql],
-    ) -> Result<Vec<Map<String, Value>>> {
+    /// Rows matching `filter`, in the open transaction.
+    pub(crate) fn query_rows(&self, table: &Table, filter: &Filter) -> Result<Vec<Map<String, Value>>> {
         self.in_transaction()?;
         let mut guard = self.client.borrow_mut();
         let client =
             guard.as_mut().ok_or_else(|| Error::Internal("the PostgreSQL write has ended".into()))?;
-        select_where(&mut ***client, table, where_sql, args)
+        crate::store::postgres::select_filtered(&mut ***client, table, filter, write_error)
     }
 
     /// Refuse a statement that needs the transaction on a single-insert write (a bug: only
@@ -265,70 +258,6 @@ impl Drop for PgWrite {
     }
 }
 
-/// Rows of `table` matching `where_sql`, a condition written for SQLite in this crate (see
-/// [`translate_where`]), with its SQLite arguments; in the wire form.
-pub(crate) fn select_where(
-    client: &mut impl postgres::GenericClient,
-    table: &Table,
-    where_sql: &str,
-    args: &[&dyn rusqlite::ToSql],
-) -> Result<Vec<Map<String, Value>>> {
-    let sql = format!("{} WHERE {}", row_to_wire_sql(table), translate_where(table, where_sql)?);
-    let texts = args.iter().map(|a| arg_text(*a)).collect::<Result<Vec<Option<String>>>>()?;
-    let params = texts.iter().map(|t| t as &(dyn postgres::types::ToSql + Sync));
-    crate::store::postgres::wire_rows_within(client, table, &sql, params, write_error)
-}
-
-/// Translate a condition written for SQLite in this crate (`col = ?1 AND other IS ?2 ORDER BY
-/// ... LIMIT 1`) to PostgreSQL: each `column op ?N` becomes `column op $N` cast to the column's
-/// type (values travel as text, as everywhere in `store::postgres`), and SQLite's null-safe `IS`
-/// becomes `IS NOT DISTINCT FROM`. Every other token (constants, ORDER BY, CASE, LIMIT) is the
-/// same in both dialects (so conditions are written with spaces around parentheses). A placeholder
-/// in any other position is refused, not guessed at.
-pub(crate) fn translate_where(table: &Table, where_sql: &str) -> Result<String> {
-    let tokens: Vec<&str> = where_sql.split_whitespace().collect();
-    let mut out: Vec<String> = Vec::with_capacity(tokens.len());
-    for (i, tok) in tokens.iter().enumerate() {
-        let Some(n) = tok.strip_prefix('?') else {
-            out.push((*tok).to_string());
-            continue;
-        };
-        let untranslatable = || Error::Internal(format!("cannot translate {where_sql:?} for PostgreSQL"));
-        let n: usize = n.parse().map_err(|_| untranslatable())?;
-        let (Some(column), Some(op)) = (
-            i.checked_sub(2).and_then(|j| table.column(tokens[j])),
-            i.checked_sub(1).and_then(|j| tokens.get(j)),
-        ) else {
-            return Err(untranslatable());
-        };
-        let op = match *op {
-            "=" | "<" | "<=" | ">" | ">=" => (*op).to_string(),
-            "IS" => "IS NOT DISTINCT FROM".to_string(),
-            _ => return Err(untranslatable()),
-        };
-        *out.last_mut().ok_or_else(untranslatable)? = op;
-        out.push(typed_placeholder(column, n));
-    }
-    Ok(out.join(" "))
-}
-
-/// A SQLite argument as the text PostgreSQL casts (NULL stays NULL).
-fn arg_text(arg: &dyn rusqlite::ToSql) -> Result<Option<String>> {
-    let out = arg.to_sql()?;
-    let value = match &out {
-        ToSqlOutput::Borrowed(v) => *v,
-        ToSqlOutput::Owned(v) => ValueRef::from(v),
-        _ => return Err(Error::Internal("an argument type PostgreSQL writes cannot take".into())),
-    };
-    Ok(match value {
-        ValueRef::Null => None,
-        ValueRef::Integer(i) => Some(i.to_string()),
-        ValueRef::Real(f) => Some(f.to_string()),
-        ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(_) => return Err(Error::Internal("a blob argument in a PostgreSQL write".into())),
-    })
-}
-
 /// A PostgreSQL error of a write as the error the same write gets from SQLite: broken rules of
 /// the data are conflicts, bad values invalid arguments, a lost connection unavailable.
 pub(crate) fn write_error(e: postgres::Error) -> Error {
@@ -344,43 +273,10 @@ pub(crate) fn write_error(e: postgres::Error) -> Error {
     };
     let code = db.code().code();
     if code.starts_with("23") {
-        Error::Conflict(format!("{} ({code})", db.message()))
+        Error::conflict(format!("{} ({code})", db.message()))
     } else if code.starts_with("22") {
         Error::invalid(db.column().or(db.table()).unwrap_or("value"), format!("{} ({code})", db.message()))
     } else {
         Error::Postgres(e)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t(name: &str) -> &'static Table {
-        crate::schema::table(name).unwrap()
-    }
-
-    #[test]
-    fn conditions_translate_with_typed_placeholders() {
-        assert_eq!(
-            translate_where(t("api_keys"), "owner_id = ?1 AND provider = ?2 LIMIT 1").unwrap(),
-            "owner_id = $1::text::uuid AND provider = $2::text LIMIT 1"
-        );
-        assert_eq!(
-            translate_where(t("generated_text"), "section_type = ?1 AND job_id IS ?2 ORDER BY version DESC LIMIT 1")
-                .unwrap(),
-            "section_type = $1::text AND job_id IS NOT DISTINCT FROM $2::text::uuid ORDER BY version DESC LIMIT 1"
-        );
-        assert_eq!(
-            translate_where(t("wordstat_cache"), "expires_at <= ?1").unwrap(),
-            "expires_at <= $1::text::timestamptz"
-        );
-    }
-
-    #[test]
-    fn a_placeholder_it_cannot_place_is_refused() {
-        assert!(translate_where(t("jobs"), "status = 'queued' LIMIT ?1").is_err());
-        assert!(translate_where(t("jobs"), "?1 = status").is_err());
-        assert!(translate_where(t("jobs"), "nosuch = ?1").is_err());
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::schema::{
-    check_indexed_text, decode_sqlite_row, encode_for_sqlite, now_timestamp, SqlValue, Table,
+    check_indexed_text, decode_sqlite_row, encode_for_sqlite, now_timestamp, Filter, SqlValue, Table,
 };
 use crate::store::pg_primary::PgWrite;
 use rusqlite::{params, Connection, OptionalExtension, ToSql};
@@ -78,15 +78,9 @@ pub trait Rows {
         get_row(self.conn(), table, key)
     }
 
-    /// Rows matching `where_sql` (SQL text written in this crate, never caller input; values
-    /// go in `args`), e.g. `"job_id = ?1 ORDER BY created_at, id LIMIT ?2"`.
-    fn query_rows(
-        &self,
-        table: &Table,
-        where_sql: &str,
-        args: &[&dyn ToSql],
-    ) -> Result<Vec<Map<String, Value>>> {
-        query_rows(self.conn(), table, where_sql, args)
+    /// Rows matching `filter`.
+    fn query_rows(&self, table: &Table, filter: &Filter) -> Result<Vec<Map<String, Value>>> {
+        filtered_rows_within(self.conn(), table, filter, usize::MAX)
     }
 }
 
@@ -100,18 +94,33 @@ fn get_row(conn: &Connection, table: &Table, key: &str) -> Result<Option<Map<Str
     }
 }
 
-fn query_rows(
-    conn: &Connection,
-    table: &Table,
-    where_sql: &str,
-    args: &[&dyn ToSql],
-) -> Result<Vec<Map<String, Value>>> {
-    query_rows_within(conn, table, where_sql, args, usize::MAX)
+/// `filter` as SQLite's SQL after `WHERE` for `table`, with the values it binds (as SQLite
+/// stores them for their columns).
+pub(crate) fn filter_sql(table: &Table, filter: &Filter) -> Result<(String, Vec<SqlValue>)> {
+    let mut args = Vec::new();
+    let sql = filter.render(table, |column, value| {
+        args.push(encode_for_sqlite(column, value)?);
+        Ok(format!("?{}", args.len()))
+    })?;
+    Ok((sql, args))
 }
 
-/// Like [`Rows::query_rows`], for a list a caller asked for: reading stops, with
-/// `bridge::list_too_large`, once the rows' values take more than `max_bytes` (the first row is
-/// always read).
+/// Rows of `table` matching `filter`, read like [`query_rows_within`].
+pub(crate) fn filtered_rows_within(
+    conn: &Connection,
+    table: &Table,
+    filter: &Filter,
+    max_bytes: usize,
+) -> Result<Vec<Map<String, Value>>> {
+    let (sql, args) = filter_sql(table, filter)?;
+    let refs: Vec<&dyn ToSql> = args.iter().map(|a| a as &dyn ToSql).collect();
+    query_rows_within(conn, table, &sql, &refs, max_bytes)
+}
+
+/// Rows matching `where_sql`, SQLite SQL this crate rendered (a [`Filter`]'s, see
+/// [`filter_sql`], or `bridge::ListQuery`'s; never caller text) with its values in `args`.
+/// For a list a caller asked for reading stops, with `bridge::list_too_large`, once the rows'
+/// values take more than `max_bytes` (the first row is always read).
 pub(crate) fn query_rows_within(
     conn: &Connection,
     table: &Table,
@@ -183,15 +192,10 @@ impl Rows for WriteTx<'_> {
         }
     }
 
-    fn query_rows(
-        &self,
-        table: &Table,
-        where_sql: &str,
-        args: &[&dyn ToSql],
-    ) -> Result<Vec<Map<String, Value>>> {
+    fn query_rows(&self, table: &Table, filter: &Filter) -> Result<Vec<Map<String, Value>>> {
         match &self.target {
-            Target::Postgres { pg, .. } => pg.query_rows(table, where_sql, args),
-            Target::Sqlite(tx) => query_rows(tx, table, where_sql, args),
+            Target::Postgres { pg, .. } => pg.query_rows(table, filter),
+            Target::Sqlite(tx) => filtered_rows_within(tx, table, filter, usize::MAX),
         }
     }
 }
@@ -596,5 +600,26 @@ impl DeadLetters {
 
     pub fn drop(conn: &Connection, seq: i64) -> Result<bool> {
         Ok(conn.execute("DELETE FROM _dualwrite_dead_letters WHERE seq = ?1", [seq])? > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Filter;
+    use serde_json::json;
+
+    /// Each value is bound as SQLite stores it for its column (an int as an INTEGER).
+    #[test]
+    fn filters_render_with_numbered_placeholders_and_stored_values() {
+        let prompts = crate::schema::table("prompts").unwrap();
+        let f = Filter::new().eq("key", "k").greater("version", json!(2)).eq("updated_by", Value::Null);
+        assert_eq!(
+            filter_sql(prompts, &f).unwrap(),
+            (
+                "key = ?1 AND version > ?2 AND updated_by IS NULL".to_string(),
+                vec![SqlValue::Text("k".into()), SqlValue::Integer(2)]
+            )
+        );
     }
 }

@@ -132,7 +132,8 @@ pub fn assert_stores_equal(bridge: &dualwrite::Bridge, db: &TestDb) {
     for t in dualwrite::schema::TABLES {
         let pg_rows = dualwrite::store::postgres::all_rows(&mut pg, t).expect("read postgres");
         // SQLite read directly, not through the bridge, whose reads follow the read flags.
-        let lite = dualwrite::store::sqlite::Rows::query_rows(&sqlite, t, "1", &[]).expect("read sqlite");
+        let lite = dualwrite::store::sqlite::Rows::query_rows(&sqlite, t, &dualwrite::schema::Filter::new())
+            .expect("read sqlite");
         assert_eq!(
             pg_rows.len(),
             lite.len(),

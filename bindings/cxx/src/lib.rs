@@ -24,12 +24,10 @@
 //!   `close` refuses every later call (`DW_INVALID_ARGUMENT: ... closed`); destroying the
 //!   `rust::Box` releases the bridge (stopping an unclosed replicator within about a second).
 
-use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use std::any::Any;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -48,7 +46,9 @@ mod ffi {
         fn open(config_json: &str) -> Result<Box<Bridge>>;
 
         /// Insert a row (a JSON object) into `table`; returns the row as stored (JSON). Returns
-        /// after the SQLite commit; PostgreSQL receives it in the background.
+        /// after the commit of the store that takes writes first (`dw_insert` in
+        /// include/dualwrite.h): SQLite, with PostgreSQL receiving the row in the background, or
+        /// PostgreSQL in the PostgreSQL-first write modes (`DW_UNAVAILABLE` while unreachable).
         fn insert(&self, table: &str, row_json: &str) -> Result<String>;
 
         /// The row of `table` whose key is `key`, as JSON; throws `DW_NOT_FOUND` when none.
@@ -65,8 +65,8 @@ mod ffi {
         fn remove(&self, table: &str, key: &str) -> Result<bool>;
 
         /// Run a typed repository operation by name with a JSON object of arguments, as
-        /// `dw_call` does (`"operations"` lists them; their arguments are in the table at the top
-        /// of src/ffi/call.rs). Returns the result as JSON (an object, an array or `null`).
+        /// `dw_call` does (`"operations"` lists them; their arguments are in the table of `dw_call`
+        /// in include/dualwrite.h). Returns the result as JSON (an object, an array or `null`).
         fn call(&self, operation: &str, args_json: &str) -> Result<String>;
 
         /// Wait up to `timeout_ms` until every change committed so far reached PostgreSQL;
@@ -108,33 +108,10 @@ impl From<dualwrite::Error> for Failure {
     }
 }
 
-/// The name of the C ABI's `dw_result` for an error: the same choice as `map_error` in
-/// src/ffi/error.rs, so C, C++ and Python callers branch on the same codes.
+/// The name of the C ABI's `dw_result` for an error, from the core's one classification
+/// (`dualwrite::Error::kind`), so C, C++ and Python callers branch on the same codes.
 pub fn code_name(e: &dualwrite::Error) -> &'static str {
-    use dualwrite::Error as E;
-    match e {
-        E::InvalidArgument { .. } => "DW_INVALID_ARGUMENT",
-        E::NotFound { .. } => "DW_NOT_FOUND",
-        E::Conflict(_) => "DW_CONFLICT",
-        E::Busy(_) => "DW_BUSY",
-        E::Unavailable(_) | E::Io(_) => "DW_UNAVAILABLE",
-        E::Config(_) | E::Migration(_) | E::Crypto(_) => "DW_CONFIG",
-        E::ReadOnly(_) => "DW_READ_ONLY",
-        E::Sqlite(_) if e.is_not_found() => "DW_NOT_FOUND",
-        // SQLite's primary result codes (the low byte of the extended code).
-        E::Sqlite(_) => match e.sqlite_extended_code().map(|c| c & 0xff) {
-            Some(19) => "DW_CONFLICT",                                // CONSTRAINT
-            Some(5 | 6) => "DW_BUSY",                                 // BUSY, LOCKED
-            Some(3 | 8 | 10 | 11 | 13 | 14 | 26) => "DW_UNAVAILABLE", // PERM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB
-            _ => "DW_INTERNAL",
-        },
-        E::Postgres(_) => match e.pg_sqlstate() {
-            Some(s) if s.starts_with("23") => "DW_CONFLICT",
-            Some(s) if s.starts_with("22") => "DW_INVALID_ARGUMENT",
-            _ => "DW_UNAVAILABLE",
-        },
-        _ => "DW_INTERNAL",
-    }
+    e.kind().result_code_name()
 }
 
 /// Run a method body: an error becomes `Failure`, and so does a panic, which must never unwind
@@ -161,82 +138,16 @@ fn payload_text(payload: &(dyn Any + Send)) -> &str {
     }
 }
 
-/// The configuration object, as `dw_bridge_open` reads it (src/ffi/bridge.rs). Fields left out
-/// come from the environment and the TOML file, as for the CLI.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OpenConfig {
-    config_file: Option<PathBuf>,
-    sqlite_path: Option<PathBuf>,
-    /// Absent: from the environment. `null`: no PostgreSQL.
-    #[serde(default, deserialize_with = "present")]
-    postgres_url: Option<Option<String>>,
-    key_file: Option<PathBuf>,
-    key_env: Option<String>,
-    #[serde(default = "yes")]
-    replicate: bool,
-    #[serde(default = "yes")]
-    migrate_sqlite: bool,
-    /// Create the SQLite file when there is none (default: a missing file is an error).
-    #[serde(default)]
-    create: bool,
-}
-
-/// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
-    T::deserialize(d).map(Some)
-}
-
-fn yes() -> bool {
-    true
-}
-
+/// The configuration object of `dw_bridge_open`, read by the core as the C ABI reads it; "" (or
+/// only blanks) stands for `{}`: everything from the environment.
 fn open_config(text: &str) -> dualwrite::Result<(dualwrite::Config, dualwrite::BridgeOptions)> {
-    let text = if text.trim().is_empty() { "{}" } else { text };
-    let oc: OpenConfig = serde_json::from_str(text).map_err(|e| invalid_json("config_json", &e))?;
-    let mut config = dualwrite::Config::load(oc.config_file.as_deref())?;
-    if let Some(p) = oc.sqlite_path {
-        config.sqlite_path = p;
-    }
-    match oc.postgres_url {
-        None => {}
-        Some(None) => config.postgres = None,
-        Some(Some(url)) => config.postgres = Some(dualwrite::PgConfig::from_url(&url)?),
-    }
-    config.key_source = match (oc.key_file, oc.key_env) {
-        (Some(_), Some(_)) => {
-            return Err(dualwrite::Error::invalid("config_json", "give key_file or key_env, not both"));
-        }
-        (Some(f), None) => dualwrite::KeySource::File(f),
-        (None, Some(v)) => dualwrite::KeySource::Env(v),
-        (None, None) => config.key_source,
-    };
-    let options = dualwrite::BridgeOptions {
-        migrate_sqlite: oc.migrate_sqlite,
-        replicate: oc.replicate,
-        create_sqlite: oc.create,
-        ..Default::default()
-    };
-    Ok((config, options))
+    dualwrite::open_config_from_json(if text.trim().is_empty() { "{}" } else { text })
 }
 
-/// A JSON error as an `InvalidArgument` that names the argument but never quotes its value (the
-/// configuration holds a password, a row may hold anything): serde's "invalid type: string
-/// \"hunter2\", expected a boolean" becomes "invalid type: expected a boolean".
-fn invalid_json(what: &str, e: &serde_json::Error) -> dualwrite::Error {
-    let full = e.to_string();
-    let message = ["invalid type:", "invalid value:"]
-        .iter()
-        .find_map(|kind| {
-            let i = full.find(", expected").filter(|_| full.starts_with(kind))?;
-            Some(format!("{} {}", kind.trim_end_matches(':'), &full[i + 2..]))
-        })
-        .unwrap_or(full);
-    dualwrite::Error::invalid(what, format!("is not valid: {message}"))
-}
-
+/// JSON text of the argument `what`: an `InvalidArgument` naming it, never quoting its value (a
+/// row may hold anything), when it does not parse.
 fn parse_json(what: &str, text: &str) -> dualwrite::Result<Value> {
-    serde_json::from_str(text).map_err(|e| invalid_json(what, &e))
+    serde_json::from_str(text).map_err(|e| dualwrite::Error::invalid_json(what, &e))
 }
 
 fn to_json(value: &impl serde::Serialize) -> dualwrite::Result<String> {
