@@ -22,13 +22,15 @@ mod migrate;
 mod pg_deadline;
 mod phases;
 mod reads;
+// Repair (re-send what verify found different), above the bridge it writes through.
+pub mod repair;
 mod replicator;
 mod repo;
 pub mod schema;
 pub mod store;
 pub mod verify;
 
-pub use bridge::{Bridge, BridgeOptions, ListQuery, Row, Status, MAX_LIST_BYTES};
+pub use bridge::{Bridge, BridgeOptions, Status};
 pub use config::{Config, KeySource, LegacyConfig, PgConfig, RootCert, SslMode, DEFAULT_SQLITE_PATH};
 pub use crypto::SecretKey;
 pub use error::{Error, Result};
@@ -37,7 +39,7 @@ pub use migrate::{
     latest_version, migrate_postgres, migrate_sqlite, migrate_sqlite_with, postgres_version, sqlite_version,
     MigrationReport, Store,
 };
-pub use reads::ReadCounters;
+pub use reads::{ListQuery, ReadCounters};
 pub use replicator::{ReplicatorOptions, LEASE_DURATION};
 pub use repo::{
     serpapi_hash, ApiKey, AuditEvent, Cache, CacheEntry, Embedding, GeneratedText, GeneratedTextRevision,
@@ -45,4 +47,6 @@ pub use repo::{
     NewEmbedding, NewGeneratedText, NewHeading, NewJob, NewJobLog, NewPage, NewSerpApiResult, NewUser, Page,
     Paging, Prompt, Secret, SectionType, SerpApiResult, User, UserChanges, UserRole,
 };
-pub use store::sqlite::DeadLetter;
+pub use schema::Row;
+pub use store::outbox::DeadLetter;
+pub use store::MAX_LIST_BYTES;

@@ -22,8 +22,8 @@ use crate::capture::{self, follow, CaptureState, Era};
 use crate::config::PgConfig;
 use crate::error::{Error, Result};
 use crate::flags::WriteMode;
+use crate::store::outbox::Outbox;
 use crate::store::postgres::{apply_batch, is_permanent};
-use crate::store::sqlite::Outbox;
 use rusqlite::Connection;
 
 /// Do what moving from `from` to `to` needs before the flag is stored (in the same SQLite

@@ -220,7 +220,7 @@ pub fn repair(config: Config, a: RepairArgs) -> dualwrite::Result<ExitCode> {
     }
     // This process replicates, so the repair does not depend on another one running.
     let bridge = Bridge::open(config, BridgeOptions { migrate_sqlite: false, ..Default::default() })?;
-    let result = verify::repair(&bridge, &last, Duration::from_secs(a.timeout));
+    let result = dualwrite::repair::repair(&bridge, &last, Duration::from_secs(a.timeout));
     bridge.shutdown(Duration::from_secs(1));
     let result = result?;
     if a.json {

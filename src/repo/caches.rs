@@ -4,8 +4,9 @@
 //! [`Bridge::purge_expired`] deletes them (each delete is replicated like any other change).
 
 use super::{decode, registry_table, upsert_row};
-use crate::bridge::{Bridge, Row};
+use crate::bridge::Bridge;
 use crate::error::{Error, Result};
+use crate::schema::Row;
 use crate::schema::{validate_row, RowMode, Table};
 use crate::store::sqlite::Rows;
 use chrono::{SecondsFormat, Utc};

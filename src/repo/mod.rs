@@ -40,11 +40,14 @@ pub use prompts::Prompt;
 pub use serpapi::{serpapi_hash, NewSerpApiResult, SerpApiResult};
 pub use users::{NewUser, User, UserChanges, UserRole};
 
-use crate::bridge::{Bridge, Row, MAX_LIST_LIMIT};
+use crate::bridge::Bridge;
 use crate::error::{Error, Result};
 use crate::reads::ReadSpec;
+use crate::reads::MAX_LIST_LIMIT;
+use crate::schema::Row;
 use crate::schema::{self, validate_row, ColType, RowMode, Table};
-use crate::store::sqlite::{Rows, WriteTx};
+use crate::store::sqlite::Rows;
+use crate::store::write_tx::WriteTx;
 use rusqlite::ToSql;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
