@@ -14,6 +14,8 @@ mod error;
 mod flags;
 // Legacy data: adopting the monolith's own file, preflight profiling, conversion rules, rejects.
 pub mod legacy;
+// The migration ledger's SQL and `Migration`, shared by the runner, adoption and preflight.
+mod ledger;
 pub mod logging;
 pub mod metrics;
 // The C ABI (include/dualwrite.h); nothing in the Rust API depends on it.
