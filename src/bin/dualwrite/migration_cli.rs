@@ -1,6 +1,6 @@
 //! `dualwrite backfill`, `dualwrite verify` and `dualwrite repair`: argument parsing, progress
-//! bars and output. Compiled into the `dualwrite` binary only (`#[path]` in src/bin/dualwrite.rs);
-//! the library API is `dualwrite::backfill` and `dualwrite::verify`.
+//! bars and output (the `dualwrite` binary's; the library API is `dualwrite::backfill`,
+//! `dualwrite::verify` and `dualwrite::repair`).
 
 use clap::{Args, ValueEnum};
 use dualwrite::backfill::{self, ApplyMethod, BackfillOptions, BackfillProgress, LogProgress, TableSummary};
