@@ -21,6 +21,8 @@ pub mod metrics;
 // The C ABI (include/dualwrite.h); nothing in the Rust API depends on it.
 mod ffi;
 mod migrate;
+// PostgreSQL connections: the connect (URL, TLS, masking, keepalives) and the reply deadline.
+mod pg_connect;
 mod pg_deadline;
 mod phases;
 mod reads;
@@ -33,7 +35,7 @@ pub mod store;
 pub mod verify;
 
 pub use bridge::{Bridge, BridgeOptions, Status};
-pub use config::{Config, KeySource, LegacyConfig, PgConfig, RootCert, SslMode, DEFAULT_SQLITE_PATH};
+pub use config::{Config, KeySource, LegacyConfig, DEFAULT_SQLITE_PATH};
 pub use crypto::SecretKey;
 pub use error::{Error, Result};
 pub use flags::{FlagChange, Flags, ReadSource, WriteMode, FORCE_SQLITE_ENV};
@@ -41,6 +43,7 @@ pub use migrate::{
     latest_version, migrate_postgres, migrate_sqlite, migrate_sqlite_with, postgres_version, sqlite_version,
     MigrationReport, Store,
 };
+pub use pg_connect::{PgConfig, RootCert, SslMode};
 pub use reads::{ListQuery, ReadCounters};
 pub use replicator::{ReplicatorOptions, LEASE_DURATION};
 pub use repo::{

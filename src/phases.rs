@@ -19,7 +19,7 @@
 //!   cut, and what PostgreSQL took after it shows as foreign changes once PostgreSQL is back.
 
 use crate::capture::{self, follow, CaptureState, Era};
-use crate::config::PgConfig;
+use crate::pg_connect::PgConfig;
 use crate::error::{Error, Result};
 use crate::flags::WriteMode;
 use crate::store::outbox::Outbox;

@@ -9,7 +9,7 @@
 //! SQLite's committed state for what it reads. The check is one probe of an index on
 //! `(table_name, row_key)` (SQLite migration 0006); with an empty outbox it finds nothing at once.
 
-use crate::config::PgConfig;
+use crate::pg_connect::PgConfig;
 use crate::error::{Error, Result};
 use crate::schema::{self, ColType, Row, Table};
 use crate::store::outbox::Outbox;

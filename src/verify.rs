@@ -23,8 +23,9 @@
 //! not a difference; what is left is a difference, named with its columns (never values: secrets).
 
 use crate::backfill::timestamp_micros;
-use crate::config::{Config, PgConfig};
+use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::pg_connect::PgConfig;
 use crate::schema::{ColType, Column, Table};
 use crate::store::sqlite;
 use postgres::fallible_iterator::FallibleIterator;
