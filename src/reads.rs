@@ -9,8 +9,8 @@
 //! SQLite's committed state for what it reads. The check is one probe of an index on
 //! `(table_name, row_key)` (SQLite migration 0006); with an empty outbox it finds nothing at once.
 
-use crate::pg_connect::PgConfig;
 use crate::error::{Error, Result};
+use crate::pg_connect::PgConfig;
 use crate::schema::{self, ColType, Row, Table};
 use crate::store::outbox::Outbox;
 use crate::store::sqlite::{self, Rows};
@@ -195,14 +195,6 @@ impl ReadRouter {
     }
 }
 
-fn lowest_pending(sqlite: &rusqlite::Connection) -> Result<i64> {
-    let low: Option<i64> = sqlite.query_row("SELECT min(seq) FROM _dualwrite_outbox", [], |r| r.get(0))?;
-    Ok(match low {
-        Some(l) => l,
-        None => Outbox::last_seq(sqlite)? + 1,
-    })
-}
-
 fn read_sqlite(table: &'static Table, spec: &ReadSpec, sqlite: &rusqlite::Connection) -> Result<Vec<Row>> {
     match spec {
         ReadSpec::Key(k) => Ok(sqlite.get_row(table, k)?.into_iter().collect()),
@@ -272,7 +264,7 @@ fn shadow_worker(
         // Wait until PostgreSQL has everything the served read could have seen.
         let deadline = Instant::now() + SHADOW_WAIT;
         let caught_up = loop {
-            match lowest_pending(&sqlite) {
+            match Outbox::lowest_pending(&sqlite) {
                 Ok(low) if low > job.seen_seq => break true,
                 Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                 _ => break false,

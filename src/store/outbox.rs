@@ -183,6 +183,23 @@ impl Outbox {
         })
     }
 
+    /// The lowest sequence number still pending, or the next one to be handed out when none is:
+    /// every change numbered below it has reached PostgreSQL (or the dead letters).
+    pub fn lowest_pending(sqlite: &Connection) -> Result<i64> {
+        let low: Option<i64> =
+            sqlite.query_row("SELECT min(seq) FROM _dualwrite_outbox", [], |r| r.get(0))?;
+        Ok(match low {
+            Some(l) => l,
+            None => Outbox::last_seq(sqlite)? + 1,
+        })
+    }
+
+    /// Remove the records up to `last` that the caller applied itself (a phase switch drains the
+    /// outbox before PostgreSQL becomes the primary), without counting them as the replicator's.
+    pub fn remove_applied_upto(conn: &Connection, last: i64) -> Result<usize> {
+        Ok(conn.execute("DELETE FROM _dualwrite_outbox WHERE seq <= ?1", [last])?)
+    }
+
     /// Whether any record with `seq <= upto` is still pending.
     pub fn any_pending_upto(conn: &Connection, upto: i64) -> Result<bool> {
         Ok(conn.query_row(
