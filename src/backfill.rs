@@ -395,7 +395,7 @@ pub fn backfill(
 struct Run<'o> {
     lite: rusqlite::Connection,
     sqlite_path: PathBuf,
-    pg_config: crate::config::PgConfig,
+    pg_config: crate::pg_connect::PgConfig,
     /// Holds the advisory lock; reads and resets checkpoints.
     client: Option<postgres::Client>,
     options: &'o BackfillOptions,
@@ -1032,7 +1032,7 @@ fn open_outbox_reader(path: &std::path::Path) -> Result<rusqlite::Connection> {
 
 /// What every worker of one table's pipeline shares.
 struct WorkerCtx {
-    pg: crate::config::PgConfig,
+    pg: crate::pg_connect::PgConfig,
     sqlite_path: PathBuf,
     table: &'static Table,
     method: ApplyMethod,

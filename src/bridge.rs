@@ -9,23 +9,22 @@ use crate::config::Config;
 use crate::crypto::SecretKey;
 use crate::error::{Error, Result};
 use crate::flags::{FlagCache, FlagChange, Flags, ReadSource, WriteMode};
-use crate::reads::{ReadCounters, ReadRouter, ReadSpec};
+use crate::reads::{ListQuery, ReadCounters, ReadRouter, ReadSpec};
 use crate::replicator::{ReplicationStats, Replicator, ReplicatorOptions};
-use crate::schema::{self, validate_row, RowMode, Table};
+use crate::schema::{self, validate_row, Row, RowMode, Table};
+use crate::store::outbox::{DeadLetter, DeadLetters, Outbox};
 use crate::store::pg_pool::{self, PgPool};
 use crate::store::pg_primary::{Began, PgWrite};
-use crate::store::sqlite::{self, DeadLetter, DeadLetters, Outbox, Rows, WriteTx};
+use crate::store::sqlite::{self, Rows};
+use crate::store::write_tx::WriteTx;
 use crossbeam_channel::Sender;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-/// A row in the wire form (see docs/ARCHITECTURE.md).
-pub type Row = Map<String, Value>;
 
 /// How to open a bridge.
 #[derive(Clone, Debug)]
@@ -490,7 +489,7 @@ impl Bridge {
         Ok(self.routed_read(t, ReadSpec::Key(key))?.into_iter().next())
     }
 
-    /// Rows matching a filter (see [`ListQuery`]). At most [`MAX_LIST_BYTES`] of rows: past it
+    /// Rows matching a filter (see [`ListQuery`]). At most [`MAX_LIST_BYTES`](crate::store::MAX_LIST_BYTES) of rows: past it
     /// the read stops with `InvalidArgument` saying to page (the typed lists too).
     pub fn list(&self, table: &str, query: &Value) -> Result<Vec<Row>> {
         let t = schema::require_table(table)?;
@@ -868,138 +867,5 @@ fn refuse_secret_columns(t: &Table, row: &Row) -> Result<()> {
     Ok(())
 }
 
-/// A list request: `{"where": {"column": value, ...}, "order_by": "column", "desc": false,
-/// "limit": 100, "offset": 0}`. Equality only (null means IS NULL); columns must be the table's.
-pub struct ListQuery {
-    filters: Vec<(&'static str, Value)>,
-    order_by: Vec<&'static str>,
-    desc: bool,
-    limit: i64,
-    offset: i64,
-}
-
-pub const MAX_LIST_LIMIT: i64 = 10_000;
-
-/// The most one list returns, as the rows' bytes (SQLite's values, or PostgreSQL's wire text):
-/// without a bound, 10,000 rows of up to 8 MiB each would be ~80 GB in the caller's process.
-/// Reading stops as soon as the rows pass it, and the read fails with [`list_too_large`]; a list
-/// always returns its first row, whatever its size.
-pub const MAX_LIST_BYTES: usize = 64 << 20;
-
-/// The error of a list whose rows pass [`MAX_LIST_BYTES`] (`InvalidArgument`, `DW_INVALID_ARGUMENT`).
-pub(crate) fn list_too_large(rows: usize) -> Error {
-    Error::invalid(
-        "limit",
-        format!(
-            "the first {rows} rows of this list already take more than {} MiB, the most one list returns: \
-             ask for fewer rows (limit) and page through the rest (offset)",
-            MAX_LIST_BYTES >> 20
-        ),
-    )
-}
-
 /// Phase changes away from SQLite are refused while more changes than this wait in the outbox.
 pub const GUARD_MAX_PENDING: i64 = 1_000;
-
-impl ListQuery {
-    pub fn parse(t: &'static Table, v: &Value) -> Result<ListQuery> {
-        let empty = Map::new();
-        let obj = match v {
-            Value::Null => &empty,
-            Value::Object(o) => o,
-            _ => return Err(Error::invalid("filter", "must be a JSON object")),
-        };
-        for k in obj.keys() {
-            if !["where", "order_by", "desc", "limit", "offset"].contains(&k.as_str()) {
-                return Err(Error::invalid(
-                    format!("filter.{}", schema::truncate_for_message(k)),
-                    "unknown; use where, order_by, desc, limit, offset",
-                ));
-            }
-        }
-        let mut filters = Vec::new();
-        if let Some(w) = obj.get("where") {
-            let w = w.as_object().ok_or_else(|| Error::invalid("filter.where", "must be an object"))?;
-            for (name, value) in w {
-                let c = t.column(name).ok_or_else(|| {
-                    Error::invalid(
-                        format!("filter.where.{}", schema::truncate_for_message(name)),
-                        "no such column",
-                    )
-                })?;
-                let value = if value.is_null() { Value::Null } else { schema::canonical_value(t, c, value)? };
-                filters.push((c.name, value));
-            }
-        }
-        let order_by = match obj.get("order_by") {
-            None => vec![],
-            Some(Value::String(s)) => {
-                vec![t.column(s).ok_or_else(|| Error::invalid("filter.order_by", "no such column"))?.name]
-            }
-            Some(_) => return Err(Error::invalid("filter.order_by", "must be a column name")),
-        };
-        let desc = match obj.get("desc") {
-            None => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(Error::invalid("filter.desc", "must be true or false")),
-        };
-        let int = |name: &str, default: i64, max: i64| -> Result<i64> {
-            match obj.get(name) {
-                None => Ok(default),
-                Some(v) => v.as_i64().filter(|n| (0..=max).contains(n)).ok_or_else(|| {
-                    Error::invalid(format!("filter.{name}"), format!("must be an integer from 0 to {max}"))
-                }),
-            }
-        };
-        Ok(ListQuery {
-            filters,
-            order_by,
-            desc,
-            limit: int("limit", 100, MAX_LIST_LIMIT)?,
-            offset: int("offset", 0, i64::MAX)?,
-        })
-    }
-
-    pub(crate) fn from_parts(
-        filters: Vec<(&'static str, Value)>,
-        order_by: Vec<&'static str>,
-        desc: bool,
-        limit: i64,
-        offset: i64,
-    ) -> ListQuery {
-        ListQuery { filters, order_by, desc, limit, offset }
-    }
-
-    pub(crate) fn into_spec(self) -> ReadSpec {
-        ReadSpec::List {
-            filters: self.filters,
-            order_by: self.order_by,
-            desc: self.desc,
-            limit: self.limit,
-            offset: self.offset,
-        }
-    }
-
-    pub fn run(&self, t: &Table, conn: &Connection) -> Result<Vec<Row>> {
-        let mut clauses = Vec::new();
-        let mut args: Vec<schema::SqlValue> = Vec::new();
-        for (name, value) in &self.filters {
-            if value.is_null() {
-                clauses.push(format!("{name} IS NULL"));
-            } else {
-                let c = t.column(name).ok_or_else(|| Error::Internal("filter column vanished".into()))?;
-                args.push(schema::encode_for_sqlite(c, value)?);
-                clauses.push(format!("{name} = ?{}", args.len()));
-            }
-        }
-        let mut sql = if clauses.is_empty() { "1".to_string() } else { clauses.join(" AND ") };
-        sql.push_str(&format!(
-            " ORDER BY {} LIMIT {} OFFSET {}",
-            t.order_clause(&self.order_by, self.desc),
-            self.limit,
-            self.offset
-        ));
-        let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
-        sqlite::query_rows_within(conn, t, &sql, &refs, MAX_LIST_BYTES)
-    }
-}

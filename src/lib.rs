@@ -18,6 +18,8 @@ mod error;
 mod flags;
 // Legacy data: adopting the monolith's own file, preflight profiling, conversion rules, rejects.
 pub mod legacy;
+// The migration ledger's SQL and `Migration`, shared by the runner, adoption and preflight.
+mod ledger;
 pub mod logging;
 pub mod metrics;
 // The C ABI (include/dualwrite.h); nothing in the Rust API depends on it.
@@ -25,17 +27,21 @@ mod ffi;
 mod migrate;
 // The JSON configuration object the bindings open a bridge with.
 mod open_json;
+// PostgreSQL connections: the connect (URL, TLS, masking, keepalives) and the reply deadline.
+mod pg_connect;
 mod pg_deadline;
 mod phases;
 mod reads;
+// Repair (re-send what verify found different), above the bridge it writes through.
+pub mod repair;
 mod replicator;
 mod repo;
 pub mod schema;
 pub mod store;
 pub mod verify;
 
-pub use bridge::{Bridge, BridgeOptions, ListQuery, Row, Status, MAX_LIST_BYTES};
-pub use config::{Config, KeySource, LegacyConfig, PgConfig, RootCert, SslMode, DEFAULT_SQLITE_PATH};
+pub use bridge::{Bridge, BridgeOptions, Status};
+pub use config::{Config, KeySource, LegacyConfig, DEFAULT_SQLITE_PATH};
 pub use crypto::SecretKey;
 pub use error::{ConflictReason, Error, ErrorKind, Result};
 pub use flags::{FlagChange, Flags, ReadSource, WriteMode, FORCE_SQLITE_ENV};
@@ -44,7 +50,8 @@ pub use migrate::{
     MigrationReport, Store,
 };
 pub use open_json::open_config_from_json;
-pub use reads::ReadCounters;
+pub use pg_connect::{PgConfig, RootCert, SslMode};
+pub use reads::{ListQuery, ReadCounters};
 pub use replicator::{ReplicatorOptions, LEASE_DURATION};
 pub use repo::{
     serpapi_hash, ApiKey, AuditEvent, Cache, CacheEntry, Embedding, GeneratedText, GeneratedTextRevision,
@@ -52,4 +59,6 @@ pub use repo::{
     NewEmbedding, NewGeneratedText, NewHeading, NewJob, NewJobLog, NewPage, NewSerpApiResult, NewUser, Page,
     Paging, Prompt, Secret, SectionType, SerpApiResult, User, UserChanges, UserRole,
 };
-pub use store::sqlite::DeadLetter;
+pub use schema::Row;
+pub use store::outbox::DeadLetter;
+pub use store::MAX_LIST_BYTES;

@@ -7,7 +7,7 @@
 //! column and lives in the public schema, which must stay exactly the target schema.
 
 use crate::error::{Error, Result};
-use sha2::{Digest, Sha256};
+use crate::ledger::{self, sqlite_ledger, LedgerRow, Migration, SQLITE_LEDGER};
 use std::time::{Duration, Instant};
 
 /// Which database a migration set belongs to.
@@ -25,18 +25,7 @@ impl std::fmt::Display for Store {
         })
     }
 }
-
-pub struct Migration {
-    pub version: i64,
-    pub name: &'static str,
-    pub sql: &'static str,
-}
-
 impl Migration {
-    pub fn checksum(&self) -> String {
-        hex::encode(Sha256::digest(self.sql.as_bytes()))
-    }
-
     /// Is `ledger` (the checksum recorded when the script was applied) this script, or an
     /// earlier text of it listed in [`EARLIER_CHECKSUMS`]?
     fn accepts(&self, store: Store, ledger: &str) -> bool {
@@ -149,13 +138,6 @@ pub struct MigrationReport {
     pub adoption: Option<crate::legacy::AdoptionReport>,
 }
 
-/// One ledger row as read back.
-struct LedgerRow {
-    version: i64,
-    checksum: String,
-    success: bool,
-}
-
 /// Compare the ledger with the embedded scripts; return the versions still to apply.
 fn plan(store: Store, ledger: &[LedgerRow]) -> Result<Vec<&'static Migration>> {
     let known = migrations(store);
@@ -193,23 +175,6 @@ fn current(ledger: &[LedgerRow]) -> i64 {
     ledger.iter().map(|r| r.version).max().unwrap_or(0)
 }
 
-pub(crate) const SQLITE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS _dualwrite_migrations (
-    version INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    checksum TEXT NOT NULL,
-    success INTEGER NOT NULL,
-    duration_ms INTEGER NOT NULL,
-    applied_at TEXT NOT NULL)";
-
-fn sqlite_ledger(conn: &rusqlite::Connection) -> Result<Vec<LedgerRow>> {
-    let mut stmt =
-        conn.prepare("SELECT version, checksum, success FROM _dualwrite_migrations ORDER BY version")?;
-    let rows = stmt
-        .query_map([], |r| Ok(LedgerRow { version: r.get(0)?, checksum: r.get(1)?, success: r.get(2)? }))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
-}
-
 /// Bring a SQLite database to the newest schema. Safe to run from several processes at once:
 /// each script runs in a `BEGIN IMMEDIATE` transaction that re-reads the ledger first. A file that
 /// already holds the monolith's tables is adopted with the default options (see
@@ -225,7 +190,7 @@ pub fn migrate_sqlite_with(
     adopt: &crate::legacy::AdoptOptions,
 ) -> Result<MigrationReport> {
     refuse_unrelated_file(conn)?;
-    let adoption = crate::legacy::adopt::adopt_if_needed(conn, adopt, SQLITE_LEDGER)?;
+    let adoption = crate::legacy::adopt::adopt_if_needed(conn, adopt, &SQLITE_MIGRATIONS[0])?;
     conn.execute_batch(SQLITE_LEDGER)?;
     let mut applied = Vec::new();
     if let Some(a) = &adoption {
@@ -248,17 +213,7 @@ pub fn migrate_sqlite_with(
             Error::Migration(format!("sqlite: version {} ({}) failed: {e}", m.version, m.name))
         })?;
         let took = started.elapsed();
-        tx.execute(
-            "INSERT INTO _dualwrite_migrations (version, name, checksum, success, duration_ms, applied_at)
-             VALUES (?1, ?2, ?3, 1, ?4, ?5)",
-            rusqlite::params![
-                m.version,
-                m.name,
-                m.checksum(),
-                took.as_millis() as i64,
-                crate::schema::now_timestamp()
-            ],
-        )?;
+        ledger::record_sqlite(&tx, m, took.as_millis() as i64)?;
         tx.commit()?;
         tracing::info!(
             store = "sqlite",
@@ -302,12 +257,7 @@ fn refuse_unrelated_file(conn: &rusqlite::Connection) -> Result<()> {
 
 /// The version a SQLite database is at, after checking its ledger against this build.
 pub fn sqlite_version(conn: &rusqlite::Connection) -> Result<i64> {
-    let has_ledger: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_dualwrite_migrations'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_ledger {
+    if !ledger::sqlite_has_ledger(conn)? {
         return Ok(0);
     }
     let ledger = sqlite_ledger(conn)?;

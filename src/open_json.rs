@@ -4,7 +4,8 @@
 //! include/dualwrite.h).
 
 use crate::bridge::BridgeOptions;
-use crate::config::{Config, KeySource, PgConfig};
+use crate::config::{Config, KeySource};
+use crate::pg_connect::PgConfig;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Deserializer};
 use std::path::PathBuf;

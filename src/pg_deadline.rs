@@ -19,7 +19,7 @@
 //!
 //! Not covered: the start of a connection before TLS (tokio-postgres reads the answer to its
 //! SSLRequest from the raw socket) and connections without TLS (`sslmode=disable`); for the
-//! former [`crate::config::PgConfig::connect`] bounds the whole connect.
+//! former [`crate::pg_connect::PgConfig::connect`] bounds the whole connect.
 
 use postgres::tls::{MakeTlsConnect, TlsConnect};
 use postgres::Socket;

@@ -19,11 +19,11 @@
 //!   cut, and what PostgreSQL took after it shows as foreign changes once PostgreSQL is back.
 
 use crate::capture::{self, follow, CaptureState, Era};
-use crate::config::PgConfig;
 use crate::error::{Error, Result};
 use crate::flags::WriteMode;
+use crate::pg_connect::PgConfig;
+use crate::store::outbox::Outbox;
 use crate::store::postgres::{apply_batch, is_permanent};
-use crate::store::sqlite::Outbox;
 use rusqlite::Connection;
 
 /// Do what moving from `from` to `to` needs before the flag is stored (in the same SQLite
@@ -124,7 +124,7 @@ fn become_primary(
                 Error::Unavailable(format!("cannot apply the pending changes to PostgreSQL: {e}"))
             }
         })?;
-        conn.execute("DELETE FROM _dualwrite_outbox WHERE seq <= ?1", [last])?;
+        Outbox::remove_applied_upto(conn, last)?;
         drained += batch.len();
     }
     if drained > 0 {

@@ -9,14 +9,16 @@
 //! SQLite's committed state for what it reads. The check is one probe of an index on
 //! `(table_name, row_key)` (SQLite migration 0006); with an empty outbox it finds nothing at once.
 
-use crate::config::PgConfig;
-use crate::error::Result;
-use crate::schema::{ColType, Table};
-use crate::store::postgres;
-use crate::store::sqlite::{Outbox, Rows};
+use crate::error::{Error, Result};
+use crate::pg_connect::PgConfig;
+use crate::schema::{self, ColType, Row, Table};
+use crate::store::outbox::Outbox;
+use crate::store::sqlite::{self, Rows};
+use crate::store::{postgres, MAX_LIST_BYTES};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -64,7 +66,7 @@ pub(crate) enum ReadSpec {
 struct ShadowJob {
     table: &'static Table,
     spec: ReadSpec,
-    served: Vec<crate::bridge::Row>,
+    served: Vec<Row>,
     /// The newest outbox number when the read was served: compare once PostgreSQL has it.
     seen_seq: i64,
 }
@@ -113,7 +115,7 @@ impl ReadRouter {
         table: &'static Table,
         spec: ReadSpec,
         sqlite: &rusqlite::Connection,
-    ) -> Result<Vec<crate::bridge::Row>> {
+    ) -> Result<Vec<Row>> {
         use crate::flags::ReadSource;
         match source {
             ReadSource::Sqlite => {
@@ -160,11 +162,7 @@ impl ReadRouter {
 
     /// A read while SQLite is frozen (write_mode `postgres`): PostgreSQL or an error, never a
     /// fallback to SQLite's old rows.
-    pub(crate) fn read_primary(
-        &self,
-        table: &'static Table,
-        spec: &ReadSpec,
-    ) -> Result<Vec<crate::bridge::Row>> {
+    pub(crate) fn read_primary(&self, table: &'static Table, spec: &ReadSpec) -> Result<Vec<Row>> {
         match self.read_postgres(table, spec) {
             Ok(rows) => {
                 self.count(table.name, |c| c.postgres += 1);
@@ -185,7 +183,7 @@ impl ReadRouter {
         }
     }
 
-    fn read_postgres(&self, table: &'static Table, spec: &ReadSpec) -> Result<Vec<crate::bridge::Row>> {
+    fn read_postgres(&self, table: &'static Table, spec: &ReadSpec) -> Result<Vec<Row>> {
         let Some(pool) = &self.pool else {
             return Err(crate::Error::Config(
                 "read_source is postgres but no PostgreSQL is configured".into(),
@@ -196,36 +194,20 @@ impl ReadRouter {
     }
 }
 
-fn lowest_pending(sqlite: &rusqlite::Connection) -> Result<i64> {
-    let low: Option<i64> = sqlite.query_row("SELECT min(seq) FROM _dualwrite_outbox", [], |r| r.get(0))?;
-    Ok(match low {
-        Some(l) => l,
-        None => Outbox::last_seq(sqlite)? + 1,
-    })
-}
-
-fn read_sqlite(
-    table: &'static Table,
-    spec: &ReadSpec,
-    sqlite: &rusqlite::Connection,
-) -> Result<Vec<crate::bridge::Row>> {
+fn read_sqlite(table: &'static Table, spec: &ReadSpec, sqlite: &rusqlite::Connection) -> Result<Vec<Row>> {
     match spec {
         ReadSpec::Key(k) => Ok(sqlite.get_row(table, k)?.into_iter().collect()),
         ReadSpec::List { filters, order_by, desc, limit, offset } => {
-            crate::bridge::ListQuery::from_parts(filters.clone(), order_by.clone(), *desc, *limit, *offset)
+            ListQuery::from_parts(filters.clone(), order_by.clone(), *desc, *limit, *offset)
                 .run(table, sqlite)
         }
         ReadSpec::Filter(filter) => {
-            crate::store::sqlite::filtered_rows_within(sqlite, table, filter, crate::bridge::MAX_LIST_BYTES)
+            crate::store::sqlite::filtered_rows_within(sqlite, table, filter, MAX_LIST_BYTES)
         }
     }
 }
 
-fn read_pg(
-    client: &mut crate::store::pg_pool::PgConn,
-    table: &'static Table,
-    spec: &ReadSpec,
-) -> Result<Vec<crate::bridge::Row>> {
+fn read_pg(client: &mut crate::store::pg_pool::PgConn, table: &'static Table, spec: &ReadSpec) -> Result<Vec<Row>> {
     match spec {
         ReadSpec::Key(k) => postgres::select_rows_prepared(
             client,
@@ -245,7 +227,7 @@ fn read_pg(
 
 /// Two wire rows hold the same data: JSON compared parsed (it already is), vectors as f32 bit for
 /// bit (-0.0 is not 0.0).
-pub(crate) fn same_row(table: &Table, a: &crate::bridge::Row, b: &crate::bridge::Row) -> bool {
+pub(crate) fn same_row(table: &Table, a: &Row, b: &Row) -> bool {
     table.columns.iter().all(|c| {
         let (x, y) = (a.get(c.name), b.get(c.name));
         match (c.ty, x, y) {
@@ -260,7 +242,7 @@ pub(crate) fn same_row(table: &Table, a: &crate::bridge::Row, b: &crate::bridge:
     })
 }
 
-fn key_of(table: &Table, row: &crate::bridge::Row) -> String {
+fn key_of(table: &Table, row: &Row) -> String {
     row.get(table.key).and_then(Value::as_str).unwrap_or_default().to_string()
 }
 
@@ -281,7 +263,7 @@ fn shadow_worker(
         // Wait until PostgreSQL has everything the served read could have seen.
         let deadline = Instant::now() + SHADOW_WAIT;
         let caught_up = loop {
-            match lowest_pending(&sqlite) {
+            match Outbox::lowest_pending(&sqlite) {
                 Ok(low) if low > job.seen_seq => break true,
                 Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
                 _ => break false,
@@ -307,7 +289,7 @@ fn shadow_worker(
             }
         };
         let now_rows = read_sqlite(job.table, &job.spec, &sqlite).unwrap_or_default();
-        let by_key = |rows: &[crate::bridge::Row]| -> HashMap<String, crate::bridge::Row> {
+        let by_key = |rows: &[Row]| -> HashMap<String, Row> {
             rows.iter().map(|r| (key_of(job.table, r), r.clone())).collect()
         };
         let (served, pg_rows, current) = (by_key(&job.served), by_key(&theirs), by_key(&now_rows));
@@ -331,5 +313,120 @@ fn shadow_worker(
             tracing::warn!(table = t, keys = ?mismatched.iter().take(10).collect::<Vec<_>>(), "shadow read mismatch");
             count(t, &|c| c.shadow_mismatches += 1);
         }
+    }
+}
+
+/// A list request: `{"where": {"column": value, ...}, "order_by": "column", "desc": false,
+/// "limit": 100, "offset": 0}`. Equality only (null means IS NULL); columns must be the table's.
+pub struct ListQuery {
+    filters: Vec<(&'static str, Value)>,
+    order_by: Vec<&'static str>,
+    desc: bool,
+    limit: i64,
+    offset: i64,
+}
+
+pub const MAX_LIST_LIMIT: i64 = 10_000;
+
+impl ListQuery {
+    pub fn parse(t: &'static Table, v: &Value) -> Result<ListQuery> {
+        let empty = Map::new();
+        let obj = match v {
+            Value::Null => &empty,
+            Value::Object(o) => o,
+            _ => return Err(Error::invalid("filter", "must be a JSON object")),
+        };
+        for k in obj.keys() {
+            if !["where", "order_by", "desc", "limit", "offset"].contains(&k.as_str()) {
+                return Err(Error::invalid(
+                    format!("filter.{}", schema::truncate_for_message(k)),
+                    "unknown; use where, order_by, desc, limit, offset",
+                ));
+            }
+        }
+        let mut filters = Vec::new();
+        if let Some(w) = obj.get("where") {
+            let w = w.as_object().ok_or_else(|| Error::invalid("filter.where", "must be an object"))?;
+            for (name, value) in w {
+                let c = t.column(name).ok_or_else(|| {
+                    Error::invalid(
+                        format!("filter.where.{}", schema::truncate_for_message(name)),
+                        "no such column",
+                    )
+                })?;
+                let value = if value.is_null() { Value::Null } else { schema::canonical_value(t, c, value)? };
+                filters.push((c.name, value));
+            }
+        }
+        let order_by = match obj.get("order_by") {
+            None => vec![],
+            Some(Value::String(s)) => {
+                vec![t.column(s).ok_or_else(|| Error::invalid("filter.order_by", "no such column"))?.name]
+            }
+            Some(_) => return Err(Error::invalid("filter.order_by", "must be a column name")),
+        };
+        let desc = match obj.get("desc") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(Error::invalid("filter.desc", "must be true or false")),
+        };
+        let int = |name: &str, default: i64, max: i64| -> Result<i64> {
+            match obj.get(name) {
+                None => Ok(default),
+                Some(v) => v.as_i64().filter(|n| (0..=max).contains(n)).ok_or_else(|| {
+                    Error::invalid(format!("filter.{name}"), format!("must be an integer from 0 to {max}"))
+                }),
+            }
+        };
+        Ok(ListQuery {
+            filters,
+            order_by,
+            desc,
+            limit: int("limit", 100, MAX_LIST_LIMIT)?,
+            offset: int("offset", 0, i64::MAX)?,
+        })
+    }
+
+    pub(crate) fn from_parts(
+        filters: Vec<(&'static str, Value)>,
+        order_by: Vec<&'static str>,
+        desc: bool,
+        limit: i64,
+        offset: i64,
+    ) -> ListQuery {
+        ListQuery { filters, order_by, desc, limit, offset }
+    }
+
+    pub(crate) fn into_spec(self) -> ReadSpec {
+        ReadSpec::List {
+            filters: self.filters,
+            order_by: self.order_by,
+            desc: self.desc,
+            limit: self.limit,
+            offset: self.offset,
+        }
+    }
+
+    pub fn run(&self, t: &Table, conn: &Connection) -> Result<Vec<Row>> {
+        let mut clauses = Vec::new();
+        let mut args: Vec<schema::SqlValue> = Vec::new();
+        for (name, value) in &self.filters {
+            if value.is_null() {
+                clauses.push(format!("{name} IS NULL"));
+            } else {
+                let c = t.column(name).ok_or_else(|| Error::Internal("filter column vanished".into()))?;
+                args.push(schema::encode_for_sqlite(c, value)?);
+                clauses.push(format!("{name} = ?{}", args.len()));
+            }
+        }
+        let mut sql = if clauses.is_empty() { "1".to_string() } else { clauses.join(" AND ") };
+        sql.push_str(&format!(
+            " ORDER BY {} LIMIT {} OFFSET {}",
+            t.order_clause(&self.order_by, self.desc),
+            self.limit,
+            self.offset
+        ));
+        let refs: Vec<&dyn rusqlite::ToSql> = args.iter().map(|a| a as &dyn rusqlite::ToSql).collect();
+        sqlite::query_rows_within(conn, t, &sql, &refs, MAX_LIST_BYTES)
     }
 }

@@ -13,11 +13,12 @@
 //! primary, and counts the changes others made in PostgreSQL while SQLite is. One consumer per
 //! slot: the lease holder.
 
-use crate::config::PgConfig;
 use crate::error::{Error, Result};
 use crate::flags::{FlagCache, WriteMode};
+use crate::pg_connect::PgConfig;
+use crate::store::outbox::{Outbox, OutboxRecord};
 use crate::store::postgres::{apply_batch, is_permanent, Applied};
-use crate::store::sqlite::{self, Outbox, OutboxRecord};
+use crate::store::sqlite;
 use crossbeam_channel::{Receiver, Sender};
 use rand::Rng;
 use std::collections::VecDeque;

@@ -706,7 +706,7 @@ fn capture_in_sqlite_mode_is_bounded_and_the_way_back_says_how_to_repair() {
     let config = common::config(&db, dir.path());
     let report = dualwrite::verify::verify(&config, &dualwrite::verify::VerifyOptions::default()).unwrap();
     assert!(!report.ok, "the uncaptured changes show as differences");
-    let repaired = dualwrite::verify::repair(&b, &report, FLUSH).unwrap();
+    let repaired = dualwrite::repair::repair(&b, &report, FLUSH).unwrap();
     assert!(repaired.ok && repaired.requeued >= 32, "{} requeued", repaired.requeued);
     common::assert_stores_equal(&b, &db);
 }

@@ -161,7 +161,7 @@ fn verify_locates_planted_differences_ignores_json_spelling_names_in_flight_and_
         BridgeOptions { migrate_sqlite: false, ..Default::default() },
     )
     .unwrap();
-    let fixed = verify::repair(&b2, &last, FLUSH).unwrap();
+    let fixed = dualwrite::repair::repair(&b2, &last, FLUSH).unwrap();
     assert_eq!(fixed.requeued, 6);
     assert!(fixed.ok, "{fixed:?}");
     b2.flush(FLUSH).unwrap();

@@ -9,8 +9,8 @@
 
 use super::decode::{Assembler, CapturedTxn, Change};
 use super::slot::{self, PUBLICATION, SLOT_SQL};
-use crate::config::PgConfig;
 use crate::error::{Error, Result};
+use crate::pg_connect::PgConfig;
 use crate::schema::{encode_for_sqlite, now_timestamp, SqlValue, Table};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::PgLsn;

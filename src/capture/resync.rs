@@ -7,8 +7,8 @@
 
 use super::follow::{upsert_row, CaptureState, Era};
 use super::slot;
-use crate::config::PgConfig;
 use crate::error::{Error, Result};
+use crate::pg_connect::PgConfig;
 use crate::schema::TABLES;
 use postgres::fallible_iterator::FallibleIterator;
 use rusqlite::Connection;

@@ -30,6 +30,7 @@ use super::convert::{assemble, convert_columns, key_text, to_sqlite_values, Over
 use super::preflight::duplicate_reason;
 use super::source::{inspect, quote, shape_problems, Dedupe, Source};
 use crate::error::{Error, Result};
+use crate::ledger::{self, Migration, SQLITE_LEDGER};
 use crate::schema::{now_timestamp, TABLES};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension};
@@ -159,14 +160,8 @@ fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
 
 /// The file holds entity tables but its ledger has no version 1: they are the monolith's own.
 pub fn needs_adoption(conn: &Connection) -> Result<bool> {
-    if table_exists(conn, "_dualwrite_migrations")? {
-        let v1: bool =
-            conn.query_row("SELECT count(*) > 0 FROM _dualwrite_migrations WHERE version = 1", [], |r| {
-                r.get(0)
-            })?;
-        if v1 {
-            return Ok(false);
-        }
+    if crate::ledger::sqlite_records(conn, 1)? {
+        return Ok(false);
     }
     let mut stmt =
         conn.prepare("SELECT 1 FROM sqlite_master WHERE type IN ('table', 'view') AND lower(name) = ?1")?;
@@ -178,12 +173,13 @@ pub fn needs_adoption(conn: &Connection) -> Result<bool> {
     Ok(false)
 }
 
-/// Adopt the file when it needs it (see the module documentation). `ledger_ddl` creates the
-/// migration ledger (inside the adoption's transaction, so a refusal leaves no trace).
+/// Adopt the file when it needs it (see the module documentation), in place of `entities`
+/// (migration 1, which the runner hands over). The ledger is created inside the adoption's
+/// transaction, so a refusal leaves no trace.
 pub(crate) fn adopt_if_needed(
     conn: &mut Connection,
     opts: &AdoptOptions,
-    ledger_ddl: &str,
+    entities: &Migration,
 ) -> Result<Option<AdoptionReport>> {
     if !needs_adoption(conn)? {
         return Ok(None);
@@ -193,7 +189,7 @@ pub(crate) fn adopt_if_needed(
     // Both are no-ops inside a transaction, so they are set before it starts.
     conn.pragma_update(None, "foreign_keys", 0)?;
     conn.pragma_update(None, "legacy_alter_table", 1)?;
-    let result = adopt_in_tx(conn, opts, ledger_ddl);
+    let result = adopt_in_tx(conn, opts, entities);
     let restore_alter = conn.pragma_update(None, "legacy_alter_table", legacy_alter);
     let restore_fk = conn.pragma_update(None, "foreign_keys", fk);
     let report = result?;
@@ -226,7 +222,7 @@ fn mentions(sql: &str, word: &str) -> bool {
 fn adopt_in_tx(
     conn: &mut Connection,
     opts: &AdoptOptions,
-    ledger_ddl: &str,
+    entities: &Migration,
 ) -> Result<Option<AdoptionReport>> {
     let started = Instant::now();
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -234,7 +230,7 @@ fn adopt_in_tx(
     if !needs_adoption(&tx)? {
         return Ok(None);
     }
-    tx.execute_batch(ledger_ddl)?;
+    tx.execute_batch(SQLITE_LEDGER)?;
     let sources: Vec<Source> = TABLES.iter().map(|t| inspect(&tx, t)).collect::<Result<_>>()?;
     let present: Vec<&Source> = sources.iter().filter(|s| s.present).collect();
 
@@ -286,7 +282,6 @@ fn adopt_in_tx(
             quote(&legacy_name(s.table.name))
         ))?;
     }
-    let entities = &crate::migrate::SQLITE_MIGRATIONS[0];
     tx.execute_batch(entities.sql).map_err(|e| {
         Error::Migration(format!("sqlite: adoption: version 1 ({}) failed: {e}", entities.name))
     })?;
@@ -372,17 +367,7 @@ fn adopt_in_tx(
         dropped_indexes,
         warnings,
     };
-    tx.execute(
-        "INSERT INTO _dualwrite_migrations (version, name, checksum, success, duration_ms, applied_at)
-         VALUES (?1, ?2, ?3, 1, ?4, ?5)",
-        rusqlite::params![
-            entities.version,
-            entities.name,
-            entities.checksum(),
-            report.duration_ms as i64,
-            now_timestamp()
-        ],
-    )?;
+    ledger::record_sqlite(&tx, entities, report.duration_ms as i64)?;
     tx.execute(
         "INSERT INTO _dualwrite_adoption_log (adopted_at, report) VALUES (?1, ?2)",
         rusqlite::params![

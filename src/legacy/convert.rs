@@ -52,16 +52,13 @@
 
 use crate::error::{Error, Result};
 use crate::schema::{
-    self, canonical_value, encode_for_sqlite, format_timestamp, ColType, Column, Rule, SqlValue, Table,
+    self, canonical_value, encode_for_sqlite, format_timestamp, ColType, Column, Row, Rule, SqlValue, Table,
 };
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use rusqlite::types::ValueRef;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-
-/// A row in the wire form, keyed by column name (what `schema::validate_row` returns).
-pub type WireRow = Map<String, Value>;
 
 /// One problem with one row: which table, which row (its key as found), which column, the value
 /// (redacted for secret columns, shortened) and why. Never carries a secret.
@@ -380,7 +377,7 @@ pub fn convert_row(
     table: &Table,
     raw: &[rusqlite::types::Value],
     rules: &ColumnRules,
-) -> std::result::Result<WireRow, Vec<Reject>> {
+) -> std::result::Result<Row, Vec<Reject>> {
     let refs: Vec<ValueRef<'_>> = raw.iter().map(ValueRef::from).collect();
     convert_refs(table, &refs, rules)
 }
@@ -392,7 +389,7 @@ pub fn convert_sqlite_row(
     row: &rusqlite::Row<'_>,
     first: usize,
     rules: &ColumnRules,
-) -> std::result::Result<WireRow, Vec<Reject>> {
+) -> std::result::Result<Row, Vec<Reject>> {
     let mut refs = Vec::with_capacity(table.columns.len());
     for i in 0..table.columns.len() {
         match row.get_ref(first + i) {
@@ -415,7 +412,7 @@ pub(crate) fn convert_refs(
     table: &Table,
     raw: &[ValueRef<'_>],
     rules: &ColumnRules,
-) -> std::result::Result<WireRow, Vec<Reject>> {
+) -> std::result::Result<Row, Vec<Reject>> {
     let outcomes = convert_columns(table, raw, rules)?;
     assemble(table, raw, outcomes)
 }
@@ -425,7 +422,7 @@ pub(crate) fn assemble(
     table: &Table,
     raw: &[ValueRef<'_>],
     outcomes: Vec<Outcome>,
-) -> std::result::Result<WireRow, Vec<Reject>> {
+) -> std::result::Result<Row, Vec<Reject>> {
     let mut row = Map::with_capacity(outcomes.len());
     let mut rejects = Vec::new();
     for ((column, outcome), value) in table.columns.iter().zip(outcomes).zip(raw) {
@@ -1111,7 +1108,7 @@ fn parse_naive(t: &str) -> Option<(NaiveDateTime, &'static str)> {
 
 /// A converted row as the values SQLite stores for it, in registry order (what an insert into our
 /// schema binds; what the backfill's encoder reads from a row of an adopted file).
-pub fn to_sqlite_values(table: &Table, row: &WireRow) -> Result<Vec<SqlValue>> {
+pub fn to_sqlite_values(table: &Table, row: &Row) -> Result<Vec<SqlValue>> {
     table.columns.iter().map(|c| encode_for_sqlite(c, row.get(c.name).unwrap_or(&Value::Null))).collect()
 }
 

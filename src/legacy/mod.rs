@@ -27,7 +27,6 @@ pub use adopt::{
 };
 pub use convert::{
     convert_row, convert_sqlite_row, to_sqlite_values, ColumnRule, ColumnRules, EpochUnit, Overrides, Reject,
-    WireRow,
 };
 pub use preflight::{preflight, PreflightOptions, PreflightReport};
 pub use rejects::{RejectStage, RejectStore, RejectedRow};

@@ -173,15 +173,7 @@ fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
 }
 
 fn profile(conn: &Connection, path: &Path, opts: &PreflightOptions) -> Result<PreflightReport> {
-    let version: i64 = if table_exists(conn, "_dualwrite_migrations")? {
-        conn.query_row(
-            "SELECT coalesce(max(version), 0) FROM _dualwrite_migrations WHERE success",
-            [],
-            |r| r.get(0),
-        )?
-    } else {
-        0
-    };
+    let version = crate::ledger::sqlite_applied_version(conn)?;
     let mut held_out: HashMap<String, u64> = HashMap::new();
     if table_exists(conn, "_dualwrite_adoption_holdouts")? {
         let mut stmt =

@@ -2,9 +2,9 @@
 //! file has (matched by name, case-insensitively, as SQLite does), which it lacks, which it has in
 //! excess; and the duplicate check that preflight and adoption share.
 
-use super::convert::{ColumnRules, Overrides, WireRow};
+use super::convert::{ColumnRules, Overrides};
 use crate::error::Result;
-use crate::schema::Table;
+use crate::schema::{Row, Table};
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -171,7 +171,7 @@ impl Dedupe {
 
     /// `Some((columns, earlier))` when `row` repeats the values of the row numbered `earlier`;
     /// otherwise the row's values are taken and `None` is returned.
-    pub fn check(&mut self, row: &WireRow, ordinal: i64) -> Option<(Vec<&'static str>, i64)> {
+    pub fn check(&mut self, row: &Row, ordinal: i64) -> Option<(Vec<&'static str>, i64)> {
         let found = self.find(row);
         if found.is_none() {
             self.take(row, ordinal);
@@ -180,14 +180,14 @@ impl Dedupe {
     }
 
     /// The constraint and the earlier row `row` would collide with, taking nothing.
-    pub fn find(&self, row: &WireRow) -> Option<(Vec<&'static str>, i64)> {
+    pub fn find(&self, row: &Row) -> Option<(Vec<&'static str>, i64)> {
         self.sets.iter().find_map(|(cols, seen)| {
             digest(row, cols).and_then(|d| seen.get(&d)).map(|earlier| (cols.clone(), *earlier))
         })
     }
 
     /// Record `row`'s values as taken by the row numbered `ordinal`.
-    pub fn take(&mut self, row: &WireRow, ordinal: i64) {
+    pub fn take(&mut self, row: &Row, ordinal: i64) {
         for (cols, seen) in &mut self.sets {
             if let Some(d) = digest(row, cols) {
                 seen.entry(d).or_insert(ordinal);
@@ -196,7 +196,7 @@ impl Dedupe {
     }
 }
 
-fn digest(row: &WireRow, cols: &[&str]) -> Option<u128> {
+fn digest(row: &Row, cols: &[&str]) -> Option<u128> {
     let mut h = Sha256::new();
     for c in cols {
         let v = row.get(*c)?;

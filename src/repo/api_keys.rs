@@ -6,9 +6,9 @@
 //! error built here carries the plaintext or the ciphertext.
 
 use super::{changes, new_row, now, registry_table, Entity, TypedRows, TypedWrite};
-use crate::bridge::{Bridge, Row};
+use crate::bridge::Bridge;
 use crate::error::{Error, Result};
-use crate::schema::Filter;
+use crate::schema::{Filter, Row};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;

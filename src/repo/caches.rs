@@ -4,9 +4,9 @@
 //! [`Bridge::purge_expired`] deletes them (each delete is replicated like any other change).
 
 use super::{decode, registry_table, upsert_row};
-use crate::bridge::{Bridge, Row};
+use crate::bridge::Bridge;
 use crate::error::{Error, Result};
-use crate::schema::{validate_row, Filter, RowMode, Table};
+use crate::schema::{validate_row, Filter, Row, RowMode, Table};
 use crate::store::sqlite::Rows;
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};

@@ -4,9 +4,9 @@
 //! versions are numbered 1, 2, … A new version is a new row (earlier versions are kept).
 
 use super::{changes, new_row, to_wire, transition, value_set, Entity, Paging, TypedRows, TypedWrite};
-use crate::bridge::{Bridge, Row};
+use crate::bridge::Bridge;
 use crate::error::Result;
-use crate::schema::Filter;
+use crate::schema::{Filter, Row};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;

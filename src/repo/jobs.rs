@@ -1,9 +1,9 @@
 //! jobs and job_logs: submit, claim, move along the status workflow, report progress, log.
 
 use super::{changes, now, transition, value_set, Entity, Paging, TypedRows, TypedWrite};
-use crate::bridge::{Bridge, Row};
+use crate::bridge::Bridge;
 use crate::error::{Error, Result};
-use crate::schema::Filter;
+use crate::schema::{Filter, Row};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;

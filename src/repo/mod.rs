@@ -40,11 +40,13 @@ pub use prompts::Prompt;
 pub use serpapi::{serpapi_hash, NewSerpApiResult, SerpApiResult};
 pub use users::{NewUser, User, UserChanges, UserRole};
 
-use crate::bridge::{Bridge, Row, MAX_LIST_LIMIT};
+use crate::bridge::Bridge;
 use crate::error::{Error, Result};
 use crate::reads::ReadSpec;
-use crate::schema::{self, validate_row, ColType, Filter, RowMode, Table};
-use crate::store::sqlite::{Rows, WriteTx};
+use crate::reads::MAX_LIST_LIMIT;
+use crate::schema::{self, validate_row, ColType, Filter, Row, RowMode, Table};
+use crate::store::sqlite::Rows;
+use crate::store::write_tx::WriteTx;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -117,7 +117,7 @@ impl Bridge {
 
     /// A page's headings in (created_at, id) order.
     pub fn list_headings(&self, page_id: Uuid) -> Result<Vec<Heading>> {
-        let page = super::Paging::first(crate::bridge::MAX_LIST_LIMIT as u32);
+        let page = super::Paging::first(crate::reads::MAX_LIST_LIMIT as u32);
         self.find_entities(&[("page_id", page_id.to_string().into())], &["created_at"], false, page)
     }
 }

@@ -1,9 +1,9 @@
 //! prompts: versioned by key; publishing appends version max + 1.
 
 use super::{new_row, Entity, TypedRows, TypedWrite};
-use crate::bridge::{Bridge, Row};
+use crate::bridge::Bridge;
 use crate::error::{Error, Result};
-use crate::schema::Filter;
+use crate::schema::{Filter, Row};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -60,7 +60,7 @@ impl Bridge {
 
     /// Every version of a prompt, oldest first.
     pub fn list_prompt_versions(&self, key: &str) -> Result<Vec<Prompt>> {
-        let all = super::Paging::first(crate::bridge::MAX_LIST_LIMIT as u32);
+        let all = super::Paging::first(crate::reads::MAX_LIST_LIMIT as u32);
         self.find_entities(&[("key", key.into())], &["version"], false, all)
     }
 }

@@ -1,9 +1,9 @@
 //! serpapi_results: one stored result per query, keyed by the query's hash.
 
 use super::{new_row, to_wire, Entity, TypedWrite};
-use crate::bridge::{Bridge, Row};
+use crate::bridge::Bridge;
 use crate::error::Result;
-use crate::schema::Filter;
+use crate::schema::{Filter, Row};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};

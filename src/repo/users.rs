@@ -1,8 +1,9 @@
 //! users: create, look up (by id or e-mail), change, disable, list.
 
 use super::{changes, new_row, now, to_wire, value_set, Entity, Paging, TypedRows, TypedWrite};
-use crate::bridge::{Bridge, Row};
+use crate::bridge::Bridge;
 use crate::error::{Error, Result};
+use crate::schema::Row;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;

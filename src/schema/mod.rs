@@ -18,6 +18,10 @@ pub(crate) use rules::rule_broken;
 pub use rules::{GeneratedDefault, Rule};
 pub use tables::TABLES;
 
+/// A row in the wire form (see docs/ARCHITECTURE.md), keyed by column name: what
+/// [`validate_row`] returns, what the stores read and write, what the APIs hand out.
+pub type Row = serde_json::Map<String, serde_json::Value>;
+
 /// A column's type in the target schema; the SQLite representation follows from it
 /// (the type mapping in docs/ARCHITECTURE.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

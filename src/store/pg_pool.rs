@@ -2,8 +2,8 @@
 //! PostgreSQL is the primary, from any number of the monolith's threads at once. Connections are
 //! opened by `PgConfig::connect`, so TLS, keepalives and the reply deadline apply as everywhere.
 
-use crate::config::PgConfig;
 use crate::error::{Error, Result};
+use crate::pg_connect::PgConfig;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

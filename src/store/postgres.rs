@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::schema::{self, ColType, Table};
-use crate::store::sqlite::{Op, OutboxRecord};
+use crate::store::outbox::{Op, OutboxRecord};
 use std::collections::HashMap;
 
 /// What one batch did.
@@ -405,7 +405,7 @@ fn select_rows_sql(
 }
 
 /// Run `sql` (one wire-form JSON text column) and parse its rows, streaming: reading stops with
-/// `bridge::list_too_large` once the rows' text passes `bridge::MAX_LIST_BYTES` (the first row is
+/// `store::list_too_large` once the rows' text passes `store::MAX_LIST_BYTES` (the first row is
 /// always read), so a list never holds more than that in the caller's process. PostgreSQL's
 /// errors become `on_error`'s.
 pub(crate) fn wire_rows_within<'p, S: postgres::ToStatement + ?Sized>(
@@ -422,8 +422,8 @@ pub(crate) fn wire_rows_within<'p, S: postgres::ToStatement + ?Sized>(
     while let Some(row) = rows.next().map_err(on_error)? {
         let text: &str = row.try_get(0).map_err(on_error)?;
         bytes += text.len();
-        if bytes > crate::bridge::MAX_LIST_BYTES && !out.is_empty() {
-            return Err(crate::bridge::list_too_large(out.len()));
+        if bytes > crate::store::MAX_LIST_BYTES && !out.is_empty() {
+            return Err(crate::store::list_too_large(out.len()));
         }
         out.push(parse_wire_row(table, text)?);
     }

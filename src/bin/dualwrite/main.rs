@@ -5,14 +5,12 @@ use dualwrite::{doctor, Bridge, BridgeOptions, Config, FlagChange, Store};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-// backfill / verify / repair: their arguments and output live beside the library module.
-#[path = "../backfill/cli.rs"]
+// The commands' arguments and output, in src/bin/dualwrite/ (the library has none of it):
+// backfill / verify / repair,
 mod migration_cli;
-// preflight and the adoption output of migrate: beside the library module too.
-#[path = "../legacy/cli.rs"]
+// preflight and the adoption output of migrate,
 mod legacy_cli;
 // status --prometheus / --check and the metrics endpoint.
-#[path = "../metrics/cli.rs"]
 mod metrics_cli;
 
 /// The exit codes of every command, in one place (the README's table is this one). A script can

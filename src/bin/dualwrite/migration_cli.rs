@@ -1,6 +1,6 @@
 //! `dualwrite backfill`, `dualwrite verify` and `dualwrite repair`: argument parsing, progress
-//! bars and output. Compiled into the `dualwrite` binary only (`#[path]` in src/bin/dualwrite.rs);
-//! the library API is `dualwrite::backfill` and `dualwrite::verify`.
+//! bars and output (the `dualwrite` binary's; the library API is `dualwrite::backfill`,
+//! `dualwrite::verify` and `dualwrite::repair`).
 
 use clap::{Args, ValueEnum};
 use dualwrite::backfill::{self, ApplyMethod, BackfillOptions, BackfillProgress, LogProgress, TableSummary};
@@ -220,7 +220,7 @@ pub fn repair(config: Config, a: RepairArgs) -> dualwrite::Result<ExitCode> {
     }
     // This process replicates, so the repair does not depend on another one running.
     let bridge = Bridge::open(config, BridgeOptions { migrate_sqlite: false, ..Default::default() })?;
-    let result = verify::repair(&bridge, &last, Duration::from_secs(a.timeout));
+    let result = dualwrite::repair::repair(&bridge, &last, Duration::from_secs(a.timeout));
     bridge.shutdown(Duration::from_secs(1));
     let result = result?;
     if a.json {

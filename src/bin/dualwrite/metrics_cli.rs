@@ -1,6 +1,6 @@
 //! `dualwrite status --prometheus`, `dualwrite status --check` and `dualwrite metrics --listen`:
-//! output and the small HTTP endpoint. Compiled into the `dualwrite` binary only (`#[path]` in
-//! src/bin/dualwrite.rs); the figures come from `dualwrite::metrics`.
+//! output and the small HTTP endpoint (the `dualwrite` binary's; the figures come from
+//! `dualwrite::metrics`).
 
 use dualwrite::metrics;
 use dualwrite::Bridge;

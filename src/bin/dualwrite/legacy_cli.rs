@@ -1,6 +1,5 @@
-//! `dualwrite preflight` and the adoption output of `dualwrite migrate`. Compiled into the
-//! `dualwrite` binary only (`#[path]` in src/bin/dualwrite.rs); the library API is
-//! `dualwrite::legacy`.
+//! `dualwrite preflight` and the adoption output of `dualwrite migrate` (the `dualwrite` binary's;
+//! the library API is `dualwrite::legacy`).
 
 use clap::Args;
 use dualwrite::legacy::{preflight, PreflightOptions};
