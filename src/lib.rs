@@ -20,6 +20,7 @@ pub mod metrics;
 mod ffi;
 mod migrate;
 mod pg_deadline;
+mod pgcopy;
 mod phases;
 mod reads;
 mod replicator;
