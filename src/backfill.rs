@@ -33,10 +33,11 @@
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::legacy::{self, ColumnRules, Overrides, RejectStore, RejectedRow};
+use crate::pgcopy::encode_copy_row;
 use crate::schema::{self, ColType, Table};
 use crate::store::postgres::claim_sql;
-use crate::pgcopy::encode_copy_row;
 use crate::store::sqlite::{self, Outbox};
+use plain::PlainRows;
 use rusqlite::types::ValueRef;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -45,6 +46,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod plain;
 
 /// How rows travel to PostgreSQL. Both end in the same revision-guarded upsert; `Copy` is the
 /// default (see docs/BENCHMARKS.md for the measurement that chose it).
@@ -463,9 +466,19 @@ impl Chunk {
         r: &rusqlite::Row<'_>,
         key: String,
         rules: &ColumnRules,
+        plain: Option<&PlainRows>,
     ) {
         self.rows_read += 1;
         self.last_key = Some(key.clone());
+        if method == ApplyMethod::Copy {
+            // Values the rules would keep as they are go straight into the tuple (plain.rs).
+            let start = self.payload.len();
+            if plain.is_some_and(|p| p.encode(r, &mut self.payload)) {
+                self.spans.push(start..self.payload.len());
+                self.keys.push(key);
+                return;
+            }
+        }
         let converted = legacy::convert_sqlite_row(table, r, 0, rules).and_then(|row| {
             let start = self.payload.len();
             if method == ApplyMethod::Json && !self.keys.is_empty() {
@@ -912,6 +925,7 @@ impl Run<'_> {
             None => format!("SELECT {cols} FROM {t} ORDER BY {k} LIMIT ?1", t = table.name, k = table.key),
         };
         let method = self.options.method;
+        let plain = PlainRows::new(table, rules);
         // Deferred: the snapshot starts at the first read, which is the high-water mark.
         let tx = self.lite.transaction()?;
         let snapshot = Outbox::last_seq(&tx)?;
@@ -924,7 +938,7 @@ impl Run<'_> {
             };
             while let Some(r) = rows.next()? {
                 let key = row_key(table, r)?;
-                chunk.add(table, method, r, key, rules);
+                chunk.add(table, method, r, key, rules, plain.as_ref());
             }
         }
         chunk.finish(method);
@@ -979,7 +993,7 @@ impl Run<'_> {
             for k in keys {
                 let mut rows = stmt.query([k])?;
                 match rows.next()? {
-                    Some(r) => chunk.add(table, method, r, k.clone(), rules),
+                    Some(r) => chunk.add(table, method, r, k.clone(), rules, None),
                     None => gone.push(k.clone()),
                 }
             }

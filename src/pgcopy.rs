@@ -5,13 +5,18 @@ use crate::error::{Error, Result};
 use crate::schema::{ColType, SqlValue, Table};
 use rusqlite::types::ValueRef;
 
-fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
     buf.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
     buf.extend_from_slice(bytes);
 }
 
 /// One converted row (the values SQLite stores for it, in registry order) as a binary COPY tuple.
-pub(crate) fn encode_copy_row(table: &Table, values: &[SqlValue], key: &str, buf: &mut Vec<u8>) -> Result<()> {
+pub(crate) fn encode_copy_row(
+    table: &Table,
+    values: &[SqlValue],
+    key: &str,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
     if values.len() != table.columns.len() {
         return Err(Error::Internal(format!(
             "{}: {} values for {} columns",
@@ -100,8 +105,22 @@ const PG_EPOCH_DAYS_FROM_CE: i64 = 730_120;
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ` as microseconds since 2000-01-01 UTC (PostgreSQL's binary
 /// timestamptz). Other RFC 3339 forms are accepted through chrono; sub-microsecond digits are not.
 pub(crate) fn timestamp_micros(s: &str) -> Option<i64> {
+    if let Some(us) = canonical_timestamp_micros(s.as_bytes()) {
+        return Some(us);
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&chrono::Utc);
+    if chrono::Timelike::nanosecond(&t) % 1000 != 0 {
+        return None;
+    }
+    let epoch = chrono::NaiveDate::from_ymd_opt(2000, 1, 1)?.and_hms_opt(0, 0, 0)?.and_utc();
+    (t - epoch).num_microseconds()
+}
+
+/// Only the canonical form (`YYYY-MM-DDTHH:MM:SS.ffffffZ`, what `schema::format_timestamp` writes,
+/// years 1..9999, no leap second) as microseconds since 2000-01-01 UTC; `None` for anything else.
+/// A value this accepts is one the conversion rules keep unchanged (the backfill's plain rows).
+pub(crate) fn canonical_timestamp_micros(b: &[u8]) -> Option<i64> {
     use chrono::Datelike;
-    let b = s.as_bytes();
     let fixed = b.len() == 27
         && b[4] == b'-'
         && b[7] == b'-'
@@ -110,26 +129,20 @@ pub(crate) fn timestamp_micros(s: &str) -> Option<i64> {
         && b[16] == b':'
         && b[19] == b'.'
         && b[26] == b'Z';
-    if fixed {
-        let num = |from: usize, to: usize| -> Option<i64> {
-            b[from..to]
-                .iter()
-                .try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as i64))
-        };
-        let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-        let (h, mi, se, us) = (num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 26)?);
-        if h < 24 && mi < 60 && se < 60 {
-            let date = chrono::NaiveDate::from_ymd_opt(y as i32, mo as u32, d as u32)?;
-            let days = date.num_days_from_ce() as i64 - PG_EPOCH_DAYS_FROM_CE;
-            return Some(((days * 86_400 + h * 3_600 + mi * 60 + se) * 1_000_000) + us);
-        }
-    }
-    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&chrono::Utc);
-    if chrono::Timelike::nanosecond(&t) % 1000 != 0 {
+    if !fixed {
         return None;
     }
-    let epoch = chrono::NaiveDate::from_ymd_opt(2000, 1, 1)?.and_hms_opt(0, 0, 0)?.and_utc();
-    (t - epoch).num_microseconds()
+    let num = |from: usize, to: usize| -> Option<i64> {
+        b[from..to].iter().try_fold(0i64, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + (c - b'0') as i64))
+    };
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, se, us) = (num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 26)?);
+    if y < 1 || h >= 24 || mi >= 60 || se >= 60 {
+        return None;
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(y as i32, mo as u32, d as u32)?;
+    let days = date.num_days_from_ce() as i64 - PG_EPOCH_DAYS_FROM_CE;
+    Some(((days * 86_400 + h * 3_600 + mi * 60 + se) * 1_000_000) + us)
 }
 
 #[cfg(test)]

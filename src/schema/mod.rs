@@ -6,11 +6,11 @@
 mod codec;
 mod tables;
 
-pub(crate) use codec::vector_from_pg_text;
 pub use codec::{
     canonical_value, check_indexed_text, decode_sqlite_row, encode_for_sqlite, format_timestamp,
     now_timestamp, validate_row, RowMode, SqlValue, MAX_INDEXED_TEXT_BYTES,
 };
+pub(crate) use codec::{vector_from_pg_text, MAX_TEXT_BYTES};
 pub use tables::TABLES;
 
 /// A column's type in the target schema; the SQLite representation follows from it
