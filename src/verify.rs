@@ -28,12 +28,12 @@ use crate::error::{Error, Result};
 use crate::schema::{ColType, Column, Table};
 use crate::store::sqlite;
 use canon::{canon_pg, canon_sqlite};
-use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{FromSql, Type};
 use rusqlite::types::ValueRef;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 mod canon;
@@ -595,20 +595,59 @@ fn stream_postgres(
     tx: &crossbeam_channel::Sender<Result<Vec<(String, RowDigest)>>>,
 ) -> Result<()> {
     let mut client = pg.connect()?;
-    let sql = format!("SELECT {} FROM public.{} ORDER BY {}", pg_select(table), table.name, pg_order(table));
-    // One statement streamed: the server keeps sending while this thread encodes, and the
-    // client's bounded response channel holds it back when this thread falls behind.
-    let mut rows =
-        client.query_raw(sql.as_str(), std::iter::empty::<&(dyn postgres::types::ToSql + Sync)>())?;
+    // One binary COPY out of the ordered select: the server keeps sending while this thread
+    // encodes, and each field arrives in the same binary form a binary-result query gives (so
+    // `canon_pg` reads it the same), without a `Row` (and its allocations) per row.
+    let sql = format!(
+        "COPY (SELECT {} FROM public.{} ORDER BY {}) TO STDOUT (FORMAT binary)",
+        pg_select(table),
+        table.name,
+        pg_order(table)
+    );
+    let mut reader = std::io::BufReader::with_capacity(256 * 1024, client.copy_out(sql.as_str())?);
+    let bad = |what: &str| Error::Internal(format!("verify: COPY from {}: {what}", table.name));
+    let mut head = [0u8; 19];
+    reader.read_exact(&mut head)?;
+    if &head[..11] != b"PGCOPY\n\xff\r\n\0" {
+        return Err(bad("not a binary COPY stream"));
+    }
+    let ext = u32::from_be_bytes([head[15], head[16], head[17], head[18]]) as u64;
+    std::io::copy(&mut (&mut reader).take(ext), &mut std::io::sink())?;
     let key_index = table.columns.iter().position(|c| c.name == table.key).unwrap_or(0);
     let mut buf = Vec::with_capacity(1024);
+    // The tuple's fields, one after another, and where each is (None: NULL).
+    let mut fields: Vec<u8> = Vec::with_capacity(4096);
+    let mut spans: Vec<Option<std::ops::Range<usize>>> = Vec::with_capacity(table.columns.len());
     let mut out = Vec::with_capacity(n.min(100_000));
-    while let Some(row) = rows.next()? {
+    loop {
+        let mut count = [0u8; 2];
+        reader.read_exact(&mut count)?;
+        let count = i16::from_be_bytes(count);
+        if count == -1 {
+            break;
+        }
+        if count as usize != table.columns.len() {
+            return Err(bad("a tuple with another number of fields"));
+        }
+        fields.clear();
+        spans.clear();
+        for _ in 0..count {
+            let mut len = [0u8; 4];
+            reader.read_exact(&mut len)?;
+            let len = i32::from_be_bytes(len);
+            if len < 0 {
+                spans.push(None);
+                continue;
+            }
+            let at = fields.len();
+            fields.resize(at + len as usize, 0);
+            reader.read_exact(&mut fields[at..])?;
+            spans.push(Some(at..fields.len()));
+        }
         buf.clear();
         let mut key = String::new();
-        for (i, c) in table.columns.iter().enumerate() {
-            let raw: Option<Raw<'_>> = row.try_get(i)?;
-            let raw = raw.map(|r| r.0);
+        for (i, (c, span)) in table.columns.iter().zip(&spans).enumerate() {
+            let raw = span.clone().map(|r| &fields[r]);
             if i == key_index {
                 key = pg_key_text(c, raw);
             }

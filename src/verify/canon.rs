@@ -6,6 +6,9 @@ use crate::pgcopy::timestamp_micros;
 use crate::schema::{ColType, Column};
 use rusqlite::types::ValueRef;
 use serde_json::Value;
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::io::Write;
 
 const NULL: u8 = 0;
 const VALUE: u8 = 1;
@@ -19,14 +22,15 @@ fn put(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
 }
 
 pub(super) fn canon_sqlite(c: &Column, v: ValueRef<'_>, out: &mut Vec<u8>) {
-    let text_of = |v: ValueRef<'_>| -> Vec<u8> {
+    // Borrowed for text and blobs (nearly every value): no copy per value.
+    fn text_of(v: ValueRef<'_>) -> Cow<'_, [u8]> {
         match v {
-            ValueRef::Text(t) | ValueRef::Blob(t) => t.to_vec(),
-            ValueRef::Integer(i) => i.to_string().into_bytes(),
-            ValueRef::Real(f) => f.to_string().into_bytes(),
-            ValueRef::Null => Vec::new(),
+            ValueRef::Text(t) | ValueRef::Blob(t) => Cow::Borrowed(t),
+            ValueRef::Integer(i) => Cow::Owned(i.to_string().into_bytes()),
+            ValueRef::Real(f) => Cow::Owned(f.to_string().into_bytes()),
+            ValueRef::Null => Cow::Borrowed(&[]),
         }
-    };
+    }
     if let ValueRef::Null = v {
         out.push(NULL);
         return;
@@ -132,15 +136,27 @@ fn canon_decimal(t: &[u8], out: &mut Vec<u8>) {
 
 fn canon_json_bytes(t: &[u8], out: &mut Vec<u8>) {
     // The direct canonicaliser (no value tree) gives the same bytes as `canon_json` over
-    // serde_json's parse; text it cannot read goes through serde_json, then raw.
-    let mut s = Vec::with_capacity(t.len());
-    let mut p = JsonCanon { b: t, i: 0 };
-    if p.value(&mut s, 0).is_some() && p.end() {
-        return put(out, VALUE, &s);
+    // serde_json's parse, written in place after the tag and a length filled in afterwards; text
+    // it cannot read goes through serde_json, then raw.
+    let at = out.len();
+    out.push(VALUE);
+    out.extend_from_slice(&[0; 4]);
+    let body = out.len();
+    // The member lists and the sorting buffer are kept per thread: no allocation per value.
+    let (members, scratch) = SCRATCH.take();
+    let mut p = JsonCanon { b: t, i: 0, members, scratch };
+    let ok = p.value(out, 0).is_some() && p.end();
+    p.members.clear();
+    SCRATCH.set((p.members, p.scratch));
+    if ok {
+        let n = (out.len() - body) as u32;
+        out[at + 1..body].copy_from_slice(&n.to_le_bytes());
+        return;
     }
+    out.truncate(at);
     match serde_json::from_slice::<Value>(t) {
         Ok(v) => {
-            s.clear();
+            let mut s = Vec::with_capacity(t.len());
             canon_json(&v, &mut s);
             put(out, VALUE, &s)
         }
@@ -148,11 +164,23 @@ fn canon_json_bytes(t: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+thread_local! {
+    static SCRATCH: Cell<(Vec<Member>, Vec<u8>)> = const { Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// One object member written to the output: where its key (quoted) starts, where its value
+/// starts, where it ends.
+type Member = (usize, usize, usize);
+
 /// A JSON reader that writes the canonical form as it goes (see `canon_json`); only objects
 /// buffer their members, to sort them. `None` on anything unusual (the caller falls back).
 struct JsonCanon<'a> {
     b: &'a [u8],
     i: usize,
+    /// The members of the objects being read, innermost last.
+    members: Vec<Member>,
+    /// Where an object's members are put in key order before they replace the written ones.
+    scratch: Vec<u8>,
 }
 
 impl JsonCanon<'_> {
@@ -216,10 +244,10 @@ impl JsonCanon<'_> {
         }
         let tok = std::str::from_utf8(&self.b[start..self.i]).ok()?;
         let integral = !tok.contains(['.', 'e', 'E']);
-        let s = if let (true, Ok(i)) = (integral, tok.parse::<i64>()) {
-            i.to_string()
+        if let (true, Ok(i)) = (integral, tok.parse::<i64>()) {
+            write!(out, "{i}").ok()?;
         } else if let (true, Ok(u)) = (integral, tok.parse::<u64>()) {
-            u.to_string()
+            write!(out, "{u}").ok()?;
         } else {
             // serde_json's own float parser, so both paths read a number to the same f64.
             let f: f64 = serde_json::from_str(tok).ok()?;
@@ -227,12 +255,11 @@ impl JsonCanon<'_> {
                 return None;
             }
             if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
-                (f as i64).to_string()
+                write!(out, "{}", f as i64).ok()?;
             } else {
-                format!("{f:e}")
+                write!(out, "{f:e}").ok()?;
             }
-        };
-        out.extend_from_slice(s.as_bytes());
+        }
         Some(())
     }
 
@@ -244,28 +271,35 @@ impl JsonCanon<'_> {
         match *self.b.get(self.i)? {
             b'{' => {
                 self.i += 1;
-                let mut members: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
                 self.ws();
                 if self.b.get(self.i) == Some(&b'}') {
                     self.i += 1;
                     out.extend_from_slice(b"{}");
                     return Some(());
                 }
+                // Members are written where they are read, then put in key order in place.
+                let base = out.len();
+                let mark = self.members.len();
                 loop {
                     self.ws();
                     if self.b.get(self.i) != Some(&b'"') {
                         return None;
                     }
-                    let mut k = Vec::new();
-                    self.string(&mut k)?;
+                    let key = out.len();
+                    self.string(out)?;
+                    // Sorted by the escaped key, which orders like the decoded one only without
+                    // escapes; keys with escapes go the serde_json way.
+                    if out[key..].contains(&b'\\') {
+                        return None;
+                    }
                     self.ws();
                     if self.b.get(self.i) != Some(&b':') {
                         return None;
                     }
                     self.i += 1;
-                    let mut v = Vec::new();
-                    self.value(&mut v, depth + 1)?;
-                    members.push((k, v));
+                    let value = out.len();
+                    self.value(out, depth + 1)?;
+                    self.members.push((key, value, out.len()));
                     self.ws();
                     match *self.b.get(self.i)? {
                         b',' => self.i += 1,
@@ -276,26 +310,28 @@ impl JsonCanon<'_> {
                         _ => return None,
                     }
                 }
-                // Sorted by the escaped key, which orders like the decoded one only without
-                // escapes; keys with escapes or duplicates go the serde_json way.
-                if members.iter().any(|(k, _)| k.contains(&b'\\')) {
-                    return None;
-                }
+                let members = &mut self.members[mark..];
                 // Without the quotes: the bytes of the decoded key, as `canon_json` sorts.
-                members.sort_by(|a, b| a.0[1..a.0.len() - 1].cmp(&b.0[1..b.0.len() - 1]));
-                if members.windows(2).any(|w| w[0].0 == w[1].0) {
+                let name = |m: &Member| &out[m.0 + 1..m.1 - 1];
+                members.sort_by(|a, b| name(a).cmp(name(b)));
+                // Duplicates go the serde_json way (the last one wins there).
+                if members.windows(2).any(|w| name(&w[0]) == name(&w[1])) {
                     return None;
                 }
-                out.push(b'{');
-                for (n, (k, v)) in members.iter().enumerate() {
+                self.scratch.clear();
+                self.scratch.push(b'{');
+                for (n, &(k, v, end)) in members.iter().enumerate() {
                     if n > 0 {
-                        out.push(b',');
+                        self.scratch.push(b',');
                     }
-                    out.extend_from_slice(k);
-                    out.push(b':');
-                    out.extend_from_slice(v);
+                    self.scratch.extend_from_slice(&out[k..v]);
+                    self.scratch.push(b':');
+                    self.scratch.extend_from_slice(&out[v..end]);
                 }
-                out.push(b'}');
+                self.scratch.push(b'}');
+                self.members.truncate(mark);
+                out.truncate(base);
+                out.extend_from_slice(&self.scratch);
             }
             b'[' => {
                 self.i += 1;
