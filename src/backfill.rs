@@ -22,7 +22,8 @@
 //! Memory is bounded by the chunk size.
 //!
 //! Every row read is converted with the legacy conversion rules (`legacy::convert_sqlite_row`,
-//! with the configuration's `[conversions]`), so a value SQLite's CHECKs let through but the
+//! with the configuration's `[conversions]`; a row whose values the rules would keep unchanged is
+//! encoded straight from SQLite's bytes instead, `plain.rs`), so a value SQLite's CHECKs let through but the
 //! target type cannot hold never stops a table: such a row becomes a reject
 //! (`dualwrite.backfill_rejects` and the reject file, `legacy::RejectStore`), committed with the
 //! chunk, and the checkpoint still moves past it. A chunk PostgreSQL refuses for its data (SQLSTATE
