@@ -30,6 +30,7 @@ mod open_json;
 // PostgreSQL connections: the connect (URL, TLS, masking, keepalives) and the reply deadline.
 mod pg_connect;
 mod pg_deadline;
+mod pgcopy;
 mod phases;
 mod reads;
 // Repair (re-send what verify found different), above the bridge it writes through.

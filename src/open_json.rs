@@ -5,8 +5,8 @@
 
 use crate::bridge::BridgeOptions;
 use crate::config::{Config, KeySource};
-use crate::pg_connect::PgConfig;
 use crate::error::{Error, Result};
+use crate::pg_connect::PgConfig;
 use serde::{Deserialize, Deserializer};
 use std::path::PathBuf;
 

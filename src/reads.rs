@@ -207,7 +207,11 @@ fn read_sqlite(table: &'static Table, spec: &ReadSpec, sqlite: &rusqlite::Connec
     }
 }
 
-fn read_pg(client: &mut crate::store::pg_pool::PgConn, table: &'static Table, spec: &ReadSpec) -> Result<Vec<Row>> {
+fn read_pg(
+    client: &mut crate::store::pg_pool::PgConn,
+    table: &'static Table,
+    spec: &ReadSpec,
+) -> Result<Vec<Row>> {
     match spec {
         ReadSpec::Key(k) => postgres::select_rows_prepared(
             client,

@@ -19,8 +19,8 @@
 //! `postgres-protocol` crate's message codecs (the same ones the driver uses: SCRAM, md5), over
 //! the same settings and TLS as every other connection (`PgConfig::replication_parts`).
 
-use crate::pg_connect::{PgConfig, SslMode};
 use crate::error::{Error, Result};
+use crate::pg_connect::{PgConfig, SslMode};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use postgres::config::Host;
 use postgres::fallible_iterator::FallibleIterator;
