@@ -317,32 +317,6 @@ pub fn checkpoints(client: &mut postgres::Client) -> Result<Vec<Checkpoint>> {
 /// Any fixed number: one backfill at a time per PostgreSQL database.
 const BACKFILL_LOCK: i64 = 0x6477_6266_696c_6c30; // "dwbfill0"
 
-/// The backfill and verify tables come with PostgreSQL migration 4: say so instead of failing on
-/// a missing relation.
-pub(crate) fn require_bookkeeping(client: &mut postgres::Client) -> Result<()> {
-    let v = crate::migrate::postgres_version(client)?;
-    if v < 4 {
-        return Err(Error::Migration(format!(
-            "the PostgreSQL schema is at version {v}; backfill and verify need version 4 or later: run `dualwrite migrate`"
-        )));
-    }
-    Ok(())
-}
-
-/// The tables to copy, validated, in foreign-key order.
-pub(crate) fn select_tables(names: Option<&[String]>) -> Result<Vec<&'static Table>> {
-    let Some(names) = names else { return Ok(schema::TABLES.iter().collect()) };
-    let mut out = Vec::new();
-    for n in names {
-        let t = schema::require_table(n.trim())?;
-        if !out.iter().any(|x: &&Table| x.name == t.name) {
-            out.push(t);
-        }
-    }
-    out.sort_by_key(|t| t.fk_rank());
-    Ok(out)
-}
-
 /// Copy the tables named in `options` (all by default) from the SQLite file of `config` into its
 /// PostgreSQL, resuming from the checkpoints.
 pub fn backfill(
@@ -353,7 +327,7 @@ pub fn backfill(
     if options.chunk_size == 0 {
         return Err(Error::invalid("chunk_size", "must be at least 1"));
     }
-    let tables = select_tables(options.tables.as_deref())?;
+    let tables = schema::select_tables(options.tables.as_deref())?;
     let pg = config.require_postgres()?.clone();
     let mut run = Run {
         lite: sqlite::open(&config.sqlite_path)?,
@@ -366,7 +340,7 @@ pub fn backfill(
         chunks_this_run: 0,
     };
     run.connect()?;
-    require_bookkeeping(run.client()?)?;
+    crate::migrate::require_bookkeeping(run.client()?)?;
     let mut store = RejectStore::open(run.client()?, options.reject_file.as_deref())?;
     let mut report = BackfillReport {
         tables: Vec::new(),

@@ -331,6 +331,18 @@ fn migrate_postgres_locked(client: &mut postgres::Client) -> Result<MigrationRep
     Ok(MigrationReport { store: Store::Postgres, applied, version, adoption: None })
 }
 
+/// The backfill and verify tables come with PostgreSQL migration 4: say so instead of failing on
+/// a missing relation.
+pub(crate) fn require_bookkeeping(client: &mut postgres::Client) -> Result<()> {
+    let v = postgres_version(client)?;
+    if v < 4 {
+        return Err(Error::Migration(format!(
+            "the PostgreSQL schema is at version {v}; backfill and verify need version 4 or later: run `dualwrite migrate`"
+        )));
+    }
+    Ok(())
+}
+
 /// The version a PostgreSQL database is at, after checking its ledger against this build.
 pub fn postgres_version(client: &mut postgres::Client) -> Result<i64> {
     let exists: bool =

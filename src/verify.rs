@@ -285,7 +285,7 @@ pub fn verify(config: &Config, options: &VerifyOptions) -> Result<VerifyReport> 
     if options.chunk_size == 0 {
         return Err(Error::invalid("chunk_size", "must be at least 1"));
     }
-    let tables = crate::backfill::select_tables(options.tables.as_deref())?;
+    let tables = crate::schema::select_tables(options.tables.as_deref())?;
     let pg = config.require_postgres()?.clone();
     let started_at = crate::schema::now_timestamp();
     let started = Instant::now();
@@ -294,7 +294,7 @@ pub fn verify(config: &Config, options: &VerifyOptions) -> Result<VerifyReport> 
     let foreign_writes = crate::capture::CaptureState::load(&lite)?.foreign_total;
     let recent_foreign = crate::capture::follow::foreign_changes(&lite, 20)?;
     let mut client = pg.connect()?;
-    crate::backfill::require_bookkeeping(&mut client)?;
+    crate::migrate::require_bookkeeping(&mut client)?;
     let mut results = Vec::new();
     for t in tables {
         let t0 = Instant::now();

@@ -166,6 +166,21 @@ pub fn table(name: &str) -> Option<&'static Table> {
     TABLES.iter().find(|t| t.name == name)
 }
 
+/// The tables named (all when `None`), validated, once each, in foreign-key order: what the
+/// backfill copies and verify compares.
+pub fn select_tables(names: Option<&[String]>) -> crate::Result<Vec<&'static Table>> {
+    let Some(names) = names else { return Ok(TABLES.iter().collect()) };
+    let mut out: Vec<&'static Table> = Vec::new();
+    for n in names {
+        let t = require_table(n.trim())?;
+        if !out.iter().any(|x| x.name == t.name) {
+            out.push(t);
+        }
+    }
+    out.sort_by_key(|t| t.fk_rank());
+    Ok(out)
+}
+
 /// Like [`table`], as an error that names the field for a caller's input.
 pub fn require_table(name: &str) -> crate::Result<&'static Table> {
     table(name).ok_or_else(|| {
