@@ -211,6 +211,10 @@ const STREAM_WAIT: Duration = Duration::from_millis(20);
 /// so a transaction reaches SQLite within a few milliseconds; under load the batches grow by
 /// themselves while SQLite commits the last one.
 const STREAM_LINGER: Duration = Duration::from_millis(1);
+/// The longest a batch stays open after its first transaction arrived: SQLite takes what came
+/// within it in one transaction (one fsync), so a steady stream is applied every few
+/// milliseconds rather than held back until it pauses.
+const STREAM_BATCH_WINDOW: Duration = Duration::from_millis(5);
 
 struct Worker {
     /// Reads the outbox (WAL readers never wait for the writer), and deletes applied batches
@@ -394,7 +398,17 @@ impl Worker {
         let started = Instant::now();
         let mut messages = 0usize;
         let mut reply = false;
+        // When the first whole transaction of this batch arrived: the batch closes
+        // STREAM_BATCH_WINDOW later even while more keep arriving (under a steady stream the
+        // linger alone would never end it).
+        let mut first_done: Option<Instant> = None;
         loop {
+            if first_done.is_none() && !st.assembler.done.is_empty() {
+                first_done = Some(Instant::now());
+            }
+            if first_done.is_some_and(|t| t.elapsed() >= STREAM_BATCH_WINDOW) {
+                break;
+            }
             let wait = if st.assembler.done.is_empty() {
                 STREAM_WAIT.saturating_sub(started.elapsed())
             } else {
@@ -413,7 +427,7 @@ impl Worker {
                 }
                 None => break,
             }
-            if messages >= CAPTURE_BATCH_MESSAGES as usize || started.elapsed() >= STREAM_WAIT * 5 {
+            if messages >= CAPTURE_BATCH_MESSAGES as usize {
                 break;
             }
         }
