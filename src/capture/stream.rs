@@ -48,10 +48,16 @@ pub struct ReplicationStream {
     write: BytesMut,
     /// When the last status update went out (one is due at least every [`STATUS_INTERVAL`]).
     last_status: Instant,
+    /// When the server last sent anything: a stream that hears nothing for [`SILENCE_LIMIT`]
+    /// although it asked for a reply is treated as dead (a silent network never errors a read).
+    last_heard: Instant,
     confirmed: u64,
     /// The server answered START_REPLICATION with CopyBothResponse.
     streaming: bool,
 }
+
+/// How long the stream may hear nothing although it asked the server to answer.
+const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 
 /// A status update at least this often, well inside the default `wal_sender_timeout` (60 s).
 const STATUS_INTERVAL: Duration = Duration::from_secs(10);
@@ -73,6 +79,7 @@ impl ReplicationStream {
             read: BytesMut::with_capacity(64 << 10),
             write: BytesMut::new(),
             last_status: Instant::now(),
+            last_heard: Instant::now(),
             confirmed: start,
             streaming: false,
         };
@@ -104,6 +111,7 @@ impl ReplicationStream {
             if let Some(m) = self.parse().map_err(stream_error)? {
                 match m {
                     backend::Message::CopyData(body) => {
+                        self.last_heard = Instant::now();
                         let mut data = body.into_bytes();
                         if data.is_empty() {
                             return Err(protocol("an empty CopyData message"));
@@ -154,10 +162,19 @@ impl ReplicationStream {
         self.status(false)
     }
 
-    /// Send the confirmed position again if the server asked for it (`reply`) or one is due.
+    /// Send the confirmed position again if the server asked for it (`reply`) or one is due; a
+    /// due one asks the server to answer, so a dead peer shows as silence past [`SILENCE_LIMIT`].
     pub fn keep_alive(&mut self, reply: bool) -> Result<()> {
-        if reply || self.last_status.elapsed() >= STATUS_INTERVAL {
+        if self.last_heard.elapsed() > SILENCE_LIMIT {
+            return Err(Error::Unavailable(format!(
+                "change capture stream: PostgreSQL has not answered for {:?} (a silent network?); reconnecting",
+                self.last_heard.elapsed()
+            )));
+        }
+        if reply {
             self.status(false)?;
+        } else if self.last_status.elapsed() >= STATUS_INTERVAL {
+            self.status(true)?;
         }
         Ok(())
     }
