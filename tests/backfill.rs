@@ -452,6 +452,23 @@ fn a_backfill_killed_with_sigkill_resumes_without_copying_committed_chunks_again
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    // A COMMIT the killed process had sent may still be finishing in its server session: wait
+    // until the backfill's sessions are gone, so the checkpoint read next is the last one.
+    let gone_by = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < gone_by {
+        let others: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if others == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let committed = copied_logs(&mut pg);
     let in_pg: i64 = pg.query_one("SELECT count(*) FROM job_logs", &[]).unwrap().get(0);
     assert_eq!(in_pg, committed, "each chunk commits with its checkpoint: nothing half-applied");
