@@ -322,7 +322,17 @@ pub(crate) fn select_filtered_prepared(
     filter: &schema::Filter,
 ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
     let (condition, params) = filter_sql(table, filter)?;
-    let statement = client.prepared(&format!("{} WHERE {condition}", row_to_wire_sql(table)))?;
+    wire_rows_prepared(client, table, &format!("{} WHERE {condition}", row_to_wire_sql(table)), &params)
+}
+
+/// [`wire_rows_within`] with `sql` prepared once per pooled connection (`PgConn::prepared`).
+fn wire_rows_prepared(
+    client: &mut crate::store::pg_pool::PgConn,
+    table: &Table,
+    sql: &str,
+    params: &[String],
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    let statement = client.prepared(sql)?;
     wire_rows_within(
         &mut **client,
         table,
@@ -365,14 +375,7 @@ pub(crate) fn select_rows_prepared(
     offset: i64,
 ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
     let (sql, params) = select_rows_sql(table, filters, order_by, desc, limit, offset)?;
-    let statement = client.prepared(&sql)?;
-    wire_rows_within(
-        &mut **client,
-        table,
-        &statement,
-        params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)),
-        Error::from,
-    )
+    wire_rows_prepared(client, table, &sql, &params)
 }
 
 /// The statement of [`select_rows`] and its parameters (values as text, cast in the statement).
