@@ -254,23 +254,42 @@ impl Bridge {
     }
 
     /// [`Bridge::write`] for an operation that is exactly one insert (`f` runs one
-    /// `WriteTx::insert` and nothing else). While PostgreSQL is the primary it runs in autocommit
-    /// with the write fence checked inside the statement: one round trip instead of three. `Fn`:
-    /// when the fence refuses (a switch) or a pooled connection turns out dead before the insert
-    /// ran, the operation runs again by the ordinary way, so its row (key included) must be made
-    /// before `f`, not inside it.
+    /// `WriteTx::insert` and nothing else): [`Bridge::write_one_statement`] with `f` both ways.
+    /// `Fn`: the insert may run twice (a refused first attempt changed nothing), so its row
+    /// (key included) must be made before `f`, not inside it.
     pub(crate) fn write_insert<T>(&self, f: impl Fn(&mut WriteTx<'_>) -> Result<T>) -> Result<T> {
+        self.write_one_statement(|tx| f(tx).map(Some), |tx| f(tx))
+    }
+
+    /// [`Bridge::write`] for an operation that PostgreSQL can do in one statement: while it is
+    /// the primary, `one` runs first, in autocommit, with the write fence checked inside the
+    /// statement (`WriteTx::insert`, `WriteTx::update_where` or `WriteTx::upsert`, exactly one of
+    /// them): one round trip instead of three or four (begin at the fence, read, write, commit),
+    /// and no window between a read and the write that depends on it. `ordinary` runs instead —
+    /// as [`Bridge::write`] does, in whatever mode the file holds — when SQLite is the primary,
+    /// when `one` changed nothing (`Ok(None)`: the row is missing or does not meet the condition,
+    /// and the ordinary way says which), when the fence refused (a switch), or when a pooled
+    /// connection turned out dead before the statement ran. Neither closure may do anything
+    /// outside its write: one of them may run after the other changed nothing.
+    pub(crate) fn write_one_statement<T>(
+        &self,
+        one: impl FnOnce(&mut WriteTx<'_>) -> Result<Option<T>>,
+        ordinary: impl FnOnce(&mut WriteTx<'_>) -> Result<T>,
+    ) -> Result<T> {
         let cached = self.inner.flags.get().write_mode;
         if cached.postgres_first() && cached != WriteMode::ReadOnly {
-            if let Some(out) = self.write_primary_insert(&f)? {
+            if let Some(out) = self.write_primary_one_statement(one)? {
                 return Ok(out);
             }
         }
-        self.write_routed(true, f)
+        self.write_routed(true, ordinary)
     }
 
-    /// The single-insert write while PostgreSQL is the primary; `None`: take the ordinary way.
-    fn write_primary_insert<T>(&self, f: &impl Fn(&mut WriteTx<'_>) -> Result<T>) -> Result<Option<T>> {
+    /// The one-statement write while PostgreSQL is the primary; `None`: take the ordinary way.
+    fn write_primary_one_statement<T>(
+        &self,
+        one: impl FnOnce(&mut WriteTx<'_>) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
         self.same_process()?;
         let Some(pool) = self.inner.pool.as_ref() else { return Ok(None) };
         if self.inner.flags.get().forced_sqlite {
@@ -279,9 +298,13 @@ impl Bridge {
         let client = pg_pool::get(pool, "PostgreSQL, the primary store, is unreachable")?;
         let started = Instant::now();
         self.read(|conn| {
-            let mut tx = WriteTx::on_postgres(conn, PgWrite::single_insert(client));
-            match f(&mut tx) {
-                Ok(out) => tx.commit().map(|()| Some(out)),
+            let mut tx = WriteTx::on_postgres(conn, PgWrite::one_statement_write(client));
+            match one(&mut tx) {
+                Ok(Some(out)) => tx.commit().map(|()| Some(out)),
+                Ok(None) => {
+                    tx.abort();
+                    Ok(None)
+                }
                 Err(e) => {
                     let fenced = tx.fenced().is_some();
                     tx.abort();
@@ -289,7 +312,7 @@ impl Bridge {
                         // The fence holds another mode: the ordinary way follows the file's.
                         _ if fenced => Ok(None),
                         // An idle pooled connection the server dropped meanwhile (a restart):
-                        // the insert never reached a live session, the ordinary way retries
+                        // the statement never reached a live session, the ordinary way retries
                         // on another connection (as its begin does). A dead server fails
                         // there too, after its own wait.
                         Error::Unavailable(_) if started.elapsed() < Duration::from_secs(1) => Ok(None),

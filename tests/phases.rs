@@ -612,6 +612,61 @@ fn an_insert_from_a_process_that_has_not_seen_the_rollback_yet_goes_to_sqlite() 
     assert_eq!(stale.flags().write_mode, WriteMode::Sqlite, "and the process now knows");
 }
 
+/// The same for the writes PostgreSQL makes in one conditional statement (a state check and its
+/// update, an upsert): a process that has not seen the rollback yet writes to SQLite, and
+/// PostgreSQL's rows do not change.
+#[test]
+fn an_update_or_upsert_from_a_process_that_has_not_seen_the_rollback_yet_goes_to_sqlite() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let ops = common::bridge(&db, dir.path());
+    set(&ops, FlagChange::WriteMode(WriteMode::PostgresPrimary));
+    let job = ops.submit_job(&NewJob::new("made while PostgreSQL was the primary")).unwrap();
+    let finished = ops.submit_job(&NewJob::new("finished")).unwrap();
+    ops.set_job_status(finished.id, JobStatus::Cancelled).unwrap();
+    ops.cache_put(Cache::Wordstat, "old", &json!(1), Duration::from_secs(600)).unwrap();
+    ops.wait_for_sqlite(FLUSH).unwrap();
+    let stale = common::bridge_with(&db, dir.path(), no_replication());
+    assert_eq!(stale.flags().write_mode, WriteMode::PostgresPrimary);
+    ops.rollback_to_sqlite("test", "rollback seen late by another process", false).unwrap();
+
+    let moved = stale.set_job_progress(job.id, "42.5").unwrap();
+    assert_eq!(moved.progress, "42.5");
+    let running = stale.set_job_status(job.id, JobStatus::Running).unwrap();
+    assert_eq!(running.status, JobStatus::Running);
+    stale.cache_put(Cache::Wordstat, "old", &json!(2), Duration::from_secs(600)).unwrap();
+    stale.cache_put(Cache::Wordstat, "new", &json!(3), Duration::from_secs(600)).unwrap();
+    // The ordinary way's answers when the condition does not hold, whatever the mode.
+    let e = stale.set_job_progress(finished.id, "1").unwrap_err();
+    assert!(matches!(e, dualwrite::Error::Conflict(_)), "{e}");
+
+    let mut pg = db.connect();
+    let (progress, status): (String, String) = pg
+        .query_one(
+            "SELECT progress::text, status FROM jobs WHERE id = $1::text::uuid",
+            &[&job.id.to_string()],
+        )
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!((progress.as_str(), status.as_str()), ("0", "queued"), "no write in PostgreSQL alone");
+    let values: Vec<String> = pg
+        .query("SELECT cache_key || '=' || value::text FROM wordstat_cache ORDER BY 1", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(values, ["old=1"], "no write in PostgreSQL alone");
+    let sqlite = rusqlite::Connection::open(&stale.config().sqlite_path).unwrap();
+    let captured = |key: &str| -> i64 {
+        sqlite
+            .query_row("SELECT count(*) FROM _dualwrite_outbox WHERE row_key = ?1", [key], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(captured(&job.id.to_string()), 2, "both job writes went to SQLite");
+    assert_eq!(captured("old") + captured("new"), 2, "both cache writes went to SQLite");
+    assert_eq!(stale.cache_get(Cache::Wordstat, "old").unwrap().unwrap().value, json!(2));
+}
+
 #[test]
 fn sqlite_follows_a_write_another_writer_made_in_postgres() {
     let db = common::migrated_db();

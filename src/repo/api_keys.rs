@@ -85,13 +85,11 @@ impl Bridge {
         let new = new_row::<ApiKey>(row)?;
         let replace: &[&str] =
             if metadata.is_some() { &["secret_ciphertext", "metadata"] } else { &["secret_ciphertext"] };
-        self.write(|tx| {
-            let t = now();
-            let mut extra = Row::new();
-            extra.insert("rotated_at".into(), Value::String(t.clone()));
-            extra.insert("updated_at".into(), Value::String(t));
-            tx.upsert_as(&by_owner_provider(owner_id, provider), &new, replace, extra)
-        })
+        let t = now();
+        let mut extra = Row::new();
+        extra.insert("rotated_at".into(), Value::String(t.clone()));
+        extra.insert("updated_at".into(), Value::String(t));
+        self.upsert_entity(&["owner_id", "provider"], &new, replace, extra)
     }
 
     /// Replace the secret of an existing key (`Error::NotFound` if there is none);

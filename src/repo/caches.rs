@@ -3,7 +3,7 @@
 //! An entry whose `expires_at` is at or before now is a miss; expired entries stay until
 //! [`Bridge::purge_expired`] deletes them (each delete is replicated like any other change).
 
-use super::{decode, registry_table, upsert_row};
+use super::{decode, registry_table};
 use crate::bridge::Bridge;
 use crate::error::{Error, Result};
 use crate::schema::{validate_row, Filter, Row, RowMode, Table};
@@ -67,10 +67,8 @@ impl Bridge {
         row.insert("value".into(), value.clone());
         row.insert("expires_at".into(), Value::String(expiry(ttl)?));
         let row = validate_row(t, &Value::Object(row), RowMode::Insert)?;
-        let stored = self.write(|tx| {
-            let existing = Filter::new().eq("cache_key", key).limit(1);
-            upsert_row(tx, t, &existing, &row, &["value", "expires_at"], Row::new())
-        })?;
+        // The entry's key is the table's key.
+        let stored = self.upsert_row(t, &["cache_key"], &row, &["value", "expires_at"], Row::new())?;
         decode(t, stored)
     }
 

@@ -1,9 +1,9 @@
 //! embeddings: one vector per (text_hash, model).
 
-use super::{new_row, to_wire, Entity, TypedWrite};
+use super::{new_row, to_wire, Entity};
 use crate::bridge::Bridge;
 use crate::error::Result;
-use crate::schema::{Filter, Row};
+use crate::schema::Row;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -41,11 +41,7 @@ impl Bridge {
     pub fn upsert_embedding(&self, embedding: &NewEmbedding) -> Result<Embedding> {
         let new = new_row::<Embedding>(to_wire::<Embedding>(embedding)?)?;
         let replace: &[&str] = if embedding.meta.is_some() { &["vector", "meta"] } else { &["vector"] };
-        let existing = Filter::new()
-            .eq("text_hash", embedding.text_hash.as_str())
-            .eq("model", embedding.model.as_str())
-            .limit(1);
-        self.write(|tx| tx.upsert_as(&existing, &new, replace, Row::new()))
+        self.upsert_entity(&["text_hash", "model"], &new, replace, Row::new())
     }
 
     pub fn get_embedding(&self, id: Uuid) -> Result<Option<Embedding>> {

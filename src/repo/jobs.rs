@@ -195,19 +195,22 @@ impl Bridge {
     /// `Error::Conflict`. `running` sets `started_at`; a final status sets `finished_at`.
     pub fn set_job_status(&self, id: Uuid, status: JobStatus) -> Result<Job> {
         let key = id.to_string();
-        self.write(|tx| {
+        let t = now();
+        let mut set = Row::new();
+        set.insert("status".into(), Value::String(status.as_str().into()));
+        if status == JobStatus::Running {
+            set.insert("started_at".into(), Value::String(t.clone()));
+        }
+        if status.is_terminal() {
+            set.insert("finished_at".into(), Value::String(t));
+        }
+        let set = changes::<Job>(set)?;
+        let from = JobStatus::ALL.iter().filter(|s| s.allowed_next().contains(&status));
+        let movable = Filter::new().in_value_set("status", from.map(|s| s.as_str()).collect());
+        self.update_entity_where(&key, &set, &movable, |tx| {
             let job: Job = tx.require(&key)?;
             transition("job", id, job.status, status, job.status.allowed_next())?;
-            let t = now();
-            let mut set = Row::new();
-            set.insert("status".into(), Value::String(status.as_str().into()));
-            if status == JobStatus::Running {
-                set.insert("started_at".into(), Value::String(t.clone()));
-            }
-            if status.is_terminal() {
-                set.insert("finished_at".into(), Value::String(t));
-            }
-            tx.update_as(&key, &changes::<Job>(set)?)
+            tx.update_as(&key, &set)
         })
     }
 
@@ -217,7 +220,9 @@ impl Bridge {
         let mut set = Row::new();
         set.insert("progress".into(), Value::String(progress_value(progress)?));
         let key = id.to_string();
-        self.write(|tx| {
+        let unfinished = JobStatus::ALL.iter().filter(|s| !s.is_terminal());
+        let unfinished = Filter::new().in_value_set("status", unfinished.map(|s| s.as_str()).collect());
+        self.update_entity_where(&key, &set, &unfinished, |tx| {
             let job: Job = tx.require(&key)?;
             if job.status.is_terminal() {
                 return Err(Error::conflict(format!(

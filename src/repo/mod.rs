@@ -155,40 +155,79 @@ pub(crate) trait TypedRows: Rows {
 
 impl<R: Rows + ?Sized> TypedRows for R {}
 
-/// Insert `new` (validated) unless a row matches `existing` (a unique key, limited to 1); if
-/// one does, set its `replace` columns to `new`'s values plus the `extra` changes instead, keeping
-/// its key and other columns. Returns the row as stored. Run inside the write transaction, so the
-/// lookup and the write are atomic.
-pub(crate) fn upsert_row(
-    tx: &mut WriteTx<'_>,
-    table: &'static Table,
-    existing: &Filter,
-    new: &Row,
-    replace: &[&str],
-    extra: Row,
-) -> Result<Row> {
-    let Some(old) = tx.query_rows(table, existing)?.into_iter().next() else {
-        return tx.insert(table, new);
-    };
-    let key = table.key_of(&old)?.to_string();
-    let mut set: Row = replace.iter().filter_map(|c| Some((c.to_string(), new.get(*c)?.clone()))).collect();
-    set.extend(extra);
-    let set = validate_row(table, &Value::Object(set), RowMode::Patch)?;
-    tx.update(table, &key, &set)
+impl Bridge {
+    /// Insert `new` (validated) unless a row with the same values in the `conflict` columns (the
+    /// key or a unique constraint of the registry) exists; if one does, set its `replace`
+    /// columns to `new`'s values plus the `extra` changes instead, keeping its key and other
+    /// columns. Returns the row as stored. One write: the lookup and the write are atomic.
+    ///
+    /// While PostgreSQL is the primary this is one `INSERT … ON CONFLICT DO UPDATE`
+    /// ([`Bridge::write_one_statement`]), so two writers of the same new key do not both insert
+    /// (the second would fail on the unique constraint after a lookup that found nothing).
+    pub(crate) fn upsert_row(
+        &self,
+        table: &'static Table,
+        conflict: &'static [&'static str],
+        new: &Row,
+        replace: &[&str],
+        extra: Row,
+    ) -> Result<Row> {
+        let mut set: Row =
+            replace.iter().filter_map(|c| Some((c.to_string(), new.get(*c)?.clone()))).collect();
+        set.extend(extra);
+        let set = validate_row(table, &Value::Object(set), RowMode::Patch)?;
+        // A NULL never conflicts in PostgreSQL's unique index, while the ordinary way's lookup
+        // matches it (`IS NULL`): such a row keeps the ordinary way's meaning.
+        let one_statement = conflict.iter().all(|c| new.get(*c).is_some_and(|v| !v.is_null()));
+        self.write_one_statement(
+            |tx| if one_statement { tx.upsert(table, new, conflict, &set).map(Some) } else { Ok(None) },
+            |tx| {
+                let existing = conflict
+                    .iter()
+                    .fold(Filter::new(), |f, c| f.eq(c, new.get(*c).cloned().unwrap_or(Value::Null)))
+                    .limit(1);
+                match tx.query_rows(table, &existing)?.into_iter().next() {
+                    None => tx.insert(table, new),
+                    Some(old) => tx.update(table, table.key_of(&old)?, &set),
+                }
+            },
+        )
+    }
+
+    /// [`Bridge::upsert_row`] for `E`'s table.
+    pub(crate) fn upsert_entity<E: Entity>(
+        &self,
+        conflict: &'static [&'static str],
+        new: &Row,
+        replace: &[&str],
+        extra: Row,
+    ) -> Result<E> {
+        let t = E::table()?;
+        decode(t, self.upsert_row(t, conflict, new, replace, extra)?)
+    }
+
+    /// Set `changes` (validated) on `E`'s row under `key` if it meets `condition`, else run
+    /// `ordinary` (which finds out why not and says so, or makes the change if the row meets the
+    /// condition by then): [`Bridge::write_one_statement`] for a state check and its update.
+    pub(crate) fn update_entity_where<E: Entity>(
+        &self,
+        key: &str,
+        changes: &Row,
+        condition: &Filter,
+        ordinary: impl FnOnce(&mut WriteTx<'_>) -> Result<E>,
+    ) -> Result<E> {
+        let t = E::table()?;
+        self.write_one_statement(
+            |tx| tx.update_where(t, key, changes, condition)?.map(|row| decode(t, row)).transpose(),
+            ordinary,
+        )
+    }
 }
 
 /// Typed writes (outbox recorded by `WriteTx`); rows must be validated already.
 pub(crate) trait TypedWrite {
     fn insert_as<E: Entity>(&mut self, row: &Row) -> Result<E>;
     fn update_as<E: Entity>(&mut self, key: &str, changes: &Row) -> Result<E>;
-    /// [`upsert_row`] for `E`'s table.
-    fn upsert_as<E: Entity>(
-        &mut self,
-        existing: &Filter,
-        new: &Row,
-        replace: &[&str],
-        extra: Row,
-    ) -> Result<E>;
 }
 
 impl TypedWrite for WriteTx<'_> {
@@ -201,18 +240,6 @@ impl TypedWrite for WriteTx<'_> {
     fn update_as<E: Entity>(&mut self, key: &str, changes: &Row) -> Result<E> {
         let t = E::table()?;
         let stored = self.update(t, key, changes)?;
-        decode(t, stored)
-    }
-
-    fn upsert_as<E: Entity>(
-        &mut self,
-        existing: &Filter,
-        new: &Row,
-        replace: &[&str],
-        extra: Row,
-    ) -> Result<E> {
-        let t = E::table()?;
-        let stored = upsert_row(self, t, existing, new, replace, extra)?;
         decode(t, stored)
     }
 }

@@ -1,9 +1,9 @@
 //! serpapi_results: one stored result per query, keyed by the query's hash.
 
-use super::{new_row, to_wire, Entity, TypedWrite};
+use super::{new_row, to_wire, Entity};
 use crate::bridge::Bridge;
 use crate::error::Result;
-use crate::schema::{Filter, Row};
+use crate::schema::Row;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -80,8 +80,7 @@ impl Bridge {
         let new = new_row::<SerpApiResult>(row)?;
         // `new` holds fetched_at = now when the caller gave none.
         let replace = ["raw_json", "fetched_at"];
-        let existing = Filter::new().eq("hash", hash).limit(1);
-        self.write(|tx| tx.upsert_as(&existing, &new, &replace, Row::new()))
+        self.upsert_entity(&["hash"], &new, &replace, Row::new())
     }
 
     pub fn get_serpapi_result_by_hash(&self, hash: &str) -> Result<Option<SerpApiResult>> {

@@ -25,6 +25,9 @@ enum Condition {
     /// same predicate applies (a bound value hides it from the planners). Only a value of the
     /// column's value set (`Column::allowed`) is accepted.
     EqValueSetMember(&'static str, &'static str),
+    /// `column IN ('a', 'b', ...)`, the members of the column's value set written into the SQL
+    /// like [`Condition::EqValueSetMember`]; no members matches nothing.
+    InValueSet(&'static str, Vec<&'static str>),
     /// `column > value`.
     Greater(&'static str, Value),
     /// `column <= value`.
@@ -58,6 +61,18 @@ impl Filter {
     pub fn eq_value_set_member(mut self, column: &'static str, member: &'static str) -> Filter {
         self.conditions.push(Condition::EqValueSetMember(column, member));
         self
+    }
+
+    /// Rows whose `column` holds one of `members` of its value set (written into the SQL).
+    pub fn in_value_set(mut self, column: &'static str, members: Vec<&'static str>) -> Filter {
+        self.conditions.push(Condition::InValueSet(column, members));
+        self
+    }
+
+    /// Whether the filter only has conditions (no order, limit or offset): what a statement that
+    /// changes rows (`UPDATE … WHERE`) can take.
+    pub fn is_conditions_only(&self) -> bool {
+        self.order.is_empty() && self.limit.is_none() && self.offset == 0
     }
 
     pub fn greater(mut self, column: &'static str, value: impl Into<Value>) -> Filter {
@@ -134,6 +149,12 @@ impl Filter {
                 Condition::EqValueSetMember(name, value) => {
                     let c = column(name)?;
                     format!("{} = {}", c.name, member(c, value)?)
+                }
+                Condition::InValueSet(_, members) if members.is_empty() => "1 = 0".to_string(),
+                Condition::InValueSet(name, members) => {
+                    let c = column(name)?;
+                    let members = members.iter().map(|m| member(c, m)).collect::<Result<Vec<_>>>()?;
+                    format!("{} IN ({})", c.name, members.join(", "))
                 }
                 Condition::Greater(name, value) => {
                     let c = column(name)?;
@@ -237,6 +258,12 @@ mod tests {
         assert!(bound.is_empty());
         assert!(render("jobs", &Filter::new().eq_value_set_member("status", "queued' OR '1")).is_err());
         assert!(render("jobs", &Filter::new().eq_value_set_member("type", "x")).is_err());
+        let f = Filter::new().in_value_set("status", vec!["queued", "running"]);
+        assert_eq!(render("jobs", &f).unwrap().0, "status IN ('queued', 'running')");
+        assert!(f.is_conditions_only());
+        assert_eq!(render("jobs", &Filter::new().in_value_set("status", vec![])).unwrap().0, "1 = 0");
+        assert!(render("jobs", &Filter::new().in_value_set("status", vec!["queued", "x') OR ('1"])).is_err());
+        assert!(!Filter::new().limit(1).is_conditions_only());
         assert!(render("jobs", &Filter::new().ranked("priority", &["soon"])).is_err());
     }
 

@@ -11,7 +11,9 @@ use crate::error::{Error, Result};
 use crate::flags::WriteMode;
 use crate::schema::{Filter, Table};
 use crate::store::pg_pool::PooledClient;
-use crate::store::postgres::{key_type, parse_wire_row, row_to_wire_sql, typed_placeholder, wire_expr};
+use crate::store::postgres::{
+    filter_sql_after, key_type, parse_wire_row, row_to_wire_sql, typed_placeholder, wire_expr,
+};
 use serde_json::{Map, Value};
 use std::cell::RefCell;
 
@@ -21,8 +23,8 @@ use std::cell::RefCell;
 pub(crate) struct PgWrite {
     /// `None` once the transaction ended and the connection went back to the pool.
     client: RefCell<Option<PooledClient>>,
-    /// No transaction: one insert in autocommit with the fence checked inside it (see
-    /// [`PgWrite::single_insert`]).
+    /// No transaction: one statement in autocommit with the fence checked inside it (see
+    /// [`PgWrite::one_statement_write`]).
     single: bool,
     /// The in-statement fence check refused the write: the fence's mode.
     fenced: std::cell::Cell<Option<Option<WriteMode>>>,
@@ -50,15 +52,16 @@ impl PgWrite {
         }
     }
 
-    /// A write that is one insert and nothing else ([`PgWrite::single_insert`]): nothing is sent
-    /// yet; the insert runs in autocommit, its WHERE clause checking the write fence
-    /// (`fence::CHECK_IN_STATEMENT`), so the write is one round trip instead of three (begin at
-    /// the fence, insert, commit). Any other statement on it is refused as a bug.
-    pub(crate) fn single_insert(client: PooledClient) -> Box<PgWrite> {
+    /// A write that is one statement and nothing else — an insert, [`PgWrite::update_where`] or
+    /// [`PgWrite::upsert`]: nothing is sent yet; the statement runs in autocommit, its WHERE
+    /// clause checking the write fence (`fence::CHECK_IN_STATEMENT`), so the write is one round
+    /// trip instead of three or four (begin at the fence, read, write, commit). A second
+    /// statement, or a read, on it is refused as a bug.
+    pub(crate) fn one_statement_write(client: PooledClient) -> Box<PgWrite> {
         Box::new(PgWrite { client: RefCell::new(Some(client)), single: true, fenced: Default::default() })
     }
 
-    /// The in-statement fence check refused the write (single-insert writes): the fence's mode.
+    /// The in-statement fence check refused the write (one-statement writes): the fence's mode.
     pub(crate) fn fenced(&self) -> Option<Option<WriteMode>> {
         self.fenced.get()
     }
@@ -75,9 +78,10 @@ impl PgWrite {
         f(client).map_err(write_error)
     }
 
+    /// The row under `key`, locked until the transaction ends (see [`PgWrite::query_rows`]).
     pub(crate) fn get_row(&self, table: &Table, key: &str) -> Result<Option<Map<String, Value>>> {
         let sql = format!(
-            "{} WHERE {} = {}",
+            "{} WHERE {} = {} FOR NO KEY UPDATE",
             row_to_wire_sql(table),
             table.key,
             typed_placeholder(table.key_column(), 1)
@@ -89,21 +93,30 @@ impl PgWrite {
         rows.first().map(|r| parse_wire_row(table, r.get(0))).transpose()
     }
 
-    /// Rows matching `filter`, in the open transaction.
+    /// Rows matching `filter`, in the open transaction, each locked until it ends.
+    ///
+    /// A write reads rows to decide what to change (a job's status before it moves, the next job
+    /// to claim). In SQLite the write lock held the whole transaction, so what it read could not
+    /// change before its commit; PostgreSQL's READ COMMITTED gives no such promise, and two
+    /// writes could both see a job `queued` and both claim it. A row lock restores it per row
+    /// (`FOR NO KEY UPDATE`, what an UPDATE that keeps the key takes, so it does not block the
+    /// foreign-key checks of inserted children): a second write waits for the first's commit and
+    /// then reads the row as committed (a row that no longer meets the filter is skipped, and a
+    /// `LIMIT` takes the next one).
     pub(crate) fn query_rows(&self, table: &Table, filter: &Filter) -> Result<Vec<Map<String, Value>>> {
         self.in_transaction()?;
         let mut guard = self.client.borrow_mut();
         let client =
             guard.as_mut().ok_or_else(|| Error::Internal("the PostgreSQL write has ended".into()))?;
-        crate::store::postgres::select_filtered(&mut ***client, table, filter, write_error)
+        crate::store::postgres::select_filtered_for_update(client, table, filter, write_error)
     }
 
-    /// Refuse a statement that needs the transaction on a single-insert write (a bug: only
-    /// writes that are one insert are made so).
+    /// Refuse a statement that needs the transaction on a one-statement write (a bug: only
+    /// writes that are one statement are made so).
     fn in_transaction(&self) -> Result<()> {
         if self.single {
             return Err(Error::Internal(
-                "a single-insert PostgreSQL write ran another statement (it has no transaction)".into(),
+                "a one-statement PostgreSQL write ran another statement (it has no transaction)".into(),
             ));
         }
         Ok(())
@@ -130,8 +143,7 @@ impl PgWrite {
             .ok_or_else(|| Error::Internal("INSERT RETURNING gave no row".into()))
     }
 
-    /// The single-insert write's one statement: the insert, with the fence checked in its WHERE
-    /// clause, in autocommit. Usable once.
+    /// The one-statement write's insert, the fence checked in its WHERE clause.
     fn insert_checked_at_fence(
         &mut self,
         table: &'static Table,
@@ -146,11 +158,105 @@ impl PgWrite {
             w = wire_expr(table)
         );
         let image = Value::Object(row.clone()).to_string();
+        self.one_statement(table, &sql, &[&image])?
+            .ok_or_else(|| Error::Internal("INSERT RETURNING gave no row".into()))
+    }
+
+    /// Set `changes` (validated, not the key) on the row under `key` if it meets `condition`, in
+    /// one statement; `None` when no row was changed (there is none, or it does not meet the
+    /// condition: the caller's ordinary way finds out which and says so). Only on a
+    /// one-statement write ([`PgWrite::one_statement_write`]): the fence is checked inside it.
+    pub(crate) fn update_where(
+        &mut self,
+        table: &'static Table,
+        key: &str,
+        changes: &Map<String, Value>,
+        condition: &Filter,
+    ) -> Result<Option<Map<String, Value>>> {
+        self.only_one_statement("a conditional update")?;
+        if changes.is_empty() || changes.contains_key(table.key) {
+            return Err(Error::Internal(format!(
+                "a conditional update of {} sets no column or its key",
+                table.name
+            )));
+        }
+        if !condition.is_conditions_only() {
+            return Err(Error::Internal("a conditional update's filter orders or limits".into()));
+        }
+        let cols = checked_columns(table, changes.keys())?;
+        // $1: the changes, $2: the key, then the condition's values.
+        let (condition, params) = filter_sql_after(table, condition, 2)?;
+        let sql = format!(
+            "UPDATE public.{t} SET ({cols}) = (SELECT {cols} FROM json_populate_record(NULL::public.{t}, $1::text::json)) \
+             WHERE {key} = {p} AND {condition} AND {check} RETURNING {w}::text",
+            t = table.name,
+            key = table.key,
+            p = typed_placeholder(table.key_column(), 2),
+            check = crate::store::fence::CHECK_IN_STATEMENT,
+            w = wire_expr(table)
+        );
+        let image = Value::Object(changes.clone()).to_string();
+        let mut all: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&image, &key];
+        all.extend(params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)));
+        self.one_statement(table, &sql, &all)
+    }
+
+    /// Insert `row` (complete, validated) or, when a row with the same values in the `conflict`
+    /// columns exists (the key or a unique constraint of the registry), set `set` on it instead
+    /// (it keeps its key and other columns), in one statement. Only on a one-statement write.
+    pub(crate) fn upsert(
+        &mut self,
+        table: &'static Table,
+        row: &Map<String, Value>,
+        conflict: &[&str],
+        set: &Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
+        self.only_one_statement("an upsert")?;
+        let unique = conflict == [table.key] || table.unique.contains(&conflict);
+        if !unique || set.is_empty() || set.contains_key(table.key) {
+            return Err(Error::Internal(format!(
+                "an upsert of {} on ({}) needs a unique constraint there and columns to set",
+                table.name,
+                conflict.join(", ")
+            )));
+        }
+        let cols = table.column_names().collect::<Vec<_>>().join(", ");
+        let set_cols = checked_columns(table, set.keys())?;
+        let sql = format!(
+            "INSERT INTO public.{t} ({cols}) SELECT {cols} FROM json_populate_record(NULL::public.{t}, $1::text::json) \
+             WHERE {check} ON CONFLICT ({conflict}) DO UPDATE SET ({set_cols}) = \
+             (SELECT {set_cols} FROM json_populate_record(NULL::public.{t}, $2::text::json)) RETURNING {w}::text",
+            t = table.name,
+            check = crate::store::fence::CHECK_IN_STATEMENT,
+            conflict = conflict.join(", "),
+            w = wire_expr(table)
+        );
+        let image = Value::Object(row.clone()).to_string();
+        let set_image = Value::Object(set.clone()).to_string();
+        self.one_statement(table, &sql, &[&image, &set_image])?
+            .ok_or_else(|| Error::Internal("INSERT … ON CONFLICT DO UPDATE RETURNING gave no row".into()))
+    }
+
+    fn only_one_statement(&self, what: &str) -> Result<()> {
+        if self.single {
+            return Ok(());
+        }
+        Err(Error::Internal(format!("{what} is made only as a one-statement PostgreSQL write")))
+    }
+
+    /// Run the one-statement write's statement (in autocommit; usable once) and return the row
+    /// it gave back, if any. A refusal by the fence is remembered ([`PgWrite::fenced`]).
+    fn one_statement(
+        &mut self,
+        table: &Table,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Option<Map<String, Value>>> {
         let mut guard = self.client.borrow_mut();
-        let client = guard
-            .as_mut()
-            .ok_or_else(|| Error::Internal("the single-insert PostgreSQL write was used twice".into()))?;
-        let result = client.prepared(&sql).and_then(|st| client.query(&st, &[&image]));
+        let client = guard.as_mut().ok_or_else(|| {
+            Error::Internal("a one-statement PostgreSQL write ran a second statement".into())
+        })?;
+        let result = client.prepared(sql).and_then(|st| client.query(&st, params));
         // One statement: the connection goes back to the pool now, whatever happened.
         drop(guard.take());
         let rows = result.map_err(|e| {
@@ -163,10 +269,7 @@ impl PgWrite {
             }
             write_error(e)
         })?;
-        rows.first()
-            .map(|r| parse_wire_row(table, r.get(0)))
-            .transpose()?
-            .ok_or_else(|| Error::Internal("INSERT RETURNING gave no row".into()))
+        rows.first().map(|r| parse_wire_row(table, r.get(0))).transpose()
     }
 
     /// Set some validated columns of an existing row; returns the whole row after the change.
@@ -179,12 +282,7 @@ impl PgWrite {
         if changes.is_empty() {
             return self.get_row(table, key)?.ok_or_else(|| Error::not_found(table.name, key));
         }
-        for name in changes.keys() {
-            if table.column(name).is_none() {
-                return Err(Error::invalid(format!("{}.{name}", table.name), "no such column"));
-            }
-        }
-        let cols = changes.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+        let cols = checked_columns(table, changes.keys())?;
         let sql = format!(
             "UPDATE public.{t} SET ({cols}) = (SELECT {cols} FROM json_populate_record(NULL::public.{t}, $1::text::json)) \
              WHERE {key} = {p} RETURNING {w}::text",
@@ -256,6 +354,19 @@ impl Drop for PgWrite {
             let _ = c.batch_execute("ROLLBACK");
         }
     }
+}
+
+/// `names` as a column list of `table`, each checked against the registry (they are written
+/// into the SQL).
+fn checked_columns<'a>(table: &Table, names: impl Iterator<Item = &'a String>) -> Result<String> {
+    let mut cols = Vec::new();
+    for name in names {
+        let c = table
+            .column(name)
+            .ok_or_else(|| Error::invalid(format!("{}.{name}", table.name), "no such column"))?;
+        cols.push(c.name);
+    }
+    Ok(cols.join(", "))
 }
 
 /// A PostgreSQL error of a write as the error the same write gets from SQLite: broken rules of

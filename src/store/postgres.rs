@@ -287,42 +287,54 @@ fn wire_text(v: &serde_json::Value) -> String {
 /// `filter` as PostgreSQL's SQL after `WHERE` for `table`, with the texts it binds: each value
 /// travels as text and is cast to its column's type (`typed_placeholder`).
 pub(crate) fn filter_sql(table: &Table, filter: &schema::Filter) -> Result<(String, Vec<String>)> {
+    filter_sql_after(table, filter, 0)
+}
+
+/// [`filter_sql`] for a statement that binds `taken` parameters of its own before the filter's
+/// (its placeholders start at `$taken+1`).
+pub(crate) fn filter_sql_after(
+    table: &Table,
+    filter: &schema::Filter,
+    taken: usize,
+) -> Result<(String, Vec<String>)> {
     let mut params = Vec::new();
     let sql = filter.render(table, |column, value| {
         params.push(wire_text(value));
-        Ok(typed_placeholder(column, params.len()))
+        Ok(typed_placeholder(column, taken + params.len()))
     })?;
     Ok((sql, params))
 }
 
 /// Rows of `table` matching `filter`, in the wire form (bounded like every list, see
-/// [`wire_rows_within`]); PostgreSQL's errors become `on_error`'s.
-pub(crate) fn select_filtered(
-    client: &mut impl postgres::GenericClient,
-    table: &Table,
-    filter: &schema::Filter,
-    on_error: fn(postgres::Error) -> Error,
-) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
-    let (condition, params) = filter_sql(table, filter)?;
-    let sql = format!("{} WHERE {condition}", row_to_wire_sql(table));
-    wire_rows_within(
-        client,
-        table,
-        &sql,
-        params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)),
-        on_error,
-    )
-}
-
-/// [`select_filtered`] on a pooled connection, its statement prepared once per connection (one
-/// round trip per read instead of two).
+/// [`wire_rows_within`]), on a pooled connection, the statement prepared once per connection
+/// (one round trip per read instead of two).
 pub(crate) fn select_filtered_prepared(
     client: &mut crate::store::pg_pool::PgConn,
     table: &Table,
     filter: &schema::Filter,
 ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
     let (condition, params) = filter_sql(table, filter)?;
-    wire_rows_prepared(client, table, &format!("{} WHERE {condition}", row_to_wire_sql(table)), &params)
+    wire_rows_prepared(
+        client,
+        table,
+        &format!("{} WHERE {condition}", row_to_wire_sql(table)),
+        &params,
+        Error::from,
+    )
+}
+
+/// [`select_filtered_prepared`] with each row locked until the transaction ends (`FOR NO KEY UPDATE`):
+/// the rows a write reads to decide what it changes (`store::pg_primary::PgWrite::query_rows`).
+/// PostgreSQL's errors become `on_error`'s.
+pub(crate) fn select_filtered_for_update(
+    client: &mut crate::store::pg_pool::PgConn,
+    table: &Table,
+    filter: &schema::Filter,
+    on_error: fn(postgres::Error) -> Error,
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    let (condition, params) = filter_sql(table, filter)?;
+    let sql = format!("{} WHERE {condition} FOR NO KEY UPDATE", row_to_wire_sql(table));
+    wire_rows_prepared(client, table, &sql, &params, on_error)
 }
 
 /// [`wire_rows_within`] with `sql` prepared once per pooled connection (`PgConn::prepared`).
@@ -331,14 +343,15 @@ fn wire_rows_prepared(
     table: &Table,
     sql: &str,
     params: &[String],
+    on_error: fn(postgres::Error) -> Error,
 ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
-    let statement = client.prepared(sql)?;
+    let statement = client.prepared(sql).map_err(on_error)?;
     wire_rows_within(
         &mut **client,
         table,
         &statement,
         params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)),
-        Error::from,
+        on_error,
     )
 }
 
@@ -375,7 +388,7 @@ pub(crate) fn select_rows_prepared(
     offset: i64,
 ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
     let (sql, params) = select_rows_sql(table, filters, order_by, desc, limit, offset)?;
-    wire_rows_prepared(client, table, &sql, &params)
+    wire_rows_prepared(client, table, &sql, &params, Error::from)
 }
 
 /// The statement of [`select_rows`] and its parameters (values as text, cast in the statement).

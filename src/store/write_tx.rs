@@ -70,7 +70,7 @@ impl<'c> WriteTx<'c> {
         WriteTx { target: Target::Postgres { pg, conn }, changes: 0, capture: false }
     }
 
-    /// A single-insert PostgreSQL write the write fence refused: the fence's mode.
+    /// A one-statement PostgreSQL write the write fence refused: the fence's mode.
     pub(crate) fn fenced(&self) -> Option<Option<crate::flags::WriteMode>> {
         match &self.target {
             Target::Postgres { pg, .. } => pg.fenced(),
@@ -181,6 +181,44 @@ impl<'c> WriteTx<'c> {
         check_indexed_text(table, &stored)?;
         self.record(table, &stored, Op::Upsert)?;
         Ok(stored)
+    }
+
+    /// Set `changes` on the row under `key` only if it meets `condition`, as one statement;
+    /// `None` when nothing changed (no such row, or it does not meet the condition). Made only
+    /// as a one-statement write while PostgreSQL is the primary (`Bridge::write_one_statement`),
+    /// whose ordinary way then finds out which and reports it.
+    pub(crate) fn update_where(
+        &mut self,
+        table: &'static Table,
+        key: &str,
+        changes: &Map<String, Value>,
+        condition: &Filter,
+    ) -> Result<Option<Map<String, Value>>> {
+        check_indexed_text(table, changes)?;
+        let Target::Postgres { pg, .. } = &mut self.target else {
+            return Err(Error::Internal("a one-statement write on SQLite".into()));
+        };
+        let stored = pg.update_where(table, key, changes, condition)?;
+        self.changes += usize::from(stored.is_some());
+        Ok(stored)
+    }
+
+    /// Insert `row`, or set `set` on the row with the same `conflict` values (the key or a
+    /// unique constraint), as one statement. Made only as a one-statement write while PostgreSQL
+    /// is the primary (`Bridge::write_one_statement`); the ordinary way is `repo::upsert_row`.
+    pub(crate) fn upsert(
+        &mut self,
+        table: &'static Table,
+        row: &Map<String, Value>,
+        conflict: &[&str],
+        set: &Map<String, Value>,
+    ) -> Result<Map<String, Value>> {
+        check_indexed_text(table, row)?;
+        let Target::Postgres { pg, .. } = &mut self.target else {
+            return Err(Error::Internal("a one-statement write on SQLite".into()));
+        };
+        self.changes += 1;
+        pg.upsert(table, row, conflict, set)
     }
 
     /// Delete a row; `false` when there was none (nothing is recorded then).
