@@ -128,6 +128,18 @@ impl GeneratedTextRevision {
 
 /// The newest version in the lineage of `text`: the texts of its section type, source heading,
 /// job and owner (a missing one matches NULL).
+/// What names a lineage (the columns `lineage_latest` matches), for `WriteTx::serialize_on`.
+fn lineage_of(text: &GeneratedText) -> String {
+    let id = |u: Option<Uuid>| u.map_or_else(|| "-".to_string(), |u| u.to_string());
+    format!(
+        "{}/{}/{}/{}",
+        text.section_type.as_str(),
+        id(text.source_heading_id),
+        id(text.job_id),
+        id(text.owner_id)
+    )
+}
+
 fn lineage_latest(text: &GeneratedText) -> Filter {
     let id = |u: Option<Uuid>| u.map_or(Value::Null, |u| Value::String(u.to_string()));
     Filter::new()
@@ -161,6 +173,7 @@ impl Bridge {
         changes::<GeneratedText>(given.clone())?;
         self.write(|tx| {
             let base: GeneratedText = tx.require(&of.to_string())?;
+            tx.serialize_on("generated_text.lineage", &lineage_of(&base))?;
             let latest: Option<GeneratedText> = tx.first_as(&lineage_latest(&base))?;
             let version = latest.map_or(base.version, |l| l.version.max(base.version)) + 1;
             let mut row = to_wire::<GeneratedText>(&base)?;

@@ -13,8 +13,11 @@
 //! - Ids and timestamps left out (`None`) are generated; `None` in an input struct means "absent",
 //!   never "set to NULL".
 //! - Every write runs in one `Bridge::write` transaction, so a read-check-write sequence (a state
-//!   transition, a version number, a claim) is atomic across threads and processes: the
-//!   transaction starts with `BEGIN IMMEDIATE`, holding SQLite's single write lock.
+//!   transition, a version number, a claim) is atomic across threads and processes: in SQLite the
+//!   transaction starts with `BEGIN IMMEDIATE`, holding SQLite's single write lock; while
+//!   PostgreSQL is the primary, what the transaction reads is row-locked (`FOR NO KEY UPDATE`),
+//!   and the state checks and upserts PostgreSQL can make in one statement are made so
+//!   (`Bridge::write_one_statement`).
 
 mod api_keys;
 mod audit;

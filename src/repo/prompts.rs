@@ -39,6 +39,7 @@ impl Bridge {
         row.insert("version".into(), Value::from(1));
         let mut row = new_row::<Prompt>(row)?;
         self.write(|tx| {
+            tx.serialize_on("prompts.key", key)?;
             let latest: Option<Prompt> = tx.first_as(&latest(key))?;
             if let Some(l) = latest {
                 let next = l.version.checked_add(1).ok_or_else(|| {

@@ -111,6 +111,17 @@ impl PgWrite {
         crate::store::postgres::select_filtered_for_update(client, table, filter, write_error)
     }
 
+    /// Wait until every other write holding `(scope, key)` has ended, and hold it to this
+    /// transaction's end (`pg_advisory_xact_lock` on the two texts' hashes; a collision only
+    /// makes unrelated writes wait for each other). See `WriteTx::serialize_on`.
+    pub(crate) fn serialize_on(&self, scope: &str, key: &str) -> Result<()> {
+        self.with(|c| {
+            let st = c.prepared("SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))")?;
+            c.execute(&st, &[&scope, &key])
+        })?;
+        Ok(())
+    }
+
     /// Refuse a statement that needs the transaction on a one-statement write (a bug: only
     /// writes that are one statement are made so).
     fn in_transaction(&self) -> Result<()> {

@@ -183,6 +183,19 @@ impl<'c> WriteTx<'c> {
         Ok(stored)
     }
 
+    /// Order this write after every other write on `(scope, key)` in flight, for a write that
+    /// derives a new row from the latest existing ones (the next version number of a prompt):
+    /// row locks cannot do it, as the row it would conflict with does not exist yet. In SQLite
+    /// the write lock already orders every write; while PostgreSQL is the primary an advisory
+    /// lock held to the transaction's end does, and the reads after it see what the writes
+    /// before it committed (READ COMMITTED takes a new snapshot per statement).
+    pub(crate) fn serialize_on(&mut self, scope: &str, key: &str) -> Result<()> {
+        match &self.target {
+            Target::Postgres { pg, .. } => pg.serialize_on(scope, key),
+            Target::Sqlite(_) => Ok(()),
+        }
+    }
+
     /// Set `changes` on the row under `key` only if it meets `condition`, as one statement;
     /// `None` when nothing changed (no such row, or it does not meet the condition). Made only
     /// as a one-statement write while PostgreSQL is the primary (`Bridge::write_one_statement`),
