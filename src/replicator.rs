@@ -541,6 +541,7 @@ impl Worker {
     /// likely killed the others, and this thread uses them one after the other: each would
     /// otherwise be found dead only when next used, after its own deadline (30 s of silence),
     /// and the deadlines would add up. All are opened again on the next pass.
+    ///
     /// They are closed in the background (`pg_deadline::close_in_background`): a silent one
     /// would hold this thread in its goodbye.
     fn drop_connections(&mut self) {
