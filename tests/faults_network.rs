@@ -447,7 +447,12 @@ fn black_hole_with_postgres_primary_a_write_fails_in_bounded_time() {
     }
     let flushing = Instant::now();
     b.flush(CONVERGE).expect("converge after the black hole");
+    let caught_up = sqlite_caught_up(&db, CONVERGE)
+        .expect("SQLite did not take PostgreSQL's changes (the capture did not resume after the black hole)");
     let converge = flushing.elapsed();
+    println!(
+        "black_hole_primary: SQLite had taken every PostgreSQL change {caught_up:.2?} after the last write"
+    );
     let st = b.status().unwrap();
     assert_eq!(st.outbox_depth, 0);
     assert_eq!(st.dead_letters, 0, "{:?}", b.dead_letters().unwrap());
@@ -480,6 +485,23 @@ fn black_hole_with_postgres_primary_a_write_fails_in_bounded_time() {
              (PgConfig::connect) should have ended it: {report}"
         );
     }
+}
+
+/// With PostgreSQL first, `flush` has nothing to wait for (the outbox stays empty): SQLite follows
+/// through the change capture, whose stream restarts after a fault. SQLite holds every change
+/// committed until now once the slot's confirmed position passes the current WAL position, since
+/// a position is confirmed only after SQLite committed what came before it. How long that took.
+fn sqlite_caught_up(db: &common::TestDb, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut pg = db.connect();
+    let now: String = pg.query_one("SELECT pg_current_wal_flush_lsn()::text", &[]).unwrap().get(0);
+    let confirmed = format!(
+        "SELECT coalesce(confirmed_flush_lsn >= $1::text::pg_lsn, false) FROM pg_replication_slots \
+         WHERE slot_name = {}",
+        dualwrite::capture::slot::SLOT_SQL
+    );
+    eventually(within, || pg.query_opt(&confirmed, &[&now]).unwrap().is_some_and(|r| r.get::<_, bool>(0)))
+        .then(|| started.elapsed())
 }
 
 /// `f` on a thread; its result if it came within `d` (the thread is left behind if not).
