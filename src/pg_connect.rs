@@ -1,6 +1,7 @@
 //! Connecting to PostgreSQL: [`PgConfig`] from a URL, a libpq `key=value` string or the `PG*`
-//! variables; TLS as libpq does it; passwords masked in every message; TCP keepalives; the connect
-//! bounded by the reply deadline (`pg_deadline`). The rest of the configuration is `config`.
+//! variables; TLS as libpq does it; passwords masked in every message; TCP keepalives; the whole
+//! connect bounded by `connect_timeout`, and the reply deadline (`pg_deadline`) on what follows.
+//! The rest of the configuration is `config`.
 //!
 //! # TLS to PostgreSQL
 //!
@@ -23,6 +24,11 @@
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+/// How long a whole connect may take when the connection string sets no `connect_timeout`: a
+/// server answers each step of a connect at once (no statement runs), so seconds of silence mean
+/// it will not answer; short, because a pool or the replicator retries only once it gave up.
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How to reach PostgreSQL. Debug never prints the password.
 #[derive(Clone)]
@@ -127,7 +133,7 @@ impl PgConfig {
             Error::Config(format!("PostgreSQL URL is not valid ({}): {e}{hint}", mask_password(url)))
         })?;
         if inner.get_connect_timeout().is_none() {
-            inner.connect_timeout(std::time::Duration::from_secs(5));
+            inner.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
         detect_dead_peers(&mut inner, |name| rest.contains(name));
         let get = |k: &str| tls_params.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
@@ -167,7 +173,7 @@ impl PgConfig {
         }
         let db = vars.get("PGDATABASE").cloned().unwrap_or_else(|| user.clone());
         inner.dbname(&db);
-        inner.connect_timeout(std::time::Duration::from_secs(5));
+        inner.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         detect_dead_peers(&mut inner, |_| false);
         let mut description = format!("host={host} port={port} user={user} dbname={db}");
         let tls = match TlsSettings::resolve(None, None, vars) {
@@ -228,27 +234,37 @@ impl PgConfig {
     }
 
     /// Open one connection, with TLS as `sslmode` says (see the module documentation), and with
-    /// the reply deadline of `pg_deadline.rs`. The start of a connection runs partly outside that
-    /// deadline (before TLS), so the whole connect is bounded by it too: it runs on a thread of its
-    /// own, and a connect that does not finish in time is reported and left to end on its own.
+    /// the reply deadline of `pg_deadline.rs`. The whole connect (TCP, TLS, authentication) is
+    /// bounded by [`PgConfig::connect_budget`], as libpq bounds it by `connect_timeout`: the start
+    /// of a connection runs partly outside the reply deadline (before TLS), and a connect is never
+    /// owed a long answer, so a server that holds the socket and says nothing must not hold the
+    /// caller for the 30 s a statement may take. It runs on a thread of its own; a connect that
+    /// does not finish in time is reported and left to end on its own (its thread and socket live
+    /// until the peer closes or resets it: the driver's SSLRequest read has no deadline).
     pub fn connect(&self) -> Result<postgres::Client> {
-        let Some(limit) = crate::pg_deadline::reply_timeout() else { return self.connect_now(None) };
+        let limit = crate::pg_deadline::reply_timeout();
         let (tx, rx) = crossbeam_channel::bounded(1);
         let me = self.clone();
         std::thread::Builder::new()
             .name("dualwrite-pg-connect".into())
             .spawn(move || {
-                let _ = tx.send(me.connect_now(Some(limit)));
+                let _ = tx.send(me.connect_now(limit));
             })
             .map_err(Error::Io)?;
-        let wait = limit + self.inner.get_connect_timeout().copied().unwrap_or_default();
-        rx.recv_timeout(wait).unwrap_or_else(|_| {
+        let budget = self.connect_budget();
+        rx.recv_timeout(budget).unwrap_or_else(|_| {
             Err(Error::Unavailable(format!(
-                "cannot connect to PostgreSQL ({}): no answer within {wait:?} ({})",
-                self.description,
-                crate::pg_deadline::REPLY_TIMEOUT_ENV
+                "cannot connect to PostgreSQL ({}): the connection was not set up within {budget:?} \
+                 (connect_timeout)",
+                self.description
             )))
         })
+    }
+
+    /// How long a whole connect may take: the connection string's `connect_timeout` (libpq's
+    /// meaning: the connection's whole set-up), [`DEFAULT_CONNECT_TIMEOUT`] when it gives none.
+    pub fn connect_budget(&self) -> std::time::Duration {
+        self.inner.get_connect_timeout().copied().unwrap_or(DEFAULT_CONNECT_TIMEOUT)
     }
 
     fn connect_now(&self, deadline: Option<std::time::Duration>) -> Result<postgres::Client> {

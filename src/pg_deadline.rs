@@ -55,6 +55,22 @@ pub fn reply_timeout() -> Option<Duration> {
     }
 }
 
+/// Close a connection (a `postgres::Client`, the capture's stream, …) on a thread of its own. A
+/// client says goodbye when dropped (Terminate, then the TLS close) and waits for its connection
+/// to end; on a connection whose peer went silent that wait lasts until the reply deadline
+/// fails it (measured: the replicator thread stalled 19 s and more dropping an idle, black-holed
+/// connection). Callers that give up on connections after a fault use this, so giving up costs
+/// them nothing; the thread ends with the connection, within the deadline.
+pub(crate) fn close_in_background<T: Send + 'static>(connection: T) {
+    let spawned =
+        std::thread::Builder::new().name("dualwrite-pg-close".into()).spawn(move || drop(connection));
+    if let Err(e) = spawned {
+        // No thread to spare: the connection was moved into the failed spawn and is dropped
+        // there, on this thread; only the wait is lost, never the close.
+        tracing::warn!(error = %e, "cannot close a PostgreSQL connection in the background");
+    }
+}
+
 /// A TLS maker (or `NoTls`) whose connections carry the reply deadline.
 pub struct Bounded<M> {
     inner: M,

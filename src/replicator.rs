@@ -205,6 +205,9 @@ struct Streaming {
     confirmed: u64,
 }
 
+/// How long a new stream waits for the slot to be let go by a dead stream of ours it ended.
+const SLOT_RELEASE_WAIT: Duration = Duration::from_secs(2);
+
 /// How long a streaming step waits for a transaction when none is arriving.
 const STREAM_WAIT: Duration = Duration::from_millis(20);
 /// After a commit arrived, how long to wait for the next before applying what is held: short,
@@ -344,8 +347,12 @@ impl Worker {
                 match self.capture_step() {
                     Ok(m) => more |= m,
                     Err(e) => {
-                        self.follower.client = None;
-                        self.follower.stream = None;
+                        if matches!(e, Error::Postgres(_) | Error::Unavailable(_)) {
+                            self.drop_connections();
+                        } else {
+                            self.follower.client = None;
+                            self.follower.stream = None;
+                        }
                         let _ =
                             crate::capture::CaptureState::record_failure(&self.writer.lock(), &e.to_string());
                         return self.fail("following PostgreSQL's changes", &e);
@@ -380,7 +387,19 @@ impl Worker {
                 .ok_or_else(|| Error::Internal("no capture connection".into()))?;
             let name = slot::name(client)?;
             let start = follow::CaptureState::load(&self.conn)?.applied_lsn;
-            let stream = match stream::ReplicationStream::start(&self.pg, &name, slot::PUBLICATION, start) {
+            let mut started = stream::ReplicationStream::start(&self.pg, &name, slot::PUBLICATION, start);
+            if started.as_ref().is_err_and(stream::slot_held) {
+                // A stream this process gave up on (its route went silent, so it could not say
+                // goodbye) still holds the slot on the server until wal_sender_timeout (60 s by
+                // default) ends it. Only the lease holder streams, so a stream of ours holding the
+                // slot is a dead one: end it and start again (nothing is lost: a position is
+                // confirmed only after SQLite committed, and SQLite's mark skips what comes again).
+                if slot::release(client)? {
+                    slot::wait_until_inactive(client, SLOT_RELEASE_WAIT)?;
+                }
+                started = stream::ReplicationStream::start(&self.pg, &name, slot::PUBLICATION, start);
+            }
+            let stream = match started {
                 Ok(s) => s,
                 Err(e) if stream::refused(&e) => {
                     tracing::warn!(error = %e,
@@ -508,12 +527,35 @@ impl Worker {
                     self.stats.connected.store(true, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    self.stats.connected.store(false, Ordering::Relaxed);
+                    self.drop_connections();
                     return Err(self.fail("connecting", &e));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Let go of every PostgreSQL connection of this thread: the outbox's, the capture's decoding
+    /// session and its replication stream. Called when one of them failed talking to PostgreSQL
+    /// (or a connect failed): they share the route, so a network fault that killed one has most
+    /// likely killed the others, and this thread uses them one after the other: each would
+    /// otherwise be found dead only when next used, after its own deadline (30 s of silence),
+    /// and the deadlines would add up. All are opened again on the next pass.
+    ///
+    /// They are closed in the background (`pg_deadline::close_in_background`): a silent one
+    /// would hold this thread in its goodbye.
+    fn drop_connections(&mut self) {
+        use crate::pg_deadline::close_in_background;
+        if let Some(c) = self.client.take() {
+            close_in_background(c);
+        }
+        if let Some(c) = self.follower.client.take() {
+            close_in_background(c);
+        }
+        if let Some(s) = self.follower.stream.take() {
+            close_in_background(s.stream);
+        }
+        self.stats.connected.store(false, Ordering::Relaxed);
     }
 
     /// One pass over the capture slot; `Ok(true)` when it stopped at its batch size (more waits).
@@ -618,8 +660,7 @@ impl Worker {
                 self.isolate(batch)
             }
             Err(e) => {
-                self.client = None;
-                self.stats.connected.store(false, Ordering::Relaxed);
+                self.drop_connections();
                 Err(self.fail("applying a batch", &Error::Postgres(e)))
             }
         }
@@ -644,7 +685,7 @@ impl Worker {
                     self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    self.client = None;
+                    self.drop_connections();
                     return Err(self.fail("applying a change", &Error::Postgres(e)));
                 }
             }

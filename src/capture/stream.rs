@@ -98,6 +98,9 @@ impl ReplicationStream {
             quote_ident(publication).replace('\'', "''")
         );
         s.simple(&command).map_err(|e| match e {
+            StreamError::Server(m) if m.ends_with(&format!("(SQLSTATE {OBJECT_IN_USE})")) => {
+                Error::Unavailable(format!("{SLOT_HELD}: {m}"))
+            }
             StreamError::Server(m) => Error::Unavailable(format!("change capture stream: {m}")),
             StreamError::Io(e) => unavailable(e.to_string()),
         })?;
@@ -354,6 +357,15 @@ pub fn refused(e: &Error) -> bool {
 }
 
 const REFUSED: &str = "PostgreSQL refused the replication connection";
+
+/// START_REPLICATION found the slot read by another session (SQLSTATE 55006, object_in_use):
+/// the caller may end that session (`slot::release`) and start again.
+pub fn slot_held(e: &Error) -> bool {
+    matches!(e, Error::Unavailable(m) if m.starts_with(SLOT_HELD))
+}
+
+const SLOT_HELD: &str = "change capture stream: the slot is held by another session";
+const OBJECT_IN_USE: &str = "55006";
 
 /// How long the connection's setup (TLS, authentication, START_REPLICATION) may wait for a reply.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
