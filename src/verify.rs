@@ -8,7 +8,7 @@
 //! | --- | --- |
 //! | uuid | its 16 bytes |
 //! | text, bytea (secrets too) | the bytes |
-//! | jsonb | the parsed value re-serialised with object keys sorted, numbers as integers when integral (below 2^53) and otherwise as shortest round-trip `f64` (`1.5e0`): key order, whitespace and `1.0`/`1`/`1e0` never count |
+//! | jsonb | the parsed value re-serialised: each object as the sum of a keyed 128-bit hash per member (key and value together, so no sort), arrays in order, numbers as integers when integral (below 2^53) and otherwise as shortest round-trip `f64` (`1.5e0`): key order, whitespace and `1.0`/`1`/`1e0` never count |
 //! | timestamptz | microseconds since 2000-01-01 UTC (PostgreSQL's own binary form) |
 //! | numeric | the exact decimal, leading and trailing zeros removed: `12.50` = `12.5` (numeric equality), never a float |
 //! | int | the integer |
