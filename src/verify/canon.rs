@@ -352,8 +352,7 @@ impl JsonCanon<'_> {
                 }
                 // A repeated key goes the serde_json way (the last one wins there, as in jsonb).
                 // The written keys are canonical (decoded, re-escaped): equal bytes, equal keys.
-                let keys = &self.members[mark..];
-                if has_duplicate(keys.iter().map(|&(k, v)| &out[k..v])) {
+                if has_duplicate(&mut self.members[mark..], out) {
                     return None;
                 }
                 self.members.truncate(mark);
@@ -410,15 +409,16 @@ fn is_canonical_integer(tok: &[u8]) -> bool {
     }
 }
 
-/// Whether two of the keys (a handful, nearly always) are equal; pairwise, as objects are small.
-fn has_duplicate<'k>(keys: impl Iterator<Item = &'k [u8]> + Clone) -> bool {
-    let mut rest = keys;
-    while let Some(k) = rest.next() {
-        if rest.clone().any(|other| other == k) {
-            return true;
-        }
+/// Whether two members have the same key. Pairwise for the handful of members objects nearly
+/// always have; a larger object's members are sorted by key first (their order no longer matters:
+/// the sum is taken), so the check stays O(n log n).
+fn has_duplicate(members: &mut [Member], out: &[u8]) -> bool {
+    let key = |&(k, v): &Member| &out[k..v];
+    if members.len() <= 16 {
+        return members.iter().enumerate().any(|(i, a)| members[i + 1..].iter().any(|b| key(a) == key(b)));
     }
-    false
+    members.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+    members.windows(2).any(|w| key(&w[0]) == key(&w[1]))
 }
 
 /// JSON in one form: objects as the sum of their members' hashes (`put_object`), arrays in order,
@@ -494,8 +494,19 @@ mod tests {
         assert_ne!(json(r#"[1, 2]"#), json(r#"[2, 1]"#));
     }
 
+    /// An object of `n` members (past the pairwise duplicate check), the last one repeating the
+    /// first key when `repeat`.
+    fn big_object(n: usize, repeat: bool) -> String {
+        let mut members: Vec<String> = (0..n).map(|i| format!("\"k{}\": {i}", (i * 7) % n)).collect();
+        if repeat {
+            members.push("\"k0\": \"last\"".into());
+        }
+        format!("{{{}}}", members.join(", "))
+    }
+
     #[test]
     fn the_direct_json_canonicaliser_agrees_with_serde_json() {
+        let (big, big_repeated) = (big_object(40, false), big_object(40, true));
         let samples = [
             r#"{"b": [1, 2.50, -0, 1e2, 12345678901234567890, 0.1, -3.5e-7], "a": {"y": true, "x": null}}"#,
             r#"[{"k": "caf\u00e9 \"q\" \n"}, "é", [], {}, "\/"]"#,
@@ -508,6 +519,8 @@ mod tests {
             r#"["more than thirty-two bytes of text before an escape:\n and a quote \" at the end\\"]"#,
             r#"{"кириллица и 中文 — more than sixteen bytes": "\"", "k\\": "\\\\"}"#,
             "[\"del \u{7f} raw\", \"del \\u007f escaped\"]",
+            big.as_str(),
+            big_repeated.as_str(),
         ];
         for t in samples {
             let v: Value = serde_json::from_str(t).unwrap();
