@@ -365,3 +365,72 @@ fn vectors_are_bit_exact_in_both_stores_and_verify_compares_their_bits() {
     assert!(verify::verify(&config, &fast()).unwrap().ok);
     common::assert_stores_equal(&b, &db);
 }
+
+/// JSON compared across the two stores' own spellings (PostgreSQL's jsonb output, SQLite's stored
+/// text): the same value in another member order, spacing, escape or number spelling is equal;
+/// values swapped between keys or between nested objects, and arrays in another order, differ.
+#[test]
+fn json_compares_as_values_across_jsonb_output_and_sqlite_text() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::bridge(&db, dir.path());
+    let config = common::config(&db, dir.path());
+    // (key, SQLite text, PostgreSQL jsonb, equal)
+    let cases = [
+        (
+            "reordered",
+            r#"{"b": 2, "a": 1, "c": {"y": [1, 2], "x": "é"}}"#,
+            r#"{"a":1,"b":2,"c":{"x":"\u00e9","y":[1,2.0]}}"#,
+            true,
+        ),
+        (
+            "escaped-key",
+            r#"{"\u0061b": {"z": true}, "c": "tab\tq\"/"}"#,
+            r#"{"ab": {"z": true}, "c": "tab\u0009q\"\/"}"#,
+            true,
+        ),
+        ("repeated-key", r#"{"a": 1, "a": 2}"#, r#"{"a": 2}"#, true),
+        (
+            "integers",
+            r#"{"n": 100, "m": -0, "k": -42, "big": 12345678901234567890}"#,
+            r#"{"n": 1e2, "m": 0, "k": -42.0, "big": 12345678901234567890}"#,
+            true,
+        ),
+        ("swapped-values", r#"{"a": 1, "b": 2}"#, r#"{"a": 2, "b": 1}"#, false),
+        ("swapped-nested", r#"{"x": {"a": 1}, "y": {"b": 2}}"#, r#"{"x": {"b": 2}, "y": {"a": 1}}"#, false),
+        ("array-order", r#"{"a": [1, 2]}"#, r#"{"a": [2, 1]}"#, false),
+        ("objects-in-array", r#"[{"a": 1}, {"b": 2}]"#, r#"[{"b": 2}, {"a": 1}]"#, false),
+        ("key-value-boundary", r#"{"ab": "c"}"#, r#"{"a": "bc"}"#, false),
+        ("member-added", r#"{"a": 1}"#, r#"{"a": 1, "b": null}"#, false),
+        ("last-digit", r#"{"n": 123456789012345678}"#, r#"{"n": 123456789012345679}"#, false),
+        ("repeated-key-first", r#"{"a": 2, "a": 1}"#, r#"{"a": 2}"#, false),
+    ];
+    for (key, ..) in &cases {
+        b.insert(
+            "wordstat_cache",
+            &json!({"cache_key": key, "value": {}, "expires_at": "2030-01-01T00:00:00Z"}),
+        )
+        .unwrap();
+    }
+    b.flush(FLUSH).unwrap();
+    b.shutdown(Duration::from_secs(5));
+    let lite = dualwrite::store::sqlite::open(&dir.path().join("monolith.sqlite3")).unwrap();
+    let mut pg = db.connect();
+    for (key, text, jsonb, _) in &cases {
+        lite.execute(
+            "UPDATE wordstat_cache SET value = ?1 WHERE cache_key = ?2",
+            rusqlite::params![text, key],
+        )
+        .unwrap();
+        pg.execute("UPDATE wordstat_cache SET value = $1::text::jsonb WHERE cache_key = $2", &[jsonb, key])
+            .unwrap();
+    }
+    let options = VerifyOptions { tables: Some(vec!["wordstat_cache".into()]), ..fast() };
+    let r = verify::verify(&config, &options).unwrap();
+    let mut different: Vec<&str> =
+        table(&r, "wordstat_cache").different.iter().map(|d| d.key.as_str()).collect();
+    different.sort();
+    let mut want: Vec<&str> = cases.iter().filter(|c| !c.3).map(|c| c.0).collect();
+    want.sort();
+    assert_eq!(different, want, "{}", r.render_text());
+}

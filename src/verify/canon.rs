@@ -142,12 +142,15 @@ fn canon_json_bytes(t: &[u8], out: &mut Vec<u8>) {
     out.push(VALUE);
     out.extend_from_slice(&[0; 4]);
     let body = out.len();
-    // The member lists and the sorting buffer are kept per thread: no allocation per value.
-    let (members, scratch) = SCRATCH.take();
-    let mut p = JsonCanon { b: t, i: 0, members, scratch };
-    let ok = p.value(out, 0).is_some() && p.end();
+    // The member list is kept per thread: no allocation per value.
+    let members = MEMBERS.take();
+    // UTF-8 is checked once for the whole text, so each string inside (a slice between two ASCII
+    // quotes of valid UTF-8) is valid without a check of its own; text that is not UTF-8 goes to
+    // serde_json, which refuses it too: raw, different from everything but the same bytes.
+    let mut p = JsonCanon { b: t, i: 0, members, key: member_key() };
+    let ok = simdutf8::basic::from_utf8(t).is_ok() && p.value(out, 0).is_some() && p.end();
     p.members.clear();
-    SCRATCH.set((p.members, p.scratch));
+    MEMBERS.set(p.members);
     if ok {
         let n = (out.len() - body) as u32;
         out[at + 1..body].copy_from_slice(&n.to_le_bytes());
@@ -165,22 +168,50 @@ fn canon_json_bytes(t: &[u8], out: &mut Vec<u8>) {
 }
 
 thread_local! {
-    static SCRATCH: Cell<(Vec<Member>, Vec<u8>)> = const { Cell::new((Vec::new(), Vec::new())) };
+    static MEMBERS: Cell<Vec<Member>> = const { Cell::new(Vec::new()) };
 }
 
-/// One object member written to the output: where its key (quoted) starts, where its value
-/// starts, where it ends.
-type Member = (usize, usize, usize);
+/// One object member written to the output: where its key (quoted) starts and where its value
+/// starts (it ends where the next member's key starts, or at the end of the output).
+type Member = (usize, usize);
 
-/// A JSON reader that writes the canonical form as it goes (see `canon_json`); only objects
-/// buffer their members, to sort them. `None` on anything unusual (the caller falls back).
+/// The key of the member hash: random per process, so no JSON can be crafted to make two
+/// different objects of one run hash alike (SipHash is a keyed pseudo-random function; the
+/// canonical encodings are compared within one process and never stored).
+fn member_key() -> (u64, u64) {
+    static KEY: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+    *KEY.get_or_init(rand::random)
+}
+
+/// The 128-bit hash of one object member: its canonical key (quoted) and value, back to back
+/// (the quoted key ends at its closing quote, so key and value cannot trade bytes).
+fn member_hash(key: (u64, u64), member: &[u8]) -> u128 {
+    use std::hash::Hasher;
+    let mut h = siphasher::sip128::SipHasher13::new_with_keys(key.0, key.1);
+    h.write(member);
+    siphasher::sip128::Hasher128::finish128(&h).as_u128()
+}
+
+/// An object's canonical form: `{`, the wrapping sum of its members' hashes (16 bytes,
+/// little-endian), `}`. A sum is the same in any member order, so the members are neither sorted
+/// nor copied; each member's hash covers its key and value together, so `{"a":1,"b":2}` and
+/// `{"a":2,"b":1}` differ; a value's own objects are reduced to this form first. Fixed length,
+/// so it cannot run into what follows it in an array or a member.
+fn put_object(sum: u128, out: &mut Vec<u8>) {
+    out.push(b'{');
+    out.extend_from_slice(&sum.to_le_bytes());
+    out.push(b'}');
+}
+
+/// A JSON reader that writes the canonical form as it goes (see `canon_json`); an object's
+/// members are hashed as they are read. `None` on anything unusual (the caller falls back).
 struct JsonCanon<'a> {
     b: &'a [u8],
     i: usize,
     /// The members of the objects being read, innermost last.
     members: Vec<Member>,
-    /// Where an object's members are put in key order before they replace the written ones.
-    scratch: Vec<u8>,
+    /// The member hash's key (`member_key`).
+    key: (u64, u64),
 }
 
 impl JsonCanon<'_> {
@@ -210,23 +241,29 @@ impl JsonCanon<'_> {
         self.i += 1;
         let mut plain = true;
         loop {
-            match *self.b.get(self.i)? {
-                b'"' => break,
-                b'\\' => {
-                    plain = false;
-                    self.i += 2;
-                }
-                c if c < 0x20 => return None,
-                c => {
-                    plain &= c != 0x7f;
-                    self.i += 1;
-                }
+            // To the next quote or backslash in one search (SIMD), then one pass over the run
+            // for bytes JSON forbids raw (control characters) or that are sent the decoding way
+            // (DEL; serde_json writes it back unescaped, so either way gives the same bytes).
+            let rest = self.b.get(self.i..)?;
+            let n = memchr::memchr2(b'"', b'\\', rest)?;
+            let seen =
+                rest[..n].iter().fold(0u8, |m, &c| m | u8::from(c < 0x20) | (u8::from(c == 0x7f) << 1));
+            if seen & 1 != 0 {
+                return None;
             }
+            plain &= seen == 0;
+            self.i += n;
+            if rest[n] == b'"' {
+                break;
+            }
+            // A backslash and the character it escapes.
+            plain = false;
+            self.i += 2;
         }
         self.i += 1;
         let raw = &self.b[start..self.i];
         if plain {
-            std::str::from_utf8(raw).ok()?;
+            // Valid UTF-8: the caller checked the whole text.
             out.extend_from_slice(raw);
         } else {
             let decoded: String = serde_json::from_slice(raw).ok()?;
@@ -242,7 +279,12 @@ impl JsonCanon<'_> {
         {
             self.i += 1;
         }
-        let tok = std::str::from_utf8(&self.b[start..self.i]).ok()?;
+        let tok = &self.b[start..self.i];
+        if is_canonical_integer(tok) {
+            out.extend_from_slice(tok);
+            return Some(());
+        }
+        let tok = std::str::from_utf8(tok).ok()?;
         let integral = !tok.contains(['.', 'e', 'E']);
         if let (true, Ok(i)) = (integral, tok.parse::<i64>()) {
             write!(out, "{i}").ok()?;
@@ -274,12 +316,14 @@ impl JsonCanon<'_> {
                 self.ws();
                 if self.b.get(self.i) == Some(&b'}') {
                     self.i += 1;
-                    out.extend_from_slice(b"{}");
+                    put_object(0, out);
                     return Some(());
                 }
-                // Members are written where they are read, then put in key order in place.
+                // Members are written where they are read (key, then value, nested objects
+                // already reduced), hashed, and replaced by the sum once the object ends.
                 let base = out.len();
                 let mark = self.members.len();
+                let mut sum = 0u128;
                 loop {
                     self.ws();
                     if self.b.get(self.i) != Some(&b'"') {
@@ -287,11 +331,6 @@ impl JsonCanon<'_> {
                     }
                     let key = out.len();
                     self.string(out)?;
-                    // Sorted by the escaped key, which orders like the decoded one only without
-                    // escapes; keys with escapes go the serde_json way.
-                    if out[key..].contains(&b'\\') {
-                        return None;
-                    }
                     self.ws();
                     if self.b.get(self.i) != Some(&b':') {
                         return None;
@@ -299,7 +338,8 @@ impl JsonCanon<'_> {
                     self.i += 1;
                     let value = out.len();
                     self.value(out, depth + 1)?;
-                    self.members.push((key, value, out.len()));
+                    sum = sum.wrapping_add(member_hash(self.key, &out[key..]));
+                    self.members.push((key, value));
                     self.ws();
                     match *self.b.get(self.i)? {
                         b',' => self.i += 1,
@@ -310,28 +350,14 @@ impl JsonCanon<'_> {
                         _ => return None,
                     }
                 }
-                let members = &mut self.members[mark..];
-                // Without the quotes: the bytes of the decoded key, as `canon_json` sorts.
-                let name = |m: &Member| &out[m.0 + 1..m.1 - 1];
-                members.sort_by(|a, b| name(a).cmp(name(b)));
-                // Duplicates go the serde_json way (the last one wins there).
-                if members.windows(2).any(|w| name(&w[0]) == name(&w[1])) {
+                // A repeated key goes the serde_json way (the last one wins there, as in jsonb).
+                // The written keys are canonical (decoded, re-escaped): equal bytes, equal keys.
+                if has_duplicate(&mut self.members[mark..], out) {
                     return None;
                 }
-                self.scratch.clear();
-                self.scratch.push(b'{');
-                for (n, &(k, v, end)) in members.iter().enumerate() {
-                    if n > 0 {
-                        self.scratch.push(b',');
-                    }
-                    self.scratch.extend_from_slice(&out[k..v]);
-                    self.scratch.push(b':');
-                    self.scratch.extend_from_slice(&out[v..end]);
-                }
-                self.scratch.push(b'}');
                 self.members.truncate(mark);
                 out.truncate(base);
-                out.extend_from_slice(&self.scratch);
+                put_object(sum, out);
             }
             b'[' => {
                 self.i += 1;
@@ -372,8 +398,32 @@ impl JsonCanon<'_> {
     }
 }
 
-/// JSON with object keys sorted and numbers in one form: integral values below 2^53 as integers,
-/// other numbers as the shortest `f64` in exponent form.
+/// Whether an integer token already reads as its canonical form (what `i64` prints): an optional
+/// `-`, no leading zero, at most 18 digits (so within `i64`); `0`, but not `-0` (printed `0`).
+fn is_canonical_integer(tok: &[u8]) -> bool {
+    let digits = tok.strip_prefix(b"-").unwrap_or(tok);
+    match digits {
+        [b'0'] => tok.len() == 1,
+        [b'1'..=b'9', rest @ ..] => rest.len() < 18 && rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+/// Whether two members have the same key. Pairwise for the handful of members objects nearly
+/// always have; a larger object's members are sorted by key first (their order no longer matters:
+/// the sum is taken), so the check stays O(n log n).
+fn has_duplicate(members: &mut [Member], out: &[u8]) -> bool {
+    let key = |&(k, v): &Member| &out[k..v];
+    if members.len() <= 16 {
+        return members.iter().enumerate().any(|(i, a)| members[i + 1..].iter().any(|b| key(a) == key(b)));
+    }
+    members.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+    members.windows(2).any(|w| key(&w[0]) == key(&w[1]))
+}
+
+/// JSON in one form: objects as the sum of their members' hashes (`put_object`), arrays in order,
+/// strings re-escaped the way serde_json writes them, numbers as integers when integral (below
+/// 2^53) and otherwise as the shortest `f64` in exponent form.
 fn canon_json(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
@@ -407,19 +457,18 @@ fn canon_json(v: &Value, out: &mut Vec<u8>) {
             out.push(b']');
         }
         Value::Object(m) => {
-            // Sorted here, whatever order the map keeps (serde_json's preserve_order feature).
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                let _ = serde_json::to_writer(&mut *out, k);
-                out.push(b':');
-                canon_json(&m[k], out);
+            // The same form as the direct reader's: the sum of each member's hash over its
+            // canonical key and value (so whatever order the map keeps does not matter).
+            let key = member_key();
+            let mut member = Vec::new();
+            let mut sum = 0u128;
+            for (k, v) in m {
+                member.clear();
+                let _ = serde_json::to_writer(&mut member, k);
+                canon_json(v, &mut member);
+                sum = sum.wrapping_add(member_hash(key, &member));
             }
-            out.push(b'}');
+            put_object(sum, out);
         }
     }
 }
@@ -445,8 +494,19 @@ mod tests {
         assert_ne!(json(r#"[1, 2]"#), json(r#"[2, 1]"#));
     }
 
+    /// An object of `n` members (past the pairwise duplicate check), the last one repeating the
+    /// first key when `repeat`.
+    fn big_object(n: usize, repeat: bool) -> String {
+        let mut members: Vec<String> = (0..n).map(|i| format!("\"k{}\": {i}", (i * 7) % n)).collect();
+        if repeat {
+            members.push("\"k0\": \"last\"".into());
+        }
+        format!("{{{}}}", members.join(", "))
+    }
+
     #[test]
     fn the_direct_json_canonicaliser_agrees_with_serde_json() {
+        let (big, big_repeated) = (big_object(40, false), big_object(40, true));
         let samples = [
             r#"{"b": [1, 2.50, -0, 1e2, 12345678901234567890, 0.1, -3.5e-7], "a": {"y": true, "x": null}}"#,
             r#"[{"k": "caf\u00e9 \"q\" \n"}, "é", [], {}, "\/"]"#,
@@ -455,6 +515,12 @@ mod tests {
             r#"{"dup": 1, "dup": 2}"#,
             r#"  "plain"  "#,
             r#"{"n": 9007199254740993.0, "m": 1.7976931348623157e308}"#,
+            // Strings longer than one SIMD block, escapes at a block's edge and at the end, DEL.
+            r#"["more than thirty-two bytes of text before an escape:\n and a quote \" at the end\\"]"#,
+            r#"{"кириллица и 中文 — more than sixteen bytes": "\"", "k\\": "\\\\"}"#,
+            "[\"del \u{7f} raw\", \"del \\u007f escaped\"]",
+            big.as_str(),
+            big_repeated.as_str(),
         ];
         for t in samples {
             let v: Value = serde_json::from_str(t).unwrap();
@@ -464,11 +530,117 @@ mod tests {
             canon_json_bytes(t.as_bytes(), &mut got);
             let mut expect = Vec::new();
             put(&mut expect, VALUE, &want);
-            assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&expect), "{t}");
+            // Bytes, not text: an object's form is binary.
+            assert_eq!(got, expect, "{t}");
         }
         let mut bad = Vec::new();
         canon_json_bytes(b"{not json", &mut bad);
         assert_eq!(bad[0], UNPARSED);
+    }
+
+    /// Both paths (the direct reader and serde_json's tree), so a shortcut in either that made two
+    /// different values equal, or one value's two spellings different, fails here.
+    fn both(s: &str) -> [Vec<u8>; 2] {
+        let mut tree = Vec::new();
+        canon_json(&serde_json::from_str::<Value>(s).unwrap(), &mut tree);
+        let mut via_tree = Vec::new();
+        put(&mut via_tree, VALUE, &tree);
+        [json(s), via_tree]
+    }
+
+    #[test]
+    fn one_value_in_the_two_stores_spellings_is_equal() {
+        // (PostgreSQL's jsonb output: keys by length then bytes, ", " and ": ", its escapes;
+        //  the text SQLite keeps: the application's order and spelling)
+        let pairs = [
+            (
+                r#"{"a": 1, "bb": [1, 2], "ccc": {"x": "é", "yy": null}}"#,
+                r#"{"ccc":{"yy":null,"x":"\u00e9"},"bb":[1,2.0],"a":1}"#,
+            ),
+            (
+                r#"{"m": 0, "n": 100, "k": -42, "big": 12345678901234567890}"#,
+                r#"{"big":12345678901234567890,"k":-42.0,"n":1e2,"m":-0}"#,
+            ),
+            (
+                r#"{"ab": {"z": true}, "c": "tab\tq\"/"}"#,
+                r#"{"c":"tab\u0009q\u0022\/","\u0061b":{"z":true}}"#,
+            ),
+            (r#"{"a": 2}"#, r#"{"a": 1, "a": 2}"#),
+            (r#"{"a": 2}"#, r#"{"a": 1, "\u0061": 2}"#),
+            (r#"[{"b": 1, "a": [{"d": 4, "c": 3}]}]"#, r#"[{"a":[{"c":3,"d":4}],"b":1}]"#),
+            (r#"{}"#, r#" { } "#),
+        ];
+        for (jsonb, text) in pairs {
+            let [a, b] = both(jsonb);
+            let [c, d] = both(text);
+            assert_eq!(a[0], VALUE, "{jsonb}");
+            assert!(a == b && b == c && c == d, "{jsonb} vs {text}");
+        }
+    }
+
+    #[test]
+    fn different_json_values_stay_different() {
+        let pairs = [
+            (r#"{"a":1,"b":2}"#, r#"{"a":2,"b":1}"#),
+            (r#"{"a":{"b":1}}"#, r#"{"b":{"a":1}}"#),
+            (r#"{"x":{"a":1},"y":{"b":2}}"#, r#"{"x":{"b":2},"y":{"a":1}}"#),
+            (r#"{"a":[1,2]}"#, r#"{"a":[2,1]}"#),
+            (r#"[{"a":1},{"b":2}]"#, r#"[{"b":2},{"a":1}]"#),
+            (r#"{"ab":"c"}"#, r#"{"a":"bc"}"#),
+            (r#"{"a":1}"#, r#"{"a":1,"b":null}"#),
+            (r#"{"a":1,"b":1}"#, r#"{"a":1}"#),
+            (r#"{"a":{},"b":{}}"#, r#"{"a":{}}"#),
+            (r#"{}"#, r#"[]"#),
+            (r#"{}"#, r#"{"":null}"#),
+            (r#"{"a":2,"a":1}"#, r#"{"a":2}"#),
+            (r#"{"a":"1"}"#, r#"{"a":1}"#),
+            (r#"10"#, r#"1"#),
+            (r#"-5"#, r#"5"#),
+            (r#"0"#, r#"-1"#),
+            (r#"123456789012345678"#, r#"123456789012345679"#),
+            (r#"9223372036854775807"#, r#"9223372036854775806"#),
+            (r#"12345678901234567890"#, r#"12345678901234567891"#),
+            (r#""é""#, r#""e""#),
+            (r#""a\u0000""#, r#""a""#),
+        ];
+        for (x, y) in pairs {
+            for (a, b) in both(x).iter().zip(&both(y)) {
+                assert_ne!(a, b, "{x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_integer_is_copied_only_when_it_already_reads_as_printed() {
+        for tok in ["0", "7", "-7", "10", "-120", "123456789012345678", "-999999999999999999"] {
+            assert!(is_canonical_integer(tok.as_bytes()), "{tok}");
+            // What the parse-and-print path gives: the token itself.
+            assert_eq!(tok.parse::<i64>().unwrap().to_string(), tok);
+        }
+        for tok in ["-0", "00", "01", "-01", "+1", "1234567890123456789", "", "-", "1.0", "1e2", "1-"] {
+            assert!(!is_canonical_integer(tok.as_bytes()), "{tok}");
+        }
+        // The parse-and-print path for those that are numbers.
+        assert_eq!(json("-0"), json("0"));
+        assert_ne!(json("1234567890123456789"), json("1234567890123456788"));
+        assert_eq!(json("-120"), json("-120.0"));
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_kept_raw_and_differs() {
+        let raw = |b: &[u8]| {
+            let mut out = Vec::new();
+            canon_json_bytes(b, &mut out);
+            out
+        };
+        let bad = raw(b"{\"a\": \"\xff\"}");
+        assert_eq!(bad[0], UNPARSED);
+        assert_ne!(bad, raw(b"{\"a\": \"\xfe\"}"));
+        assert_ne!(bad, raw("{\"a\": \"\u{ff}\"}".as_bytes()));
+        assert_eq!(raw("{\"a\": \"ü 🚀\"}".as_bytes())[0], VALUE);
+        // A control character raw in a string is not JSON (either store's text): kept raw.
+        assert_eq!(raw(b"[\"a\tb\"]")[0], UNPARSED);
+        assert_ne!(raw(b"[\"a\tb\"]"), raw(b"[\"a\\tb\"]"));
     }
 
     #[test]
