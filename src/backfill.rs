@@ -49,6 +49,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod plain;
+mod ranges;
 
 /// How rows travel to PostgreSQL. Both end in the same revision-guarded upsert; `Copy` is the
 /// default (see docs/BENCHMARKS.md for the measurement that chose it).
@@ -78,7 +79,7 @@ pub struct BackfillOptions {
     pub restart: bool,
     /// Stop (as if interrupted) after this many chunks in this run. For tests and trial runs.
     pub stop_after_chunks: Option<u64>,
-    /// Set to stop after the chunk in progress (e.g. from a signal handler).
+    /// Set to stop after the chunks in progress (e.g. from a signal handler).
     pub cancel: Option<Arc<AtomicBool>>,
     pub method: ApplyMethod,
     /// How long to wait for the replicator to apply the outbox up to a chunk's snapshot when
@@ -87,6 +88,9 @@ pub struct BackfillOptions {
     pub catch_up_timeout: Duration,
     /// PostgreSQL connections applying chunks at once (chunks still commit in key order).
     pub workers: usize,
+    /// Threads reading and encoding chunks at once, each on its own SQLite connection and
+    /// snapshot, on consecutive key ranges (`ranges.rs`).
+    pub readers: usize,
     /// Copy rows no change ever touched straight into the target table, without a revision claim
     /// of their own (see "the direct path" in the module documentation); `false` claims every row.
     pub direct: bool,
@@ -114,6 +118,7 @@ impl Default for BackfillOptions {
             direct: true,
             catch_up_timeout: Duration::from_secs(300),
             workers: 2,
+            readers: 2,
             conversions: Overrides::none(),
             reject_file: None,
             retry_rejects: false,
@@ -670,17 +675,19 @@ impl Run<'_> {
         Ok(summary)
     }
 
-    /// Read chunks in key order on this thread while `workers` connections apply them; each
-    /// chunk commits (with its checkpoint and its rejects) only after the one before it, so the
-    /// checkpoint always marks a prefix of the table and a resumed run never copies a committed
-    /// chunk again. Returns the first failure, after every worker has stopped (uncommitted chunks
-    /// roll back).
+    /// Cut the table into key ranges of a chunk each on this thread, read and encode them on
+    /// `readers` threads, and apply them on `workers` connections; the chunks reach the workers
+    /// in key order and each commits (with its checkpoint and its rejects) only after the one
+    /// before it, so the checkpoint always marks a prefix of the table and a resumed run never
+    /// copies a committed chunk again. At most `readers + 1` chunks are between the cut and the
+    /// workers' queue, so memory stays a few chunks. Returns the first failure, after every
+    /// thread has stopped (uncommitted chunks roll back).
     #[allow(clippy::too_many_arguments)]
     fn pipeline(
         &mut self,
         table: &'static Table,
         rules: &ColumnRules,
-        mut last_key: Option<String>,
+        last_key: Option<String>,
         mut rows_total: u64,
         summary: &mut TableSummary,
         store: &mut RejectStore,
@@ -689,11 +696,22 @@ impl Run<'_> {
         let n = self.options.chunk_size;
         let method = self.options.method;
         let workers = self.options.workers.max(1);
+        let readers = self.options.readers.max(1);
         let shared: Shared = Default::default();
         let (job_tx, job_rx) = crossbeam_channel::bounded::<Chunk>(workers);
         let (out_tx, out_rx) = crossbeam_channel::unbounded::<Outcome>();
+        let (range_tx, range_rx) = crossbeam_channel::unbounded::<ranges::KeyRange>();
+        let (read_tx, read_rx) = crossbeam_channel::unbounded::<Result<Chunk>>();
         let ctx =
             WorkerCtx { pg: self.pg_config.clone(), sqlite_path: self.sqlite_path.clone(), table, method };
+        let reader_ctx = ranges::ReaderCtx {
+            sqlite_path: self.sqlite_path.clone(),
+            table,
+            rules,
+            method,
+            chunk_size: n,
+            direct: self.options.direct,
+        };
         std::thread::scope(|s| -> Result<Option<Attempt>> {
             for w in 0..workers {
                 let (job_rx, out_tx, shared, ctx) = (job_rx.clone(), out_tx.clone(), &shared, &ctx);
@@ -702,8 +720,14 @@ impl Run<'_> {
                     .spawn_scoped(s, move || worker(ctx, &job_rx, &out_tx, shared))
                     .map_err(Error::Io)?;
             }
-            drop(job_rx);
-            drop(out_tx);
+            for r in 0..readers {
+                let (range_rx, read_tx, reader_ctx) = (range_rx.clone(), read_tx.clone(), &reader_ctx);
+                std::thread::Builder::new()
+                    .name(format!("dualwrite-backfill-read-{r}"))
+                    .spawn_scoped(s, move || ranges::reader(reader_ctx, &range_rx, &read_tx))
+                    .map_err(Error::Io)?;
+            }
+            drop((job_rx, out_tx, range_rx, read_tx));
             let mut failure = None;
             let mut note = |o: Outcome,
                             failure: &mut Option<Attempt>,
@@ -728,35 +752,69 @@ impl Run<'_> {
                 }
                 Ok(())
             };
-            let mut index = 0;
-            loop {
+            // The cut: the next range starts after `after`; `planning` until the tail was read
+            // and was not full (or a stop); while the tail is out, nothing is cut after it.
+            let mut after = last_key;
+            let mut planning = true;
+            let mut tail_out = false;
+            let mut cut = 0u64;
+            let mut in_order = ranges::InOrder::default();
+            'run: loop {
                 while let Ok(o) = out_rx.try_recv() {
                     note(o, &mut failure, progress)?;
                 }
                 let failed = shared.0.lock().unwrap_or_else(|p| p.into_inner()).failed;
-                if failed || failure.is_some() || self.stop_requested() {
+                if failed || failure.is_some() {
                     break;
                 }
-                self.throttle(table, progress)?;
-                let mut chunk = self.read_chunk(table, rules, last_key.as_deref(), n)?;
-                chunk.index = index;
-                chunk.last = chunk.rows_read < n;
-                let last = chunk.last;
-                if let Some(k) = &chunk.last_key {
-                    last_key = Some(k.clone());
+                while planning && !tail_out && cut - in_order.handed_on() <= readers as u64 {
+                    if self.stop_requested() {
+                        planning = false;
+                        break;
+                    }
+                    self.throttle(table, progress)?;
+                    let upto = ranges::next_boundary(&self.lite, table, after.as_deref(), n)?;
+                    match &upto {
+                        // A full chunk (its rows were there at the cut): it counts now, so
+                        // `stop_after_chunks` never cuts one too many.
+                        Some(_) => self.chunks_this_run += 1,
+                        None => tail_out = true,
+                    }
+                    let range = ranges::KeyRange { index: cut, after: after.clone(), upto: upto.clone() };
+                    if upto.is_some() {
+                        after = upto;
+                    }
+                    // Refused only when every reader stopped, each after sending its error:
+                    // the receive below returns it.
+                    let _ = range_tx.send(range);
+                    cut += 1;
                 }
+                if cut == in_order.handed_on() {
+                    break; // nothing out, nothing more to cut
+                }
+                let Ok(read) = read_rx.recv() else { break };
+                let chunk = read?;
                 self.rows_this_run += chunk.rows_read as u64;
-                if chunk.rows_read > 0 {
-                    self.chunks_this_run += 1;
+                if chunk.index + 1 == cut && tail_out {
+                    tail_out = false;
+                    if chunk.rows_read > 0 {
+                        self.chunks_this_run += 1;
+                    }
+                    if chunk.last {
+                        planning = false;
+                    } else {
+                        // Full: rows were appended since the cut; go on after them.
+                        after.clone_from(&chunk.last_key);
+                    }
                 }
-                if job_tx.send(chunk).is_err() {
-                    break;
-                }
-                index += 1;
-                if last {
-                    break;
+                in_order.push(chunk);
+                while let Some(chunk) = in_order.pop() {
+                    if job_tx.send(chunk).is_err() {
+                        break 'run;
+                    }
                 }
             }
+            drop(range_tx);
             drop(job_tx);
             // The workers finish (or roll back) what they hold, then close the channel.
             for o in out_rx.iter() {
@@ -879,72 +937,6 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Read up to `n` rows after `after` from one SQLite snapshot, with its high-water mark, each
-    /// converted by `rules`.
-    fn read_chunk(
-        &mut self,
-        table: &'static Table,
-        rules: &ColumnRules,
-        after: Option<&str>,
-        n: usize,
-    ) -> Result<Chunk> {
-        let cols = table.column_names().collect::<Vec<_>>().join(", ");
-        let sql = match after {
-            Some(_) => {
-                format!(
-                    "SELECT {cols} FROM {t} WHERE {k} > ?1 ORDER BY {k} LIMIT ?2",
-                    t = table.name,
-                    k = table.key
-                )
-            }
-            None => format!("SELECT {cols} FROM {t} ORDER BY {k} LIMIT ?1", t = table.name, k = table.key),
-        };
-        let method = self.options.method;
-        let plain = PlainRows::new(table, rules);
-        // Deferred: the snapshot starts at the first read, which is the high-water mark.
-        let tx = self.lite.transaction()?;
-        let snapshot = Outbox::last_seq(&tx)?;
-        let mut chunk = Chunk::new(method, snapshot, n.min(100_000));
-        {
-            let mut stmt = tx.prepare_cached(&sql)?;
-            let mut rows = match after {
-                Some(k) => stmt.query(rusqlite::params![k, n as i64])?,
-                None => stmt.query([n as i64])?,
-            };
-            while let Some(r) = rows.next()? {
-                let key = row_key(table, r)?;
-                chunk.add(table, method, r, key, rules, plain.as_ref());
-            }
-        }
-        chunk.finish(method);
-        // The direct path, from the same snapshot: only while SQLite is the primary (PostgreSQL-
-        // first writes are not the replicator's, see `copy_direct`), and never for a row whose
-        // key still has a change in the outbox at or below S: applied later with its own (lower)
-        // revision, that change would replace the snapshot's newer row for a moment.
-        chunk.direct = method == ApplyMethod::Copy
-            && self.options.direct
-            && !crate::flags::stored_write_mode(&tx)?.postgres_first();
-        chunk.claim = vec![!chunk.direct; chunk.keys.len()];
-        if chunk.direct && !chunk.keys.is_empty() {
-            // The outbox is kept short (the throttle pauses past max_outbox_depth), so one scan of
-            // this table's pending keys per chunk is cheap; usually it is empty.
-            let mut stmt =
-                tx.prepare_cached("SELECT row_key FROM _dualwrite_outbox WHERE table_name = ?1")?;
-            let mut rows = stmt.query([table.name])?;
-            let mut pending = std::collections::HashSet::new();
-            while let Some(r) = rows.next()? {
-                pending.insert(r.get::<_, String>(0)?);
-            }
-            if !pending.is_empty() {
-                for (claim, key) in chunk.claim.iter_mut().zip(&chunk.keys) {
-                    *claim = pending.contains(key);
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(chunk)
-    }
-
     /// The rows of `keys` from one SQLite snapshot, converted; and the keys no longer there.
     fn read_keys(
         &mut self,
@@ -1009,8 +1001,9 @@ fn wait_for_outbox(lite: &rusqlite::Connection, upto: i64, timeout: Duration, ta
     Ok(())
 }
 
-/// A read-only SQLite connection that only looks at the outbox.
-fn open_outbox_reader(path: &std::path::Path) -> Result<rusqlite::Connection> {
+/// A read-only SQLite connection for a backfill thread: a worker's look at the outbox, a reader's
+/// chunks.
+fn open_reader(path: &std::path::Path) -> Result<rusqlite::Connection> {
     use rusqlite::OpenFlags;
     let conn = rusqlite::Connection::open_with_flags(
         path,
@@ -1043,7 +1036,7 @@ fn worker(
         cv.notify_all();
         let _ = out.send(Outcome::Failed(attempt));
     };
-    let lite = match open_outbox_reader(&ctx.sqlite_path) {
+    let lite = match open_reader(&ctx.sqlite_path) {
         Ok(c) => c,
         Err(e) => return fail(Attempt::Permanent(e)),
     };
@@ -1292,7 +1285,7 @@ fn copy_in(
 ///
 /// Why a row needs no claim of its own: every change the bridge ever made to a key has either
 /// been applied (so `dualwrite.row_revisions` holds its revision or tombstone) or was still in the
-/// outbox at the chunk's snapshot (those rows are marked `claim` by `read_chunk`), or comes after
+/// outbox at the chunk's snapshot (those rows are marked `claim` by `ranges::read_range`), or comes after
 /// the snapshot (a revision above S). A row with none of the first two was never touched by a
 /// change at or below S, so no change can arrive later with a lower revision than the snapshot's
 /// row and the claim at S would guard nothing. What is left is the race with changes above S:

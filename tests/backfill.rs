@@ -377,6 +377,55 @@ fn an_interrupted_backfill_resumes_without_copying_committed_chunks_again() {
     assert!(v.ok, "{}", v.render_text());
 }
 
+/// Several readers on consecutive key ranges and many small chunks (an odd size, so chunks end
+/// anywhere): interrupted, the committed rows are exactly the first rows in key order (the
+/// checkpoint marks a prefix, so no chunk after a missing one committed); resumed with another
+/// number of readers, every row arrives and none twice (the checkpoint's count is the table's).
+#[test]
+fn parallel_readers_copy_every_chunk_once_and_commit_in_key_order() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("monolith.sqlite3");
+    let h = seed_history(&path, 0, 50, 5_003, 0, 0);
+    let config = common::config(&db, dir.path());
+    let mut pg = db.connect();
+    let options = |readers, workers, stop_after_chunks| BackfillOptions {
+        tables: Some(vec!["jobs".into(), "job_logs".into()]),
+        chunk_size: 37,
+        readers,
+        workers,
+        stop_after_chunks,
+        ..Default::default()
+    };
+    let mut keys = h.logs.clone();
+    keys.sort();
+    let copied_keys = |pg: &mut postgres::Client| -> Vec<String> {
+        pg.query("SELECT id::text FROM job_logs ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect()
+    };
+
+    // jobs: 50 rows, 2 chunks (37 + 13); then 40 chunks of job_logs.
+    let first = backfill::backfill(&config, &options(4, 3, Some(42)), &mut NoProgress).unwrap();
+    assert!(first.interrupted, "{}", first.render());
+    let cp = backfill::checkpoints(&mut pg).unwrap();
+    let logs = cp.iter().find(|c| c.table_name == "job_logs").expect("a job_logs checkpoint");
+    assert_eq!((logs.rows_copied, logs.chunks, logs.finished), (40 * 37, 40, false));
+    assert_eq!(logs.last_key.as_deref(), Some(keys[40 * 37 - 1].as_str()));
+    assert_eq!(copied_keys(&mut pg), keys[..40 * 37], "the first 40 chunks in key order, nothing else");
+
+    let second = backfill::backfill(&config, &options(3, 2, None), &mut NoProgress).unwrap();
+    assert!(!second.interrupted, "{}", second.render());
+    let logs = second.tables.iter().find(|t| t.table == "job_logs").unwrap();
+    assert_eq!(logs.rows_copied, 5_003 - 40 * 37, "{}", second.render());
+    let cp = backfill::checkpoints(&mut pg).unwrap();
+    let logs = cp.iter().find(|c| c.table_name == "job_logs").unwrap();
+    // 5,003 rows: 135 full chunks and a tail of 8.
+    assert_eq!((logs.rows_copied, logs.chunks, logs.finished), (5_003, 136, true));
+    assert_eq!(copied_keys(&mut pg), keys);
+    assert_tables_equal(&path, &db, &["jobs", "job_logs"]);
+    let v = verify::verify(&config, &VerifyOptions::default()).unwrap();
+    assert!(v.ok, "{}", v.render_text());
+}
+
 #[test]
 fn the_json_method_applies_the_same_rows_as_copy() {
     let db = common::migrated_db();

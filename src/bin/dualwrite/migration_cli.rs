@@ -52,6 +52,10 @@ pub struct BackfillArgs {
     /// PostgreSQL connections applying chunks at once (chunks still commit in key order).
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// Threads reading and encoding chunks from SQLite at once, on consecutive key ranges (each
+    /// with its own connection and snapshot; chunks still commit in key order).
+    #[arg(long, default_value_t = 2)]
+    readers: usize,
     /// Give every row a revision claim of its own, even rows no change ever touched (the slower
     /// path the direct COPY replaced; for comparison).
     #[arg(long)]
@@ -171,6 +175,7 @@ pub fn backfill(config: Config, config_file: Option<&Path>, a: BackfillArgs) -> 
             MethodArg::Json => ApplyMethod::Json,
         },
         workers: a.workers,
+        readers: a.readers,
         direct: !a.guarded,
         conversions: legacy.overrides,
         reject_file: (!a.no_reject_file)
