@@ -1155,6 +1155,23 @@ fn merge(outs: &[WorkerOut]) -> (BTreeMap<Op, Histogram<u64>>, Histogram<u64>, u
 }
 
 /// Run one configuration in this process.
+/// Open the bridge's pooled PostgreSQL connections before the timed run, as the direct-SQL
+/// configuration opens its `concurrency` connections before its run: the pool opens them on
+/// demand, one at a time, and a run that starts with an empty pool counts those connects (TLS,
+/// SCRAM) — and, at a fixed rate, every operation scheduled behind them — as the bridge's
+/// latency. `concurrency` threads read at once until each has been served a few times.
+fn warm_pool(b: &Bridge, concurrency: usize) {
+    std::thread::scope(|s| {
+        for _ in 0..concurrency {
+            s.spawn(|| {
+                for _ in 0..20 {
+                    b.list("jobs", &serde_json::json!({"limit": 1})).expect("warm-up read");
+                }
+            });
+        }
+    });
+}
+
 fn run_config(config: &str, load: &Load) -> RunResult {
     let label = label(config);
     let db = Db::create(config);
@@ -1192,6 +1209,9 @@ fn run_config(config: &str, load: &Load) -> RunResult {
             }
         }
         let pg_first = postgres_first(config);
+        if pg_first {
+            warm_pool(&b, load.concurrency);
+        }
         // Nothing is replicated to PostgreSQL in the background once PostgreSQL is the primary;
         // in postgres_primary SQLite follows it in the background instead.
         let sampler = (!pg_first).then(|| Sampler::start(&b));
