@@ -313,27 +313,31 @@ pub(crate) fn select_filtered_prepared(
     table: &Table,
     filter: &schema::Filter,
 ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
-    let (condition, params) = filter_sql(table, filter)?;
-    wire_rows_prepared(
-        client,
-        table,
-        &format!("{} WHERE {condition}", row_to_wire_sql(table)),
-        &params,
-        Error::from,
-    )
+    select_filtered_locking(client, table, filter, "", Error::from)
 }
 
-/// [`select_filtered_prepared`] with each row locked until the transaction ends (`FOR NO KEY UPDATE`):
-/// the rows a write reads to decide what it changes (`store::pg_primary::PgWrite::query_rows`).
-/// PostgreSQL's errors become `on_error`'s.
+/// [`select_filtered_prepared`] with each row locked until the transaction ends (`FOR NO KEY
+/// UPDATE`): the rows a write reads to decide what it changes
+/// (`store::pg_primary::PgWrite::query_rows`). PostgreSQL's errors become `on_error`'s.
 pub(crate) fn select_filtered_for_update(
     client: &mut crate::store::pg_pool::PgConn,
     table: &Table,
     filter: &schema::Filter,
     on_error: fn(postgres::Error) -> Error,
 ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+    select_filtered_locking(client, table, filter, " FOR NO KEY UPDATE", on_error)
+}
+
+/// The statement of both: `locking` is appended after the filter (its ORDER BY and LIMIT).
+fn select_filtered_locking(
+    client: &mut crate::store::pg_pool::PgConn,
+    table: &Table,
+    filter: &schema::Filter,
+    locking: &str,
+    on_error: fn(postgres::Error) -> Error,
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
     let (condition, params) = filter_sql(table, filter)?;
-    let sql = format!("{} WHERE {condition} FOR NO KEY UPDATE", row_to_wire_sql(table));
+    let sql = format!("{} WHERE {condition}{locking}", row_to_wire_sql(table));
     wire_rows_prepared(client, table, &sql, &params, on_error)
 }
 
