@@ -1041,6 +1041,10 @@ fn read_only_refuses_every_write_entry_point_of_the_c_abi_and_a_rollback_lifts_i
     std::thread::sleep(Duration::from_millis(1100)); // the wordstat entry expires: purge would delete it
 
     set(&b, WriteMode::ReadOnly);
+    // The switch's own audit event is bookkeeping written to SQLite's outbox; the replicator
+    // takes it to PostgreSQL in the background. Let it land before the snapshot, or the
+    // comparison below sees it arrive and blames a refused write.
+    b.flush(WAIT).unwrap();
     let h = c_abi::Handle::open(
         &json!({
             "sqlite_path": dir.path().join("monolith.sqlite3"),
