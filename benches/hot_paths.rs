@@ -24,6 +24,13 @@
 //! - `replicate/apply_batch_1000_job_logs`: `store::postgres::apply_batch` of 1,000 new job_logs
 //!   records (claim + upsert + commit), and `…_replayed`: the same records again (every claim lost,
 //!   nothing written: what a retried batch costs).
+//! - `capture/follow_<n>_mixed`: the SQLite follower's CPU per captured change, without its
+//!   commit: `n` single-statement PostgreSQL transactions made with plain SQL (a job_logs insert
+//!   with a jsonb context, a jobs progress update, a text_analytics_cache upsert, an embeddings
+//!   insert with a 384-float vector, in turn), read once from a real slot as pgoutput messages;
+//!   each iteration decodes them (`capture::decode::Assembler`) and takes them into a migrated
+//!   SQLite file (`capture::follow::take`) inside a transaction it rolls back. Criterion reports
+//!   it per change (`thrpt`).
 //! - `verify/row_digest_job_logs`: `dualwrite::verify::sqlite_row_digest` (canonical encoding +
 //!   SHA-256, what `dualwrite verify` computes for every row on the SQLite side) over
 //!   [`DIGEST_ROWS`] job_logs rows as SQLite stores them, read beforehand from a migrated file (so
@@ -542,6 +549,95 @@ fn replicate(c: &mut Criterion, db: &BenchDb) {
     group.finish();
 }
 
+// ----- the SQLite follower -----
+
+/// Captured transactions the follower benchmark takes per iteration (criterion's test mode: 40).
+const CAPTURED_TXNS: usize = 2_000;
+
+/// `n` transactions of plain SQL (a new service's writes) in a database of their own, read from a
+/// logical slot as pgoutput messages. The slot is dropped before the database.
+fn captured_messages(n: usize) -> Vec<Vec<u8>> {
+    use dualwrite::capture::slot;
+    let db = BenchDb::create("capture");
+    let mut client = db.config.connect().expect("connect");
+    slot::ensure(&mut client)
+        .expect("a capture slot (wal_level=logical: scripts/bench starts PostgreSQL so)");
+    let job = Uuid::now_v7();
+    client
+        .execute("INSERT INTO jobs (id, type, payload) VALUES ($1, 'crawl', '{\"depth\": 2}')", &[&job])
+        .expect("job");
+    let vector: Vec<String> = (0..384).map(|i| format!("{}", (i as f32 * 0.37).sin())).collect();
+    let vector = format!("[{}]", vector.join(","));
+    for i in 0..n {
+        let sql = match i % 4 {
+            0 | 2 => format!(
+                "INSERT INTO job_logs (id, job_id, level, step, message, context) VALUES ('{}', '{job}', 'info', \
+                 'fetch', '{MESSAGE}', '{{\"attempt\": {}, \"http_status\": 200, \"results\": {}}}')",
+                Uuid::now_v7(),
+                i % 5,
+                i % 97
+            ),
+            1 => format!("UPDATE jobs SET progress = {}.5, status = 'running' WHERE id = '{job}'", i % 100),
+            _ if i % 8 == 3 => format!(
+                "INSERT INTO text_analytics_cache (cache_key, value, expires_at) VALUES ('k{}', \
+                 '{{\"score\": 0.{i}, \"words\": [\"rust\", \"sqlite\"]}}', now() + interval '1 hour') \
+                 ON CONFLICT (cache_key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                i % CACHE_KEYS
+            ),
+            _ => format!(
+                "INSERT INTO embeddings (id, text_hash, vector, model) VALUES ('{}', 'h{i}', '{vector}', 'mini')",
+                Uuid::now_v7()
+            ),
+        };
+        client.batch_execute(&sql).expect("a foreign write");
+    }
+    slot::decoding_session(&mut client).expect("decoding session");
+    let sql = format!(
+        "SELECT data FROM pg_logical_slot_peek_binary_changes({}, NULL, NULL, 'proto_version', '1', \
+         'publication_names', '{}')",
+        slot::SLOT_SQL,
+        slot::PUBLICATION
+    );
+    let messages = client.query(&sql, &[]).expect("peek").iter().map(|r| r.get::<_, Vec<u8>>(0)).collect();
+    slot::drop_slot(&mut client).expect("drop the slot");
+    messages
+}
+
+fn capture(c: &mut Criterion) {
+    use dualwrite::capture::{decode::Assembler, follow};
+    let n = if test_mode() { 40 } else { CAPTURED_TXNS };
+    let messages = captured_messages(n);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut conn = dualwrite::store::sqlite::open(&dir.path().join("follower.sqlite3")).expect("open sqlite");
+    dualwrite::migrate_sqlite(&mut conn).expect("migrate sqlite");
+    follow::CaptureState::set_era(&conn, follow::Era::PostgresFirst).expect("era");
+    // Never used: every value converts (a refetch would fail for want of a server).
+    let (pg, _) = server();
+    let decode = |messages: &[Vec<u8>]| {
+        let mut asm = Assembler::default();
+        for m in messages {
+            asm.push(m).expect("decode");
+        }
+        asm.finish().expect("whole transactions")
+    };
+    let changes: usize = decode(&messages).iter().map(|t| t.changes.len()).sum();
+    assert_eq!(changes, n + 1, "one change per transaction, and the job");
+    let mut group = c.benchmark_group("capture");
+    group.throughput(Throughput::Elements(changes as u64));
+    group.bench_function(BenchmarkId::new("follow", format!("{n}_mixed")), |bench| {
+        bench.iter(|| {
+            let txns = decode(&messages);
+            let target = txns.last().map_or(0, |t| t.end_lsn);
+            let tx = conn.transaction().expect("begin");
+            let mut refetch = follow::Refetcher::new(&pg);
+            let taken = follow::take(&tx, &mut refetch, &txns, target).expect("take");
+            assert_eq!(taken.applied, changes);
+            tx.rollback().expect("rollback");
+        })
+    });
+    group.finish();
+}
+
 // ----- the canonical-row checksum -----
 
 /// job_logs rows the checksum benchmark digests per iteration (criterion's test mode: 100).
@@ -625,6 +721,7 @@ fn hot_paths(c: &mut Criterion) {
     reads(c, &db);
     pending_check(c);
     replicate(c, &db);
+    capture(c);
     checksum(c);
 }
 

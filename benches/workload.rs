@@ -854,6 +854,9 @@ struct RunResult {
     /// Seconds from the end of the run until PostgreSQL had every change (dual only).
     catch_up_secs: Option<f64>,
     rss_peak_kb: u64,
+    /// postgres_primary: CPU time of the replicator thread (the SQLite follower) per change it
+    /// applied over the run and its catch-up, in microseconds.
+    follower_cpu_us_per_change: Option<f64>,
     /// Reads per table and source, from `status().reads` (bridge configurations).
     reads: Value,
     load_before: String,
@@ -901,6 +904,35 @@ fn loadavg() -> String {
 }
 
 /// Peak resident set size of this process (kB).
+/// The replicator thread's name as the kernel keeps it (15 bytes of `dualwrite-replicator`).
+const REPLICATOR_THREAD: &str = "dualwrite-repli";
+
+/// CPU seconds (user + system) used so far by this process's threads named `comm`.
+fn thread_cpu_secs(comm: &str) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let path = task.path();
+        if std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim_end() == comm) {
+            // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+            if let Some(rest) = std::fs::read_to_string(path.join("stat")).ok().and_then(|s| {
+                s.rsplit_once(") ")
+                    .map(|(_, rest)| rest.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            }) {
+                total += rest.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                total += rest.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    total as f64 / ticks
+}
+
+/// Changes the SQLite follower has applied, from the file's capture bookkeeping.
+fn applied_by_follower(b: &Bridge) -> i64 {
+    b.status().expect("status").capture.map_or(0, |c| c.applied_total)
+}
+
 fn vm_hwm_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -1218,11 +1250,15 @@ fn run_config(config: &str, load: &Load) -> RunResult {
         let watcher = (config == "postgres-primary")
             .then(|| SqliteWatcher::start(&dir.path().join("monolith.sqlite3")));
         let backends = (0..load.concurrency).map(|_| Backend::Bridge(b.clone())).collect();
+        let follower_before = (thread_cpu_secs(REPLICATOR_THREAD), applied_by_follower(&b));
         let (outs, secs) = drive(backends, &fx, load, None, &stop);
         if let Some(w) = watcher {
             let t = Instant::now();
             b.wait_for_sqlite(Duration::from_secs(600)).expect("SQLite follows after the run");
             result.catch_up_secs = Some(t.elapsed().as_secs_f64());
+            let changes = applied_by_follower(&b) - follower_before.1;
+            let cpu = thread_cpu_secs(REPLICATOR_THREAD) - follower_before.0;
+            result.follower_cpu_us_per_change = (changes > 0).then(|| cpu * 1e6 / changes as f64);
             let seen = w.finish();
             let written: Vec<_> = outs.iter().flat_map(|o| o.job_logs.iter().copied()).collect();
             result.lag = Some(follower_lag(&seen, &written));
@@ -1387,6 +1423,14 @@ fn print_table(results: &[RunResult]) {
         );
     }
     println!("{}", render_compare(results));
+    for r in results {
+        if let Some(us) = r.follower_cpu_us_per_change {
+            println!(
+                "{}: the SQLite follower (replicator thread) used {us:.1} µs of CPU per change it applied",
+                r.config
+            );
+        }
+    }
     for r in results.iter().filter(|r| r.errors > 0) {
         println!("{}: {} errors, first: {}", r.config, r.errors, r.first_error.as_deref().unwrap_or(""));
     }

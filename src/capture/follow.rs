@@ -16,6 +16,8 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::PgLsn;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Foreign changes kept by name (the newest); the total is counted without limit.
@@ -77,6 +79,21 @@ impl CaptureState {
         s.dead_letters =
             conn.query_row("SELECT count(*) FROM _dualwrite_capture_dead_letters", [], |r| r.get(0))?;
         Ok(s)
+    }
+
+    /// The mark and the era only: what every batch the follower takes reads first.
+    fn mark(conn: &Connection) -> Result<(u64, Era)> {
+        Ok(conn.prepare_cached("SELECT applied_lsn, era FROM _dualwrite_capture WHERE id = 1")?.query_row(
+            [],
+            |r| {
+                let era = if r.get::<_, String>(1)? == "postgres_first" {
+                    Era::PostgresFirst
+                } else {
+                    Era::SqliteFirst
+                };
+                Ok((r.get::<_, i64>(0)? as u64, era))
+            },
+        )?)
     }
 
     /// Set the era (a phase switch, at a drained position).
@@ -304,10 +321,10 @@ pub fn take(
     txns: &[CapturedTxn],
     target: u64,
 ) -> Result<Taken> {
-    let state = CaptureState::load(conn)?;
+    let (applied_lsn, era) = CaptureState::mark(conn)?;
     let mut taken = Taken::default();
     let mut newest_commit = None;
-    for txn in txns.iter().filter(|t| t.end_lsn > state.applied_lsn) {
+    for txn in txns.iter().filter(|t| t.end_lsn > applied_lsn) {
         taken.transactions += 1;
         // The bridge's own transactions report their origin's timestamp as the commit time
         // (never set by the bridge: 2000-01-01), so only the others say how recent SQLite is.
@@ -315,7 +332,7 @@ pub fn take(
             continue;
         }
         newest_commit = Some(txn.commit_time.as_str());
-        match state.era {
+        match era {
             Era::SqliteFirst => {
                 for c in &txn.changes {
                     record_foreign(conn, txn, c)?;
@@ -336,13 +353,13 @@ pub fn take(
             },
         }
     }
-    let mark = target.max(state.applied_lsn);
-    conn.execute(
+    let mark = target.max(applied_lsn);
+    conn.prepare_cached(
         "UPDATE _dualwrite_capture SET applied_lsn = ?1, applied_total = applied_total + ?2,
              foreign_total = foreign_total + ?3, last_commit_at = coalesce(?4, last_commit_at),
              last_applied_at = CASE WHEN ?2 > 0 THEN ?5 ELSE last_applied_at END, last_error = NULL WHERE id = 1",
-        params![mark as i64, taken.applied as i64, taken.foreign as i64, newest_commit, now_timestamp()],
-    )?;
+    )?
+    .execute(params![mark as i64, taken.applied as i64, taken.foreign as i64, newest_commit, now_timestamp()])?;
     if taken.foreign > 0 {
         conn.execute(
             "DELETE FROM _dualwrite_foreign_changes WHERE seq <= (SELECT max(seq) FROM _dualwrite_foreign_changes) - ?1",
@@ -390,35 +407,42 @@ fn dead_letter(conn: &Connection, txn: &CapturedTxn, c: &Change, error: &str) ->
     Ok(())
 }
 
-/// Apply one PostgreSQL transaction under a savepoint (all of it or nothing). No outbox records:
+/// Apply one PostgreSQL transaction all or nothing: under a savepoint, unless it is one change
+/// SQLite takes in one statement (a failed statement undoes itself). No outbox records:
 /// PostgreSQL has these changes already.
 fn apply_txn(conn: &Connection, refetch: &mut Refetcher<'_>, txn: &CapturedTxn) -> Result<usize> {
-    conn.execute_batch("SAVEPOINT capture_txn")?;
+    if let [only] = txn.changes.as_slice() {
+        if only.is_one_statement() {
+            apply_change(conn, refetch, only)?;
+            return Ok(1);
+        }
+    }
+    conn.prepare_cached("SAVEPOINT capture_txn")?.execute([])?;
     let result = (|| {
         for c in &txn.changes {
             apply_change(conn, refetch, c)?;
         }
         Ok(txn.changes.len())
     })();
-    match &result {
-        Ok(_) => conn.execute_batch("RELEASE capture_txn")?,
-        Err(_) => conn.execute_batch("ROLLBACK TO capture_txn; RELEASE capture_txn")?,
+    if result.is_err() {
+        conn.prepare_cached("ROLLBACK TO capture_txn")?.execute([])?;
     }
+    conn.prepare_cached("RELEASE capture_txn")?.execute([])?;
     result
 }
 
 fn apply_change(conn: &Connection, refetch: &mut Refetcher<'_>, c: &Change) -> Result<()> {
     match c {
-        Change::Upsert { table, key, row, partial, old_key, .. } => {
+        Change::Upsert { table, key, values, partial, old_key, .. } => {
             if let Some(old) = old_key {
                 delete_row(conn, table, old)?;
             }
             if *partial {
-                if !update_columns(conn, table, key, row)? {
+                if !update_columns(conn, table, key, values)? {
                     refetch_row(conn, refetch, table, key)?;
                 }
             } else {
-                upsert_row(conn, table, row)?;
+                upsert_values(conn, table, values.iter().map(|v| v.as_ref().unwrap_or(&SqlValue::Null)))?;
             }
         }
         Change::Delete { table, key } => delete_row(conn, table, key)?,
@@ -435,54 +459,82 @@ fn apply_change(conn: &Connection, refetch: &mut Refetcher<'_>, c: &Change) -> R
     Ok(())
 }
 
+/// The follower's statements per table, made once: formatting them for every change cost more
+/// than SQLite's statement cache saves.
+struct TableSql {
+    upsert: String,
+    delete: String,
+}
+
+fn table_sql(table: &Table) -> &'static TableSql {
+    static SQL: OnceLock<HashMap<&'static str, TableSql>> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        crate::schema::TABLES
+            .iter()
+            .map(|t| {
+                let cols = t.column_names().collect::<Vec<_>>().join(", ");
+                let placeholders = (1..=t.columns.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+                let sets = t
+                    .column_names()
+                    .filter(|c| *c != t.key)
+                    .map(|c| format!("{c} = excluded.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let upsert = format!(
+                    "INSERT INTO {n} ({cols}) VALUES ({placeholders}) ON CONFLICT ({key}) DO UPDATE SET {sets}",
+                    n = t.name,
+                    key = t.key
+                );
+                let delete = format!("DELETE FROM {} WHERE {} = ?1", t.name, t.key);
+                (t.name, TableSql { upsert, delete })
+            })
+            .collect()
+    });
+    &all[table.name]
+}
+
 fn delete_row(conn: &Connection, table: &Table, key: &str) -> Result<()> {
-    conn.prepare_cached(&format!("DELETE FROM {} WHERE {} = ?1", table.name, table.key))?.execute([key])?;
+    conn.prepare_cached(&table_sql(table).delete)?.execute([key])?;
     Ok(())
 }
 
-/// Insert the whole row or replace every column of the row with its key.
+/// Insert the whole row (a wire row) or replace every column of the row with its key.
 pub(crate) fn upsert_row(conn: &Connection, table: &Table, row: &Map<String, Value>) -> Result<()> {
     let mut values = Vec::with_capacity(table.columns.len());
     for c in table.columns {
         values.push(encode_for_sqlite(c, row.get(c.name).unwrap_or(&Value::Null))?);
     }
-    let cols = table.column_names().collect::<Vec<_>>().join(", ");
-    let placeholders = (1..=values.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-    let sets = table
-        .column_names()
-        .filter(|c| *c != table.key)
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "INSERT INTO {t} ({cols}) VALUES ({placeholders}) ON CONFLICT ({key}) DO UPDATE SET {sets}",
-        t = table.name,
-        key = table.key
-    );
-    conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(values.iter()))?;
+    upsert_values(conn, table, values.iter())
+}
+
+/// [`upsert_row`] with the values as SQLite stores them, one per column in the registry's order.
+fn upsert_values<'v>(
+    conn: &Connection,
+    table: &Table,
+    values: impl Iterator<Item = &'v SqlValue>,
+) -> Result<()> {
+    conn.prepare_cached(&table_sql(table).upsert)?.execute(rusqlite::params_from_iter(values))?;
     Ok(())
 }
 
-/// Set the columns the change carried; `false` when SQLite has no such row.
-fn update_columns(conn: &Connection, table: &Table, key: &str, row: &Map<String, Value>) -> Result<bool> {
+/// Set the columns the change carried (`Some`); `false` when SQLite has no such row.
+fn update_columns(conn: &Connection, table: &Table, key: &str, values: &[Option<SqlValue>]) -> Result<bool> {
     let mut sets = Vec::new();
-    let mut values: Vec<SqlValue> = Vec::new();
-    for c in table.columns.iter().filter(|c| c.name != table.key) {
-        if let Some(v) = row.get(c.name) {
-            values.push(encode_for_sqlite(c, v)?);
-            sets.push(format!("{} = ?{}", c.name, values.len()));
+    let mut bound: Vec<&SqlValue> = Vec::new();
+    for (c, v) in table.columns.iter().zip(values) {
+        if let (true, Some(v)) = (c.name != table.key, v) {
+            bound.push(v);
+            sets.push(format!("{} = ?{}", c.name, bound.len()));
         }
     }
-    values.push(SqlValue::Text(key.to_string()));
-    let sql = if sets.is_empty() {
-        format!("SELECT 1 FROM {} WHERE {} = ?1", table.name, table.key)
-    } else {
-        format!("UPDATE {} SET {} WHERE {} = ?{}", table.name, sets.join(", "), table.key, values.len())
-    };
     if sets.is_empty() {
+        let sql = format!("SELECT 1 FROM {} WHERE {} = ?1", table.name, table.key);
         return Ok(conn.query_row(&sql, [key], |_| Ok(())).optional()?.is_some());
     }
-    Ok(conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(values.iter()))? == 1)
+    let key = SqlValue::Text(key.to_string());
+    bound.push(&key);
+    let sql = format!("UPDATE {} SET {} WHERE {} = ?{}", table.name, sets.join(", "), table.key, bound.len());
+    Ok(conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(bound))? == 1)
 }
 
 /// Take the row's current state from PostgreSQL (or its absence). Later changes of the row in the

@@ -7,8 +7,6 @@
 //! its `TimeZone`, `DateStyle` and `bytea_output` decide how they look: see `capture::slot`).
 //! Pure: no I/O, unit-tested on hand-built messages.
 
-use std::collections::HashMap;
-
 /// A column's value in a tuple.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Datum {
@@ -212,20 +210,6 @@ pub fn decode(buf: &[u8]) -> Result<Message, DecodeError> {
         other => Message::Other(other),
     };
     Ok(msg)
-}
-
-/// The relations a decoding call has described so far (pgoutput sends a Relation message before
-/// a relation's first change in each call, and again after its schema changed).
-#[derive(Default)]
-pub struct Relations(HashMap<u32, Relation>);
-
-impl Relations {
-    pub fn learn(&mut self, id: u32, relation: Relation) {
-        self.0.insert(id, relation);
-    }
-    pub fn get(&self, id: u32) -> Option<&Relation> {
-        self.0.get(&id)
-    }
 }
 
 /// PostgreSQL's epoch (2000-01-01) in Unix microseconds.

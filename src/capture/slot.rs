@@ -18,7 +18,7 @@ pub const ORIGIN_PREFIX: &str = "dualwrite_";
 /// How many origins the bridge's sessions may take at once.
 const ORIGIN_POOL: usize = 64;
 
-/// Settings of the decoding session that fix how values are printed (see `decode::wire_value`).
+/// Settings of the decoding session that fix how values are printed (see `decode::sqlite_value`).
 pub const DECODING_SESSION: &str =
     "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET bytea_output = 'hex'; SET IntervalStyle = 'postgres'";
 

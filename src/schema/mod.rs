@@ -12,7 +12,7 @@ pub use codec::{
     canonical_value, check_indexed_text, check_rule, decode_sqlite_row, encode_for_sqlite, format_timestamp,
     now_timestamp, validate_row, RowMode, SqlValue, MAX_INDEXED_TEXT_BYTES,
 };
-pub(crate) use codec::{vector_from_pg_text, MAX_TEXT_BYTES};
+pub(crate) use codec::{decode_bytea, vector_from_pg_text, MAX_TEXT_BYTES, MAX_VECTOR_DIM};
 pub use filter::Filter;
 pub(crate) use rules::rule_broken;
 pub use rules::{GeneratedDefault, Rule};
