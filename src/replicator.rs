@@ -141,6 +141,7 @@ impl Replicator {
                 last_confirm: None,
                 stream: None,
                 stream_refused_until: None,
+                restarted_at: None,
             },
         };
         let thread = std::thread::Builder::new()
@@ -194,7 +195,25 @@ struct Follower {
     stream: Option<Streaming>,
     /// PostgreSQL refused a replication connection: the SQL functions serve until then.
     stream_refused_until: Option<Instant>,
+    /// When a stream the server ended was last started again at once (see `stream_step`).
+    restarted_at: Option<Instant>,
 }
+
+impl Follower {
+    /// A stream the server ended is started again at once at most once per
+    /// [`RESTART_AT_ONCE_EVERY`]; more often goes through the failure backoff (a server that
+    /// keeps ending it must not be hammered).
+    fn may_restart_at_once(&mut self) -> bool {
+        let now = Instant::now();
+        if self.restarted_at.is_some_and(|t| now.duration_since(t) < RESTART_AT_ONCE_EVERY) {
+            return false;
+        }
+        self.restarted_at = Some(now);
+        true
+    }
+}
+
+const RESTART_AT_ONCE_EVERY: Duration = Duration::from_secs(1);
 
 struct Streaming {
     stream: crate::capture::stream::ReplicationStream,
@@ -216,8 +235,10 @@ const STREAM_WAIT: Duration = Duration::from_millis(20);
 const STREAM_LINGER: Duration = Duration::from_millis(1);
 /// The longest a batch stays open after its first transaction arrived: SQLite takes what came
 /// within it in one transaction (one fsync), so a steady stream is applied every few
-/// milliseconds rather than held back until it pauses.
-const STREAM_BATCH_WINDOW: Duration = Duration::from_millis(5);
+/// milliseconds rather than held back until it pauses. Each batch's commit writes the pages it
+/// touched to SQLite's WAL again, which at 5 ms was a quarter of the follower's CPU under a
+/// steady stream (docs/BENCHMARKS.md); 10 ms halves that for ~5 ms more lag.
+const STREAM_BATCH_WINDOW: Duration = Duration::from_millis(10);
 
 struct Worker {
     /// Reads the outbox (WAL readers never wait for the writer), and deletes applied batches
@@ -421,6 +442,7 @@ impl Worker {
         // STREAM_BATCH_WINDOW later even while more keep arriving (under a steady stream the
         // linger alone would never end it).
         let mut first_done: Option<Instant> = None;
+        let mut ended = None;
         loop {
             if first_done.is_none() && !st.assembler.done.is_empty() {
                 first_done = Some(Instant::now());
@@ -433,7 +455,14 @@ impl Worker {
             } else {
                 STREAM_LINGER
             };
-            match st.stream.recv(wait)? {
+            let received = match st.stream.recv(wait) {
+                Err(e) if stream::ended_by_server(&e) => {
+                    ended = Some(e);
+                    break;
+                }
+                r => r?,
+            };
+            match received {
                 Some(stream::Streamed::Data { data, .. }) => {
                     st.assembler.push(&data)?;
                     messages += 1;
@@ -449,6 +478,18 @@ impl Worker {
             if messages >= CAPTURE_BATCH_MESSAGES as usize {
                 break;
             }
+        }
+        if let Some(e) = ended {
+            // Most often a phase switch that took the slot to drain it into SQLite: start again
+            // on the next step rather than through the failure backoff and new connections (a
+            // stall of the follower right after every switch). What was read and not taken
+            // comes again: nothing past SQLite's commit was confirmed.
+            if self.follower.may_restart_at_once() {
+                tracing::debug!(error = %e, "change capture stream ended by the server; starting it again");
+                self.follower.stream = None;
+                return Ok(true);
+            }
+            return Err(e);
         }
         let full = messages >= CAPTURE_BATCH_MESSAGES as usize;
         let txns = std::mem::take(&mut st.assembler.done);

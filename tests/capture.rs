@@ -804,6 +804,46 @@ fn foreign_writes_in_dual_are_counted_and_named_and_the_bridges_own_are_not() {
     assert_eq!(b.status().unwrap().capture.unwrap().foreign_total, 5);
 }
 
+/// A phase switch takes the slot from the replicator's stream to drain it into SQLite. The stream
+/// is started again at once: not counted as a replication failure, which would wait out the
+/// backoff and open every connection again (a stall of the follower after every switch).
+#[test]
+fn a_phase_switch_taking_the_slot_from_the_stream_is_not_a_replication_failure() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let b = common::bridge(&db, dir.path());
+    wait_for_slot(&b);
+    b.insert("jobs", &json!({"type": "before the switch"})).unwrap();
+    b.flush(WAIT).unwrap();
+    // The replicator streams the slot in dual too (it carries the replicator's own changes).
+    let mut pg = db.connect();
+    let deadline = Instant::now() + WAIT;
+    while !pg
+        .query_one("SELECT bool_or(active) IS TRUE FROM pg_replication_slots", &[])
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        assert!(Instant::now() < deadline, "the replicator never streamed the slot");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = b.status().unwrap();
+    set(&b, WriteMode::PostgresPrimary);
+    let foreign = uuid();
+    pg.execute("INSERT INTO jobs (id, type) VALUES ($1::text::uuid, 'after the switch')", &[&foreign])
+        .unwrap();
+    b.wait_for_sqlite(WAIT).unwrap();
+    assert!(sqlite_row(&b, "jobs", &foreign).is_some(), "SQLite follows after the switch");
+    let after = b.status().unwrap();
+    let (was, is) = (before.capture.unwrap(), after.capture.clone().unwrap());
+    assert_eq!(
+        (after.retries, is.retries),
+        (before.retries, was.retries),
+        "the switch counted as a failure: {:?} / {:?}",
+        after.last_error,
+        is.last_error
+    );
+}
+
 #[test]
 fn a_foreign_update_in_dual_is_named_an_update() {
     let db = common::migrated_db();
