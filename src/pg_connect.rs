@@ -365,8 +365,11 @@ impl TlsSettings {
         // libpq: with a root certificate, require behaves as verify-ca.
         let verify_chain = self.mode.verifies() || self.root.is_some();
         if !verify_chain {
-            // prefer/require without a root: encryption without authentication, as libpq.
+            // prefer/require without a root: encryption without authentication, as libpq. No
+            // root is consulted then, so the system's trust store is not loaded either: parsing
+            // it cost ~30 ms of CPU per connection (a pool's burst of connects stalled writes).
             b.danger_accept_invalid_certs(true);
+            b.disable_built_in_roots(true);
         }
         if self.mode != SslMode::VerifyFull {
             b.danger_accept_invalid_hostnames(true);
