@@ -184,7 +184,8 @@ struct TargetArgs {
     /// Rounds of the interleaved dual-vs-sqlite write comparison.
     #[arg(long, default_value_t = 20)]
     dual_rounds: usize,
-    /// Only these targets (dual, drain, lag, outage).
+    /// Only these targets (dual, drain, lag, outage; follower-lag, not in the default set: the
+    /// lag's steady writes with PostgreSQL as the primary and SQLite following).
     #[arg(long, value_delimiter = ',', default_value = "dual,drain,lag,outage")]
     only: Vec<String>,
     #[arg(long)]
@@ -345,7 +346,7 @@ fn test_mode() {
         lag_secs: 1.0,
         outage_secs: 1.0,
         outage_rate: 100.0,
-        only: vec!["dual".into(), "drain".into(), "lag".into(), "outage".into()],
+        only: vec!["dual".into(), "drain".into(), "lag".into(), "follower-lag".into(), "outage".into()],
         json: false,
         out: None,
     };
@@ -1086,8 +1087,12 @@ fn lag_of(mut ms: Vec<f64>, method: &str) -> Lag {
 }
 
 /// Replication lag of each (job log, time its write returned): PostgreSQL's commit time of the
-/// row minus that time. Call after the rows were flushed.
-fn commit_lag(pg: &PgConfig, written: &[(Uuid, SystemTime)]) -> Lag {
+/// row minus that time. Call after the rows were flushed. `None` when PostgreSQL recorded no
+/// usable commit time: the replicator's sessions set a replication origin (so the change capture
+/// can tell them apart), and a transaction under an origin records the origin's timestamp as its
+/// commit time — never set by the bridge, so 2000-01-01. Then the caller falls back to the
+/// sampled age of the oldest pending change (an upper bound of the lag).
+fn commit_lag(pg: &PgConfig, written: &[(Uuid, SystemTime)]) -> Option<Lag> {
     let mut c = pg.connect().expect("connect");
     let returned: HashMap<Uuid, SystemTime> = written.iter().copied().collect();
     let mut lags = Vec::with_capacity(written.len());
@@ -1103,12 +1108,16 @@ fn commit_lag(pg: &PgConfig, written: &[(Uuid, SystemTime)]) -> Lag {
             let id: Uuid = r.get(0);
             let Some(committed) = r.get::<_, Option<f64>>(1) else { continue };
             let back = returned[&id].duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+            if committed < back - 1.0 {
+                // The origin's timestamp, not the commit's (see above).
+                return None;
+            }
             // The replicator may commit before the writing thread reads the clock: never below 0.
             lags.push(((committed - back) * 1000.0).max(0.0));
         }
     }
     assert_eq!(lags.len(), written.len(), "every job log written reached PostgreSQL");
-    lag_of(lags, "commit_timestamp")
+    Some(lag_of(lags, "commit_timestamp"))
 }
 
 /// When each job_logs row appeared in SQLite, polled every 2 ms by rowid (rows the capture
@@ -1272,11 +1281,11 @@ fn run_config(config: &str, load: &Load) -> RunResult {
         result.outbox_peak = (!pg_first).then_some(peak);
         if config != "sqlite" && !pg_first {
             let written: Vec<_> = outs.iter().flat_map(|o| o.job_logs.iter().copied()).collect();
-            result.lag = Some(if track_commit_timestamp(&db.config) {
-                commit_lag(&db.config, &written)
-            } else {
+            let committed =
+                track_commit_timestamp(&db.config).then(|| commit_lag(&db.config, &written)).flatten();
+            result.lag = Some(committed.unwrap_or_else(|| {
                 lag_of(ages.into_iter().map(|a| a as f64).collect(), "oldest_pending_sampled")
-            });
+            }));
         }
         result.reads = serde_json::to_value(b.status().expect("status").reads).unwrap_or_default();
         b.shutdown(Duration::from_secs(5));
@@ -1477,6 +1486,13 @@ struct SteadyLag {
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct FollowerLag {
+    steady: SteadyLag,
+    /// CPU time of the replicator thread (the follower) per change it applied.
+    follower_cpu_us_per_change: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Outage {
     rate: f64,
     outage_secs: f64,
@@ -1494,6 +1510,8 @@ struct Targets {
     dual_vs_sqlite: Option<DualVsSqlite>,
     drain: Option<Drain>,
     lag: Option<SteadyLag>,
+    /// The same steady writes with PostgreSQL as the primary: the SQLite follower's lag.
+    follower_lag: Option<FollowerLag>,
     outage: Option<Outage>,
     versions: BTreeMap<String, String>,
     load_before: String,
@@ -1547,6 +1565,13 @@ fn run_targets(a: &TargetArgs) -> Targets {
     if a.only.iter().any(|o| o == "lag") {
         eprintln!("workload: lag target ({} writes/s for {} s) ...", a.lag_rate, a.lag_secs);
         t.lag = Some(lag_target(a.lag_rate, a.lag_secs));
+    }
+    if a.only.iter().any(|o| o == "follower-lag") {
+        eprintln!(
+            "workload: follower lag target ({} writes/s for {} s, postgres_primary) ...",
+            a.lag_rate, a.lag_secs
+        );
+        t.follower_lag = Some(follower_lag_target(a.lag_rate, a.lag_secs));
     }
     if a.only.iter().any(|o| o == "outage") {
         eprintln!("workload: outage target ({} s at {} writes/s) ...", a.outage_secs, a.outage_rate);
@@ -1786,11 +1811,9 @@ fn lag_target(rate: f64, secs: f64) -> SteadyLag {
     let (_, all, errors, first) = merge(&outs);
     assert_eq!(errors, 0, "{first:?}");
     let written: Vec<_> = outs.iter().flat_map(|o| o.job_logs.iter().copied()).collect();
-    let lag = if track_commit_timestamp(&db.config) {
-        commit_lag(&db.config, &written)
-    } else {
-        lag_of(ages.into_iter().map(|a| a as f64).collect(), "oldest_pending_sampled")
-    };
+    let committed = track_commit_timestamp(&db.config).then(|| commit_lag(&db.config, &written)).flatten();
+    let lag = committed
+        .unwrap_or_else(|| lag_of(ages.into_iter().map(|a| a as f64).collect(), "oldest_pending_sampled"));
     b.shutdown(Duration::from_secs(5));
     SteadyLag {
         rate,
@@ -1800,6 +1823,49 @@ fn lag_target(rate: f64, secs: f64) -> SteadyLag {
         write_latency: Latency::of(&all),
         lag,
         outbox_peak: peak,
+    }
+}
+
+/// append_log at `rate` for `secs` in postgres_primary (each write one PostgreSQL commit); the
+/// SQLite follower's lag of every row: when it appeared in SQLite − when its write returned.
+fn follower_lag_target(rate: f64, secs: f64) -> FollowerLag {
+    let db = Db::create("follower_lag");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (b, fx) = dual_bridge(dir.path(), &db.config);
+    b.set_flag(
+        FlagChange::WriteMode(WriteMode::PostgresPrimary),
+        "workload runner",
+        "follower lag target",
+        false,
+    )
+    .expect("enter postgres_primary");
+    let load = Load { duration: secs, count: None, rate, concurrency: 4 };
+    warm_pool(&b, load.concurrency);
+    let watcher = SqliteWatcher::start(&dir.path().join("monolith.sqlite3"));
+    let stop = AtomicBool::new(false);
+    let backends = (0..load.concurrency).map(|_| Backend::Bridge(b.clone())).collect();
+    let before = (thread_cpu_secs(REPLICATOR_THREAD), applied_by_follower(&b));
+    let (outs, seconds) = drive(backends, &fx, &load, Some(Op::AppendLog), &stop);
+    b.wait_for_sqlite(Duration::from_secs(600)).expect("SQLite follows after the run");
+    let changes = applied_by_follower(&b) - before.1;
+    let cpu = thread_cpu_secs(REPLICATOR_THREAD) - before.0;
+    let seen = watcher.finish();
+    let (_, all, errors, first) = merge(&outs);
+    assert_eq!(errors, 0, "{first:?}");
+    let written: Vec<_> = outs.iter().flat_map(|o| o.job_logs.iter().copied()).collect();
+    let lag = follower_lag(&seen, &written);
+    b.shutdown(Duration::from_secs(5));
+    FollowerLag {
+        steady: SteadyLag {
+            rate,
+            seconds,
+            writes: all.len(),
+            writes_per_sec: all.len() as f64 / seconds,
+            write_latency: Latency::of(&all),
+            lag,
+            outbox_peak: 0,
+        },
+        follower_cpu_us_per_change: (changes > 0).then(|| cpu * 1e6 / changes as f64),
     }
 }
 
@@ -1978,6 +2044,22 @@ fn render_hot_paths(m: &BTreeMap<String, f64>) -> String {
             s.push_str(&format!("| `{id}` | {:.2} | {:.0} |\n", ns / 1e6, 1000.0 / (ns / 1e9)));
         }
     }
+    // `capture/follow/<n>_mixed`: n captured transactions of one change each, and the job they share.
+    for (id, ns) in m.iter().filter(|(id, _)| id.starts_with("capture/follow/")) {
+        let Some(txns) = id.strip_prefix("capture/follow/").and_then(|r| r.strip_suffix("_mixed")) else {
+            continue;
+        };
+        let Ok(txns) = txns.parse::<f64>() else { continue };
+        let changes = txns + 1.0;
+        s.push_str(&format!(
+            "\nThe SQLite follower (`capture::decode` + `capture::follow::take` of captured single-change \
+             transactions, no commit; median):\n\n| benchmark | ms | µs per change | changes/s |\n| --- | ---: | ---: | ---: |\n\
+             | `{id}` | {:.2} | {:.2} | {:.0} |\n",
+            ns / 1e6,
+            ns / 1000.0 / changes,
+            changes / (ns / 1e9)
+        ));
+    }
     // `verify/row_digest_job_logs/<rows>`: the id ends in the number of rows digested.
     let digests: Vec<(&String, usize, f64)> = m
         .iter()
@@ -2133,6 +2215,25 @@ fn target_rows(t: &Targets, m: Option<&BTreeMap<String, f64>>) -> Vec<TargetRow>
                 l.writes,
                 l.writes_per_sec,
                 if l.lag.method == "commit_timestamp" { "" } else { "; sampled outbox age" }
+            ),
+            met: Some(l.lag.p99_ms < 100.0 && l.writes_per_sec >= 0.95 * l.rate),
+        });
+    }
+    if let Some(f) = &t.follower_lag {
+        let l = &f.steady;
+        rows.push(TargetRow {
+            target: format!("SQLite follower's lag at a steady {:.0} writes/s in postgres_primary: p99 < 100 ms", l.rate),
+            measured: format!(
+                "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} writes ({:.0}/s achieved; write p50 {:.2} ms, p99 {:.2} ms; \
+                 follower CPU {} µs per change)",
+                l.lag.p50_ms,
+                l.lag.p99_ms,
+                l.lag.max_ms,
+                l.writes,
+                l.writes_per_sec,
+                l.write_latency.p50_us as f64 / 1000.0,
+                l.write_latency.p99_us as f64 / 1000.0,
+                f.follower_cpu_us_per_change.map_or("—".into(), |c| format!("{c:.1}"))
             ),
             met: Some(l.lag.p99_ms < 100.0 && l.writes_per_sec >= 0.95 * l.rate),
         });
