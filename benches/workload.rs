@@ -62,6 +62,8 @@
 
 /// The fault tests' TCP proxy, and only that file of tests/support: the rest of it belongs to
 /// the tests (it needs their `common` module).
+#[path = "support/cpu.rs"]
+mod cpu;
 #[path = "../tests/support/proxy.rs"]
 #[allow(dead_code)]
 mod proxy;
@@ -1405,6 +1407,13 @@ struct Drain {
     backlog_write_us: f64,
     /// The same backlog drained again by hand with the replicator's own steps, timed per step.
     phases: Option<DrainPhases>,
+    /// CPU-seconds of the bridge's drain (open to flush, and on until the capture slot confirmed
+    /// the replicator's own transactions), this process and PostgreSQL's.
+    #[serde(default)]
+    cpu: cpu::CpuSplit,
+    /// From the end of the flush until the capture slot confirmed everything written.
+    #[serde(default)]
+    capture_caught_up_secs: f64,
 }
 
 /// Where a drain's time goes: the replicator's three steps, each summed over all batches.
@@ -1419,6 +1428,9 @@ struct DrainPhases {
     apply_secs: f64,
     /// `Outbox::mark_applied`: deleting the batch from the outbox (one SQLite commit).
     mark_applied_secs: f64,
+    /// CPU-seconds of the drain by hand, this process and PostgreSQL's.
+    #[serde(default)]
+    cpu: cpu::CpuSplit,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -1665,12 +1677,19 @@ fn drain_target(rows: usize, batch: Option<usize>) -> Drain {
     copy_sqlite(&scratch.path().join("monolith.sqlite3"), &dir.path().join("monolith.sqlite3"));
     copy_sqlite(&scratch.path().join("monolith.sqlite3"), &by_hand.path().join("monolith.sqlite3"));
     drop(scratch);
+    let postmaster = cpu::postmaster_of(&mut db.config.connect().expect("connect"));
+    let cpu_before = cpu::CpuSnapshot::take(postmaster);
     let started = Instant::now();
     let b = Bridge::open(bridge_config(dir.path(), Some(&db.config)), options).expect("open");
     if let Err(e) = b.flush(Duration::from_secs(1800)) {
         panic!("draining the backlog: {e}; status: {:?}", b.status());
     }
     let seconds = started.elapsed().as_secs_f64();
+    // The replicator's own transactions are decoded by the capture slot's walsender and read
+    // back by the replicator (in `dual` it follows the capture too); that work may trail the
+    // flush, so the CPU is counted once the slot has confirmed everything written so far.
+    let capture_caught_up_secs = wait_for_capture(&db.config, Duration::from_secs(60));
+    let cpu = cpu::CpuSnapshot::take(postmaster).since(&cpu_before);
     b.shutdown(Duration::from_secs(5));
     drop(b);
     let n: i64 = db.config.connect().unwrap().query_one("SELECT count(*) FROM job_logs", &[]).unwrap().get(0);
@@ -1683,7 +1702,32 @@ fn drain_target(rows: usize, batch: Option<usize>) -> Drain {
         rows_per_sec: rows as f64 / seconds,
         backlog_write_us,
         phases: Some(phases),
+        cpu,
+        capture_caught_up_secs,
     }
+}
+
+/// Wait until the capture slot of `pg`'s database has confirmed the WAL written so far (at most
+/// `limit`); how long that took.
+fn wait_for_capture(pg: &PgConfig, limit: Duration) -> f64 {
+    let mut c = pg.connect().expect("connect");
+    let target: String = c.query_one("SELECT pg_current_wal_lsn()::text", &[]).expect("lsn").get(0);
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let behind: Option<bool> = c
+            .query_opt(
+                "SELECT confirmed_flush_lsn < $1::text::pg_lsn FROM pg_replication_slots
+                 WHERE slot_name = 'dw_capture_' || md5(current_database())",
+                &[&target],
+            )
+            .expect("slot position")
+            .and_then(|r| r.get(0));
+        if behind != Some(true) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    started.elapsed().as_secs_f64()
 }
 
 /// Drain the backlog at `path` into a fresh database with the replicator's own steps
@@ -1698,6 +1742,8 @@ fn drain_phases(path: &Path, batch_size: usize) -> DrainPhases {
     // As the replicator's own connection (see `Replicator::start`).
     writer.pragma_update(None, "synchronous", "NORMAL").expect("pragma");
     let mut p = DrainPhases { batch_size, ..DrainPhases::default() };
+    let postmaster = cpu::postmaster_of(&mut client);
+    let cpu_before = cpu::CpuSnapshot::take(postmaster);
     let started = Instant::now();
     loop {
         let t = Instant::now();
@@ -1716,6 +1762,7 @@ fn drain_phases(path: &Path, batch_size: usize) -> DrainPhases {
         p.batches += 1;
     }
     p.seconds = started.elapsed().as_secs_f64();
+    p.cpu = cpu::CpuSnapshot::take(postmaster).since(&cpu_before);
     p
 }
 
@@ -2065,14 +2112,17 @@ fn target_rows(t: &Targets, m: Option<&BTreeMap<String, f64>>) -> Vec<TargetRow>
                 d.rows,
                 d.seconds,
                 d.phases.as_ref().map_or_else(String::new, |p| format!(
-                    "; the same drain by hand, per step: PostgreSQL apply {:.0} %, outbox read {:.0} %, \
-                     outbox delete {:.0} % of {:.1} s ({} batches of {})",
+                    "; capture caught up {:.1} s after the flush; {}; the same drain by hand, per step: PostgreSQL apply {:.0} %, outbox read {:.0} %, \
+                     outbox delete {:.0} % of {:.1} s ({} batches of {}); {}",
+                    d.capture_caught_up_secs,
+                    d.cpu.render(),
                     100.0 * p.apply_secs / p.seconds,
                     100.0 * p.read_outbox_secs / p.seconds,
                     100.0 * p.mark_applied_secs / p.seconds,
                     p.seconds,
                     p.batches,
-                    p.batch_size
+                    p.batch_size,
+                    p.cpu.render()
                 ))
             ),
             met: Some(d.rows_per_sec >= 50_000.0),
