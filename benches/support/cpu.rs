@@ -11,7 +11,9 @@ const EXITED_THREADS: &str = "(ended threads)";
 /// CPU-seconds (user + system) by name at one moment.
 #[derive(Clone, Debug, Default)]
 pub struct CpuSnapshot {
-    /// This process's threads by name (threads of one name summed).
+    /// This process in all, threads that have ended included.
+    pub process: f64,
+    /// This process's live threads by name (threads of one name summed).
     pub threads: BTreeMap<String, f64>,
     /// The cluster's processes by kind, and each process's own figure (by pid) so a process
     /// started between two snapshots counts from zero.
@@ -34,9 +36,7 @@ impl CpuSnapshot {
             }
         }
         // Threads that ended (short-lived helpers) count in the process's figure only.
-        if let Some(all) = stat_cpu_secs(std::path::Path::new("/proc/self/stat")) {
-            threads.insert(EXITED_THREADS.into(), (all - live).max(0.0));
-        }
+        let process = stat_cpu_secs(std::path::Path::new("/proc/self/stat")).unwrap_or(live);
         let mut cluster = BTreeMap::new();
         if postmaster != 0 {
             if let Ok(dir) = std::fs::read_dir("/proc") {
@@ -50,7 +50,7 @@ impl CpuSnapshot {
                 }
             }
         }
-        CpuSnapshot { threads, cluster }
+        CpuSnapshot { process, threads, cluster }
     }
 
     /// What happened between `earlier` and `self`: threads by name, the cluster by kind.
@@ -60,6 +60,9 @@ impl CpuSnapshot {
             let before = earlier.threads.get(name).copied().unwrap_or(0.0);
             threads.insert(name.clone(), (secs - before).max(0.0));
         }
+        // The rest of the process's time since then: threads that ended meanwhile.
+        let named: f64 = threads.values().sum();
+        threads.insert(EXITED_THREADS.into(), (self.process - earlier.process - named).max(0.0));
         let mut cluster: BTreeMap<String, f64> = BTreeMap::new();
         for (pid, (kind, secs)) in &self.cluster {
             let before = earlier.cluster.get(pid).map_or(0.0, |(_, s)| *s);
