@@ -62,6 +62,8 @@
 
 /// The fault tests' TCP proxy, and only that file of tests/support: the rest of it belongs to
 /// the tests (it needs their `common` module).
+#[path = "support/cpu.rs"]
+mod cpu;
 #[path = "../tests/support/proxy.rs"]
 #[allow(dead_code)]
 mod proxy;
@@ -910,23 +912,7 @@ const REPLICATOR_THREAD: &str = "dualwrite-repli";
 
 /// CPU seconds (user + system) used so far by this process's threads named `comm`.
 fn thread_cpu_secs(comm: &str) -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let mut total = 0u64;
-    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
-        let path = task.path();
-        if std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim_end() == comm) {
-            // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-            if let Some(rest) = std::fs::read_to_string(path.join("stat")).ok().and_then(|s| {
-                s.rsplit_once(") ")
-                    .map(|(_, rest)| rest.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-            }) {
-                total += rest.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                total += rest.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            }
-        }
-    }
-    total as f64 / ticks
+    cpu::CpuSnapshot::take(0).threads.get(comm).copied().unwrap_or(0.0)
 }
 
 /// Changes the SQLite follower has applied, from the file's capture bookkeeping.
@@ -1458,6 +1444,13 @@ struct Drain {
     backlog_write_us: f64,
     /// The same backlog drained again by hand with the replicator's own steps, timed per step.
     phases: Option<DrainPhases>,
+    /// CPU-seconds of the bridge's drain (open to flush, and on until the capture slot confirmed
+    /// the replicator's own transactions), this process and PostgreSQL's.
+    #[serde(default)]
+    cpu: cpu::CpuSplit,
+    /// From the end of the flush until the capture slot confirmed everything written.
+    #[serde(default)]
+    capture_caught_up_secs: f64,
 }
 
 /// Where a drain's time goes: the replicator's three steps, each summed over all batches.
@@ -1472,6 +1465,9 @@ struct DrainPhases {
     apply_secs: f64,
     /// `Outbox::mark_applied`: deleting the batch from the outbox (one SQLite commit).
     mark_applied_secs: f64,
+    /// CPU-seconds of the drain by hand, this process and PostgreSQL's.
+    #[serde(default)]
+    cpu: cpu::CpuSplit,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -1734,12 +1730,19 @@ fn drain_target(rows: usize, batch: Option<usize>) -> Drain {
     copy_sqlite(&scratch.path().join("monolith.sqlite3"), &dir.path().join("monolith.sqlite3"));
     copy_sqlite(&scratch.path().join("monolith.sqlite3"), &by_hand.path().join("monolith.sqlite3"));
     drop(scratch);
+    let postmaster = cpu::postmaster_of(&mut db.config.connect().expect("connect"));
+    let cpu_before = cpu::CpuSnapshot::take(postmaster);
     let started = Instant::now();
     let b = Bridge::open(bridge_config(dir.path(), Some(&db.config)), options).expect("open");
     if let Err(e) = b.flush(Duration::from_secs(1800)) {
         panic!("draining the backlog: {e}; status: {:?}", b.status());
     }
     let seconds = started.elapsed().as_secs_f64();
+    // The replicator's own transactions are decoded by the capture slot's walsender and read
+    // back by the replicator (in `dual` it follows the capture too); that work may trail the
+    // flush, so the CPU is counted once the slot has confirmed everything written so far.
+    let capture_caught_up_secs = wait_for_capture(&db.config, Duration::from_secs(60));
+    let cpu = cpu::CpuSnapshot::take(postmaster).since(&cpu_before);
     b.shutdown(Duration::from_secs(5));
     drop(b);
     let n: i64 = db.config.connect().unwrap().query_one("SELECT count(*) FROM job_logs", &[]).unwrap().get(0);
@@ -1752,7 +1755,32 @@ fn drain_target(rows: usize, batch: Option<usize>) -> Drain {
         rows_per_sec: rows as f64 / seconds,
         backlog_write_us,
         phases: Some(phases),
+        cpu,
+        capture_caught_up_secs,
     }
+}
+
+/// Wait until the capture slot of `pg`'s database has confirmed the WAL written so far (at most
+/// `limit`); how long that took.
+fn wait_for_capture(pg: &PgConfig, limit: Duration) -> f64 {
+    let mut c = pg.connect().expect("connect");
+    let target: String = c.query_one("SELECT pg_current_wal_lsn()::text", &[]).expect("lsn").get(0);
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let behind: Option<bool> = c
+            .query_opt(
+                "SELECT confirmed_flush_lsn < $1::text::pg_lsn FROM pg_replication_slots
+                 WHERE slot_name = 'dw_capture_' || md5(current_database())",
+                &[&target],
+            )
+            .expect("slot position")
+            .and_then(|r| r.get(0));
+        if behind != Some(true) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    started.elapsed().as_secs_f64()
 }
 
 /// Drain the backlog at `path` into a fresh database with the replicator's own steps
@@ -1767,6 +1795,8 @@ fn drain_phases(path: &Path, batch_size: usize) -> DrainPhases {
     // As the replicator's own connection (see `Replicator::start`).
     writer.pragma_update(None, "synchronous", "NORMAL").expect("pragma");
     let mut p = DrainPhases { batch_size, ..DrainPhases::default() };
+    let postmaster = cpu::postmaster_of(&mut client);
+    let cpu_before = cpu::CpuSnapshot::take(postmaster);
     let started = Instant::now();
     loop {
         let t = Instant::now();
@@ -1785,6 +1815,7 @@ fn drain_phases(path: &Path, batch_size: usize) -> DrainPhases {
         p.batches += 1;
     }
     p.seconds = started.elapsed().as_secs_f64();
+    p.cpu = cpu::CpuSnapshot::take(postmaster).since(&cpu_before);
     p
 }
 
@@ -2191,14 +2222,17 @@ fn target_rows(t: &Targets, m: Option<&BTreeMap<String, f64>>) -> Vec<TargetRow>
                 d.rows,
                 d.seconds,
                 d.phases.as_ref().map_or_else(String::new, |p| format!(
-                    "; the same drain by hand, per step: PostgreSQL apply {:.0} %, outbox read {:.0} %, \
-                     outbox delete {:.0} % of {:.1} s ({} batches of {})",
+                    "; capture caught up {:.1} s after the flush; {}; the same drain by hand, per step: PostgreSQL apply {:.0} %, outbox read {:.0} %, \
+                     outbox delete {:.0} % of {:.1} s ({} batches of {}); {}",
+                    d.capture_caught_up_secs,
+                    d.cpu.render(),
                     100.0 * p.apply_secs / p.seconds,
                     100.0 * p.read_outbox_secs / p.seconds,
                     100.0 * p.mark_applied_secs / p.seconds,
                     p.seconds,
                     p.batches,
-                    p.batch_size
+                    p.batch_size,
+                    p.cpu.render()
                 ))
             ),
             met: Some(d.rows_per_sec >= 50_000.0),

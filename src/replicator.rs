@@ -359,7 +359,7 @@ impl Worker {
             // stay captured in the outbox and nothing is applied until `dual` returns.
             let mut more = false;
             if mode != WriteMode::Sqlite {
-                match self.outbox_step() {
+                match self.outbox_step(deadline) {
                     Ok(m) => more |= m,
                     Err(pass) => return pass,
                 }
@@ -544,9 +544,15 @@ impl Worker {
         Ok(full)
     }
 
-    /// One batch of the outbox to PostgreSQL; `Ok(true)` when one was applied (more may wait).
-    fn outbox_step(&mut self) -> std::result::Result<bool, Pass> {
-        let batch = match Outbox::pending(&self.conn, self.options.batch_size) {
+    /// Batches of the outbox to PostgreSQL, pipelined: while this thread has PostgreSQL apply
+    /// batch N (its statements and its commit, as before: one connection, batches committed in
+    /// sequence order), a helper thread removes batch N-1 from the outbox — PostgreSQL committed
+    /// it — and reads batch N+1, the records numbered after N's last. SQLite's part of a batch
+    /// (a read, a delete and its commit: ~10 % of a drain) so costs no time of its own, and the
+    /// two cores work at once. A record still leaves the outbox only after PostgreSQL committed
+    /// it. At most [`PIPELINED_BATCHES`] per step; `Ok(true)` when one was applied (more may wait).
+    fn outbox_step(&mut self, deadline: Option<Instant>) -> std::result::Result<bool, Pass> {
+        let mut batch = match Outbox::pending(&self.conn, self.options.batch_size) {
             Ok(b) => b,
             Err(e) => return Err(self.fail("reading the outbox", &e)),
         };
@@ -554,7 +560,71 @@ impl Worker {
             return Ok(false);
         }
         self.connect()?;
-        self.apply(&batch)?;
+        // Committed by PostgreSQL, not yet removed from the outbox.
+        let mut committed: Option<(Vec<OutboxRecord>, Applied)> = None;
+        for round in 0..PIPELINED_BATCHES {
+            let last_round = round + 1 == PIPELINED_BATCHES
+                || deadline.is_some_and(|d| Instant::now() >= d)
+                || self.flags.get().effective_write_mode() == WriteMode::Sqlite
+                // The pass renews the lease between steps; a step never runs past it.
+                || self.lease.renewal_due();
+            let span = tracing::debug_span!("apply_batch", records = batch.len(), first = batch[0].seq);
+            let _enter = span.enter();
+            let after = batch[batch.len() - 1].seq;
+            let (applied, sqlite) = {
+                let Worker { conn, writer, client, options, .. } = &mut *self;
+                let Some(client) = client.as_mut() else { return Err(Pass::Failed) };
+                let (writer, committed, limit) = (&*writer, &committed, options.batch_size);
+                std::thread::scope(|s| {
+                    let helper =
+                        s.spawn(move || -> std::result::Result<Vec<OutboxRecord>, (&'static str, Error)> {
+                            if let Some((done, applied)) = committed {
+                                mark_applied(conn, writer, done, *applied)
+                                    .map_err(|e| ("marking the outbox", e))?;
+                            }
+                            if last_round {
+                                return Ok(Vec::new());
+                            }
+                            Outbox::pending_after(conn, after, limit).map_err(|e| ("reading the outbox", e))
+                        });
+                    let applied = apply_batch(client, &batch, true);
+                    let sqlite = helper.join().unwrap_or_else(|_| {
+                        Err(("the outbox", Error::Internal("the outbox thread panicked".into())))
+                    });
+                    (applied, sqlite)
+                })
+            };
+            let next = match sqlite {
+                Ok(next) => {
+                    if let Some((_, applied)) = committed.take() {
+                        self.count_applied(applied);
+                    }
+                    next
+                }
+                // PostgreSQL has what it committed: applying it again later is a no-op.
+                Err((what, e)) => return Err(self.fail(what, &e)),
+            };
+            match applied {
+                Ok(applied) => committed = Some((batch, applied)),
+                Err(e) if is_permanent(&e) => {
+                    tracing::warn!(error = %Error::Postgres(e), "batch refused; applying its changes one by one");
+                    // Removes each record itself; the next step reads on from there.
+                    self.isolate(&batch)?;
+                    return Ok(true);
+                }
+                Err(e) => {
+                    self.drop_connections();
+                    return Err(self.fail("applying a batch", &Error::Postgres(e)));
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            batch = next;
+        }
+        if let Some((done, applied)) = committed {
+            self.done(&done, applied)?;
+        }
         Ok(true)
     }
 
@@ -687,26 +757,6 @@ impl Worker {
         Ok(!complete)
     }
 
-    fn apply(&mut self, batch: &[OutboxRecord]) -> std::result::Result<(), Pass> {
-        let span = tracing::debug_span!("apply_batch", records = batch.len(), first = batch[0].seq);
-        let _enter = span.enter();
-        let Some(client) = self.client.as_mut() else { return Err(Pass::Failed) };
-        match apply_batch(client, batch, true) {
-            Ok(applied) => {
-                self.done(batch, applied)?;
-                Ok(())
-            }
-            Err(e) if is_permanent(&e) => {
-                tracing::warn!(error = %Error::Postgres(e), "batch refused; applying its changes one by one");
-                self.isolate(batch)
-            }
-            Err(e) => {
-                self.drop_connections();
-                Err(self.fail("applying a batch", &Error::Postgres(e)))
-            }
-        }
-    }
-
     /// A batch failed for a permanent reason: apply each change alone, dead-letter the ones that
     /// fail permanently, keep going with the rest (in order).
     fn isolate(&mut self, batch: &[OutboxRecord]) -> std::result::Result<(), Pass> {
@@ -734,26 +784,47 @@ impl Worker {
         Ok(())
     }
 
+    /// Remove an applied batch from the outbox and count it.
     fn done(&mut self, batch: &[OutboxRecord], applied: Applied) -> std::result::Result<(), Pass> {
-        let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
-        let marked = {
-            // The application's writer lock, so the two take turns (see `Worker::writer`); the
-            // delete itself runs on this thread's own connection, which commits without an fsync.
-            let _turn = self.writer.lock();
-            Outbox::mark_applied(&mut self.conn, first, last, applied.written)
-        };
-        if let Err(e) = marked {
+        if let Err(e) = mark_applied(&mut self.conn, &self.writer, batch, applied) {
             // PostgreSQL has the batch; applying it again later is a no-op.
             return Err(self.fail("marking the outbox", &e));
         }
+        self.count_applied(applied);
+        Ok(())
+    }
+
+    /// Count a batch PostgreSQL committed and the outbox no longer holds.
+    fn count_applied(&mut self, applied: Applied) {
         self.failures = 0;
         self.stats.applied.fetch_add(applied.written as u64, Ordering::Relaxed);
         self.stats.skipped.fetch_add(applied.skipped as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.sample();
-        tracing::debug!(first, last, written = applied.written, skipped = applied.skipped, "batch applied");
-        Ok(())
+        tracing::debug!(written = applied.written, skipped = applied.skipped, "batch applied");
     }
+}
+
+/// Outbox batches one step applies back to back (see `Worker::outbox_step`) before the pass
+/// gives the change capture its turn: enough that SQLite's work of each batch hides behind
+/// PostgreSQL's work on the next, few enough that the capture stream is read at least every
+/// half second or so while a backlog drains (the server waits for our replies).
+const PIPELINED_BATCHES: usize = 8;
+
+/// Remove `batch` (PostgreSQL committed it) from the outbox on the replicator's own connection,
+/// under the application's writer lock, so the two take turns (see `Worker::writer`); the delete
+/// commits without an fsync.
+fn mark_applied(
+    conn: &mut rusqlite::Connection,
+    writer: &SharedWriter,
+    batch: &[OutboxRecord],
+    applied: Applied,
+) -> Result<()> {
+    let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
+    let _turn = writer.lock();
+    Outbox::mark_applied(conn, first, last, applied.written)?;
+    tracing::debug!(first, last, "batch removed from the outbox");
+    Ok(())
 }
 
 /// How long a lease lasts without renewal; a dead holder is replaced this long after its last
@@ -809,6 +880,12 @@ impl Lease {
         }
         self.held_until = taken.then(|| now + LEASE_DURATION);
         Ok(taken)
+    }
+
+    /// Whether the lease is held for less than [`LEASE_RENEW_BELOW`] more (or not at all):
+    /// time to go back to [`Lease::hold`].
+    fn renewal_due(&self) -> bool {
+        self.held_until.is_none_or(|t| t.saturating_duration_since(Instant::now()) <= LEASE_RENEW_BELOW)
     }
 
     /// Give the lease up at a clean shutdown, so another process takes over at once.

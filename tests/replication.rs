@@ -220,3 +220,93 @@ fn a_unique_key_deleted_and_recreated_under_a_new_id_applies_in_one_batch() {
     assert_eq!(r.dead_letters().unwrap(), vec![]);
     common::assert_stores_equal(&r, &db);
 }
+
+/// A bridge that writes with replication paused (a rollback, an outage): its changes wait in
+/// the outbox for the next replicating bridge on the file.
+fn paused_bridge(db: &common::TestDb, dir: &std::path::Path) -> dualwrite::Bridge {
+    common::bridge_with(db, dir, dualwrite::BridgeOptions { replicate: false, ..Default::default() })
+}
+
+/// A replicating bridge whose batches hold `batch_size` records.
+fn bridge_with_batches(db: &common::TestDb, dir: &std::path::Path, batch_size: usize) -> dualwrite::Bridge {
+    let replicator = dualwrite::ReplicatorOptions { batch_size, ..Default::default() };
+    common::bridge_with(db, dir, dualwrite::BridgeOptions { replicator, ..Default::default() })
+}
+
+/// A backlog many batches long drains through the replicator's pipeline (the next batch read and
+/// the last one removed from the outbox while PostgreSQL applies the current one): no record is
+/// passed over or applied out of order — rows updated, deleted, and a unique key deleted and made
+/// again under a new id, each in later batches than the rows were made in, end as in SQLite.
+#[test]
+fn a_backlog_of_many_batches_drains_through_the_pipeline_as_in_sqlite() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let pending = {
+        let b = paused_bridge(&db, dir.path());
+        // A job, then its three logs, and again: a parent the pipeline passed over would leave its
+        // children without a parent at their batch's commit (a foreign-key refusal: dead letters).
+        let mut jid = String::new();
+        let logs: Vec<String> = (0..300)
+            .map(|i| {
+                if i % 3 == 0 {
+                    jid =
+                        b.insert("jobs", &json!({"type": "t"})).unwrap()["id"].as_str().unwrap().to_string();
+                }
+                let log = json!({"job_id": jid, "level": "info", "message": format!("log {i}")});
+                b.insert("job_logs", &log).unwrap()["id"].as_str().unwrap().to_string()
+            })
+            .collect();
+        for (i, id) in logs.iter().enumerate() {
+            if i % 3 == 0 {
+                b.patch("job_logs", id, &json!({"message": format!("updated {i}")})).unwrap();
+            }
+        }
+        for (i, id) in logs.iter().enumerate() {
+            if i % 5 == 0 {
+                assert!(b.delete("job_logs", id).unwrap());
+            }
+        }
+        let ann = b.insert("users", &json!({"email": "ann@example.com", "display_name": "Ann"})).unwrap();
+        assert!(b.delete("users", ann["id"].as_str().unwrap()).unwrap());
+        b.insert("users", &json!({"email": "ann@example.com", "display_name": "Ann again"})).unwrap();
+        b.patch("jobs", &jid, &json!({"status": "running"})).unwrap();
+        b.status().unwrap().outbox_depth
+    };
+    assert_eq!(pending, 100 + 300 + 100 + 60 + 3 + 1, "the backlog waits in the outbox");
+    // 6 records a batch: about 94 batches, so several pipelined steps, with a batch's keys
+    // changed again in batches read while it was being applied.
+    let b = bridge_with_batches(&db, dir.path(), 6);
+    b.flush(FLUSH).unwrap();
+    common::assert_stores_equal(&b, &db);
+    let st = b.status().unwrap();
+    assert_eq!(st.outbox_depth, 0);
+    assert_eq!(st.dead_letters, 0);
+}
+
+/// A change PostgreSQL refuses in the middle of a backlog: its batch is applied one change at a
+/// time while the batch before it, committed and not yet removed, is removed as usual; the
+/// poison goes to the dead letters and every other change of the backlog arrives.
+#[test]
+fn a_poison_change_in_the_middle_of_a_backlog_is_dead_lettered_and_the_rest_arrives() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    db.connect()
+        .batch_execute("ALTER TABLE job_logs ADD CONSTRAINT no_poison CHECK (message <> 'poison')")
+        .unwrap();
+    {
+        let b = paused_bridge(&db, dir.path());
+        let jid = b.insert("jobs", &json!({"type": "t"})).unwrap()["id"].as_str().unwrap().to_string();
+        for i in 0..100 {
+            let msg = if i == 53 { "poison".to_string() } else { format!("ok {i}") };
+            b.insert("job_logs", &json!({"job_id": jid, "level": "info", "message": msg})).unwrap();
+        }
+    }
+    let b = bridge_with_batches(&db, dir.path(), 10);
+    b.flush(FLUSH).unwrap();
+    let dead = b.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].error.contains("no_poison"), "{}", dead[0].error);
+    let n: i64 = db.connect().query_one("SELECT count(*) FROM job_logs", &[]).unwrap().get(0);
+    assert_eq!(n, 99, "the 99 other logs, before and after the poison's batch, arrived");
+    assert_eq!(b.status().unwrap().outbox_depth, 0);
+}

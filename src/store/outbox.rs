@@ -53,10 +53,18 @@ impl Outbox {
     /// Up to `limit` pending records in sequence order; it stops adding records once their row
     /// images reach [`MAX_BATCH_BYTES`] (so a batch holds at most that plus one record).
     pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<OutboxRecord>> {
+        Self::pending_after(conn, i64::MIN, limit)
+    }
+
+    /// [`Outbox::pending`] from the first record numbered above `after`: the batch that follows
+    /// one still being applied (and so still in the outbox). Nothing numbered at or below `after`
+    /// can commit later (see [`Outbox::mark_applied`]), so no record is passed over.
+    pub fn pending_after(conn: &Connection, after: i64, limit: usize) -> Result<Vec<OutboxRecord>> {
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, table_name, row_key, op, row_image, created_at FROM _dualwrite_outbox ORDER BY seq LIMIT ?1",
+            "SELECT seq, table_name, row_key, op, row_image, created_at FROM _dualwrite_outbox WHERE seq > ?1
+             ORDER BY seq LIMIT ?2",
         )?;
-        let rows = stmt.query_map([limit as i64], |r| {
+        let rows = stmt.query_map([after, limit as i64], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?, r.get(4)?, r.get(5)?))
         })?;
         let mut out = Vec::new();
