@@ -1535,12 +1535,7 @@ fn apply_sql(table: &Table, method: ApplyMethod) -> String {
             table.columns.iter().map(|c| format!("s.{}", c.name)).collect::<Vec<_>>().join(", "),
         ),
     };
-    let sets = table
-        .column_names()
-        .filter(|c| *c != table.key)
-        .map(|c| format!("{c} = EXCLUDED.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let sets = table.set_all_from_excluded();
     format!(
         "WITH won AS ({claim}) INSERT INTO public.{t} ({cols}) SELECT {exprs} FROM {source} \
          JOIN won ON won.row_key = s.{key}::text ON CONFLICT ({key}) DO UPDATE SET {sets}",

@@ -474,12 +474,7 @@ fn table_sql(table: &Table) -> &'static TableSql {
             .map(|t| {
                 let cols = t.column_names().collect::<Vec<_>>().join(", ");
                 let placeholders = (1..=t.columns.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-                let sets = t
-                    .column_names()
-                    .filter(|c| *c != t.key)
-                    .map(|c| format!("{c} = excluded.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let sets = t.set_all_from_excluded();
                 let upsert = format!(
                     "INSERT INTO {n} ({cols}) VALUES ({placeholders}) ON CONFLICT ({key}) DO UPDATE SET {sets}",
                     n = t.name,

@@ -146,6 +146,16 @@ impl Table {
         self.columns.iter().map(|c| c.name)
     }
 
+    /// `a = EXCLUDED.a, b = EXCLUDED.b, …` over every column but the key: the SET list of an
+    /// upsert that replaces the whole row (SQLite and PostgreSQL both read `EXCLUDED`).
+    pub fn set_all_from_excluded(&self) -> String {
+        self.column_names()
+            .filter(|c| *c != self.key)
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// `a DESC, b DESC, key DESC`: the given columns, then the key so the order is total. Both
     /// stores use this clause, so a page holds the same rows in each.
     pub fn order_clause(&self, order_by: &[&str], desc: bool) -> String {

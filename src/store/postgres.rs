@@ -57,12 +57,7 @@ pub(crate) fn key_type(table: &Table) -> &'static str {
 /// `numeric`, which has no negative zero). jsonb columns parse their part as jsonb all the same.
 fn upsert_sql(table: &Table) -> String {
     let cols = table.column_names().collect::<Vec<_>>().join(", ");
-    let sets = table
-        .column_names()
-        .filter(|c| *c != table.key)
-        .map(|c| format!("{c} = EXCLUDED.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let sets = table.set_all_from_excluded();
     format!(
         "INSERT INTO public.{t} ({cols}) SELECT {cols} FROM json_populate_recordset(NULL::public.{t}, $1::text::json) \
          ON CONFLICT ({key}) DO UPDATE SET {sets}",
