@@ -906,20 +906,37 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-/// Peak resident set size of this process (kB).
 /// The replicator thread's name as the kernel keeps it (15 bytes of `dualwrite-replicator`).
 const REPLICATOR_THREAD: &str = "dualwrite-repli";
 
-/// CPU seconds (user + system) used so far by this process's threads named `comm`.
-fn thread_cpu_secs(comm: &str) -> f64 {
-    cpu::CpuSnapshot::take(0).threads.get(comm).copied().unwrap_or(0.0)
+/// The SQLite follower's CPU per change it applies (postgres_primary), from where it was started.
+struct FollowerMeter {
+    cpu_secs: f64,
+    applied: i64,
 }
 
-/// Changes the SQLite follower has applied, from the file's capture bookkeeping.
-fn applied_by_follower(b: &Bridge) -> i64 {
-    b.status().expect("status").capture.map_or(0, |c| c.applied_total)
+impl FollowerMeter {
+    fn start(b: &Bridge) -> FollowerMeter {
+        FollowerMeter { cpu_secs: Self::cpu_secs(), applied: Self::applied(b) }
+    }
+
+    /// Microseconds of the replicator thread's CPU per change applied since `start`.
+    fn us_per_change(&self, b: &Bridge) -> Option<f64> {
+        let changes = Self::applied(b) - self.applied;
+        (changes > 0).then(|| (Self::cpu_secs() - self.cpu_secs) * 1e6 / changes as f64)
+    }
+
+    fn cpu_secs() -> f64 {
+        cpu::CpuSnapshot::take(0).threads.get(REPLICATOR_THREAD).copied().unwrap_or(0.0)
+    }
+
+    /// From the file's capture bookkeeping.
+    fn applied(b: &Bridge) -> i64 {
+        b.status().expect("status").capture.map_or(0, |c| c.applied_total)
+    }
 }
 
+/// Peak resident set size of this process (kB).
 fn vm_hwm_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -1245,15 +1262,13 @@ fn run_config(config: &str, load: &Load) -> RunResult {
         let watcher = (config == "postgres-primary")
             .then(|| SqliteWatcher::start(&dir.path().join("monolith.sqlite3")));
         let backends = (0..load.concurrency).map(|_| Backend::Bridge(b.clone())).collect();
-        let follower_before = (thread_cpu_secs(REPLICATOR_THREAD), applied_by_follower(&b));
+        let meter = FollowerMeter::start(&b);
         let (outs, secs) = drive(backends, &fx, load, None, &stop);
         if let Some(w) = watcher {
             let t = Instant::now();
             b.wait_for_sqlite(Duration::from_secs(600)).expect("SQLite follows after the run");
             result.catch_up_secs = Some(t.elapsed().as_secs_f64());
-            let changes = applied_by_follower(&b) - follower_before.1;
-            let cpu = thread_cpu_secs(REPLICATOR_THREAD) - follower_before.0;
-            result.follower_cpu_us_per_change = (changes > 0).then(|| cpu * 1e6 / changes as f64);
+            result.follower_cpu_us_per_change = meter.us_per_change(&b);
             let seen = w.finish();
             let written: Vec<_> = outs.iter().flat_map(|o| o.job_logs.iter().copied()).collect();
             result.lag = Some(follower_lag(&seen, &written));
@@ -1479,6 +1494,21 @@ struct SteadyLag {
     write_latency: Latency,
     lag: Lag,
     outbox_peak: i64,
+}
+
+impl SteadyLag {
+    /// A steady run at `rate` that lasted `seconds`, with its writes' latencies `all`.
+    fn of(rate: f64, seconds: f64, all: &Histogram<u64>, lag: Lag, outbox_peak: i64) -> SteadyLag {
+        SteadyLag {
+            rate,
+            seconds,
+            writes: all.len(),
+            writes_per_sec: all.len() as f64 / seconds,
+            write_latency: Latency::of(all),
+            lag,
+            outbox_peak,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -1846,15 +1876,7 @@ fn lag_target(rate: f64, secs: f64) -> SteadyLag {
     let lag = committed
         .unwrap_or_else(|| lag_of(ages.into_iter().map(|a| a as f64).collect(), "oldest_pending_sampled"));
     b.shutdown(Duration::from_secs(5));
-    SteadyLag {
-        rate,
-        seconds,
-        writes: all.len(),
-        writes_per_sec: all.len() as f64 / seconds,
-        write_latency: Latency::of(&all),
-        lag,
-        outbox_peak: peak,
-    }
+    SteadyLag::of(rate, seconds, &all, lag, peak)
 }
 
 /// append_log at `rate` for `secs` in postgres_primary (each write one PostgreSQL commit); the
@@ -1875,29 +1897,17 @@ fn follower_lag_target(rate: f64, secs: f64) -> FollowerLag {
     let watcher = SqliteWatcher::start(&dir.path().join("monolith.sqlite3"));
     let stop = AtomicBool::new(false);
     let backends = (0..load.concurrency).map(|_| Backend::Bridge(b.clone())).collect();
-    let before = (thread_cpu_secs(REPLICATOR_THREAD), applied_by_follower(&b));
+    let meter = FollowerMeter::start(&b);
     let (outs, seconds) = drive(backends, &fx, &load, Some(Op::AppendLog), &stop);
     b.wait_for_sqlite(Duration::from_secs(600)).expect("SQLite follows after the run");
-    let changes = applied_by_follower(&b) - before.1;
-    let cpu = thread_cpu_secs(REPLICATOR_THREAD) - before.0;
+    let follower_cpu_us_per_change = meter.us_per_change(&b);
     let seen = watcher.finish();
     let (_, all, errors, first) = merge(&outs);
     assert_eq!(errors, 0, "{first:?}");
     let written: Vec<_> = outs.iter().flat_map(|o| o.job_logs.iter().copied()).collect();
     let lag = follower_lag(&seen, &written);
     b.shutdown(Duration::from_secs(5));
-    FollowerLag {
-        steady: SteadyLag {
-            rate,
-            seconds,
-            writes: all.len(),
-            writes_per_sec: all.len() as f64 / seconds,
-            write_latency: Latency::of(&all),
-            lag,
-            outbox_peak: 0,
-        },
-        follower_cpu_us_per_change: (changes > 0).then(|| cpu * 1e6 / changes as f64),
-    }
+    FollowerLag { steady: SteadyLag::of(rate, seconds, &all, lag, 0), follower_cpu_us_per_change }
 }
 
 /// The same database as `pg`, reached through a proxy on 127.0.0.1:`port` (as tests/support's
