@@ -575,24 +575,32 @@ impl Worker {
                 let Worker { conn, writer, client, options, .. } = &mut *self;
                 let Some(client) = client.as_mut() else { return Err(Pass::Failed) };
                 let (writer, committed, limit) = (&*writer, &committed, options.batch_size);
-                std::thread::scope(|s| {
-                    let helper =
-                        s.spawn(move || -> std::result::Result<Vec<OutboxRecord>, (&'static str, Error)> {
-                            if let Some((done, applied)) = committed {
-                                mark_applied(conn, writer, done, *applied)
-                                    .map_err(|e| ("marking the outbox", e))?;
-                            }
-                            if last_round {
-                                return Ok(Vec::new());
-                            }
-                            Outbox::pending_after(conn, after, limit).map_err(|e| ("reading the outbox", e))
-                        });
+                let mut outbox_side =
+                    move || -> std::result::Result<Vec<OutboxRecord>, (&'static str, Error)> {
+                        if let Some((done, applied)) = committed {
+                            mark_applied(conn, writer, done, *applied)
+                                .map_err(|e| ("marking the outbox", e))?;
+                        }
+                        if last_round {
+                            return Ok(Vec::new());
+                        }
+                        Outbox::pending_after(conn, after, limit).map_err(|e| ("reading the outbox", e))
+                    };
+                if batch.len() < limit {
+                    // Not a backlog (a steady stream's batch of a few records): nothing worth a
+                    // thread to overlap, so the outbox's side runs after PostgreSQL's, here.
                     let applied = apply_batch(client, &batch, true);
-                    let sqlite = helper.join().unwrap_or_else(|_| {
-                        Err(("the outbox", Error::Internal("the outbox thread panicked".into())))
-                    });
-                    (applied, sqlite)
-                })
+                    (applied, outbox_side())
+                } else {
+                    std::thread::scope(|s| {
+                        let helper = s.spawn(outbox_side);
+                        let applied = apply_batch(client, &batch, true);
+                        let sqlite = helper.join().unwrap_or_else(|_| {
+                            Err(("the outbox", Error::Internal("the outbox thread panicked".into())))
+                        });
+                        (applied, sqlite)
+                    })
+                }
             };
             let next = match sqlite {
                 Ok(next) => {
