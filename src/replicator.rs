@@ -443,19 +443,25 @@ impl Worker {
         // linger alone would never end it).
         let mut first_done: Option<Instant> = None;
         let mut ended = None;
+        // More arrived within STREAM_LINGER of a whole transaction: a steady stream.
+        let mut busy = false;
         loop {
             if first_done.is_none() && !st.assembler.done.is_empty() {
                 first_done = Some(Instant::now());
             }
-            if first_done.is_some_and(|t| t.elapsed() >= STREAM_BATCH_WINDOW) {
-                break;
-            }
-            let wait = if st.assembler.done.is_empty() {
-                STREAM_WAIT.saturating_sub(started.elapsed())
-            } else {
-                STREAM_LINGER
+            let received = match first_done {
+                // A steady stream: let the rest of the window's transactions queue in the socket
+                // and take them in one go (a wake-up and a read for each message cost the
+                // follower more than decoding it).
+                Some(first) if busy => {
+                    std::thread::sleep(STREAM_BATCH_WINDOW.saturating_sub(first.elapsed()));
+                    st.stream.recv_ready()
+                }
+                Some(first) if first.elapsed() >= STREAM_BATCH_WINDOW => break,
+                Some(_) => st.stream.recv(STREAM_LINGER),
+                None => st.stream.recv(STREAM_WAIT.saturating_sub(started.elapsed())),
             };
-            let received = match st.stream.recv(wait) {
+            let received = match received {
                 Err(e) if stream::ended_by_server(&e) => {
                     ended = Some(e);
                     break;
@@ -475,6 +481,7 @@ impl Worker {
                 }
                 None => break,
             }
+            busy |= first_done.is_some();
             if messages >= CAPTURE_BATCH_MESSAGES as usize {
                 break;
             }

@@ -119,37 +119,8 @@ impl ReplicationStream {
     pub fn recv(&mut self, wait: Duration) -> Result<Option<Streamed>> {
         let deadline = Instant::now() + wait;
         loop {
-            if let Some(m) = self.parse().map_err(stream_error)? {
-                match m {
-                    backend::Message::CopyData(body) => {
-                        self.last_heard = Instant::now();
-                        let mut data = body.into_bytes();
-                        if data.is_empty() {
-                            return Err(protocol("an empty CopyData message"));
-                        }
-                        match data.get_u8() {
-                            b'w' if data.len() >= 24 => {
-                                let lsn = data.get_u64();
-                                let _wal_end = data.get_u64();
-                                let _sent_at = data.get_i64();
-                                return Ok(Some(Streamed::Data { lsn, data }));
-                            }
-                            b'k' if data.len() >= 17 => {
-                                let end = data.get_u64();
-                                let _sent_at = data.get_i64();
-                                let reply = data.get_u8() == 1;
-                                return Ok(Some(Streamed::Keepalive { end, reply }));
-                            }
-                            other => return Err(protocol(&format!("an unknown stream message {other:?}"))),
-                        }
-                    }
-                    backend::Message::ErrorResponse(body) => {
-                        return Err(Error::Unavailable(format!("{ENDED}: {}", error_text(&body))))
-                    }
-                    backend::Message::CopyDone => return Err(Error::Unavailable(ENDED.into())),
-                    // Notices and parameter changes carry nothing for the follower.
-                    _ => continue,
-                }
+            if let Some(m) = self.received()? {
+                return Ok(Some(m));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -159,6 +130,57 @@ impl ReplicationStream {
                 return Ok(None);
             }
         }
+    }
+
+    /// The next message that has already arrived, without waiting: what is buffered, else what
+    /// one read finds in the socket now; `None` when nothing more is there. A busy follower lets
+    /// a batch's messages queue in the socket and takes them in one go (a wake-up and a read per
+    /// message cost more than decoding it).
+    pub fn recv_ready(&mut self) -> Result<Option<Streamed>> {
+        if let Some(m) = self.received()? {
+            return Ok(Some(m));
+        }
+        if !self.fill_ready().map_err(stream_error)? {
+            return Ok(None);
+        }
+        self.received()
+    }
+
+    /// The next whole stream message in the read buffer, if one is there.
+    fn received(&mut self) -> Result<Option<Streamed>> {
+        while let Some(m) = self.parse().map_err(stream_error)? {
+            match m {
+                backend::Message::CopyData(body) => {
+                    self.last_heard = Instant::now();
+                    let mut data = body.into_bytes();
+                    if data.is_empty() {
+                        return Err(protocol("an empty CopyData message"));
+                    }
+                    return match data.get_u8() {
+                        b'w' if data.len() >= 24 => {
+                            let lsn = data.get_u64();
+                            let _wal_end = data.get_u64();
+                            let _sent_at = data.get_i64();
+                            Ok(Some(Streamed::Data { lsn, data }))
+                        }
+                        b'k' if data.len() >= 17 => {
+                            let end = data.get_u64();
+                            let _sent_at = data.get_i64();
+                            let reply = data.get_u8() == 1;
+                            Ok(Some(Streamed::Keepalive { end, reply }))
+                        }
+                        other => Err(protocol(&format!("an unknown stream message {other:?}"))),
+                    };
+                }
+                backend::Message::ErrorResponse(body) => {
+                    return Err(Error::Unavailable(format!("{ENDED}: {}", error_text(&body))))
+                }
+                backend::Message::CopyDone => return Err(Error::Unavailable(ENDED.into())),
+                // Notices and parameter changes carry nothing for the follower.
+                _ => continue,
+            }
+        }
+        Ok(None)
     }
 
     /// Tell PostgreSQL that everything before `lsn` is taken (SQLite committed it): the slot's
@@ -339,6 +361,29 @@ impl ReplicationStream {
         }
     }
 
+    /// One read of what has already arrived, without blocking; `false` when nothing had.
+    fn fill_ready(&mut self) -> std::io::Result<bool> {
+        self.io.set_nonblocking(true)?;
+        let filled = self.io.read(&mut self.chunk);
+        self.io.set_nonblocking(false)?;
+        match filled {
+            Ok(0) => Err(std::io::Error::new(ErrorKind::UnexpectedEof, "PostgreSQL closed the connection")),
+            Ok(n) => {
+                self.read.extend_from_slice(&self.chunk[..n]);
+                Ok(true)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn flush(&mut self) -> std::io::Result<()> {
         let out = self.write.split();
         self.io.write_all(&out)?;
@@ -432,16 +477,55 @@ fn quote_ident(name: &str) -> String {
 enum Transport {
     Tcp(TcpStream),
     Unix(UnixStream),
-    Tls(Box<native_tls::TlsStream<TcpStream>>),
+    Tls(Box<native_tls::TlsStream<ReadAhead>>),
 }
 
 impl Transport {
-    fn set_read_timeout(&self, wait: Duration) -> std::io::Result<()> {
+    fn socket(&self) -> std::result::Result<&TcpStream, &UnixStream> {
         match self {
-            Transport::Tcp(s) => s.set_read_timeout(Some(wait)),
-            Transport::Unix(s) => s.set_read_timeout(Some(wait)),
-            Transport::Tls(s) => s.get_ref().set_read_timeout(Some(wait)),
+            Transport::Tcp(s) => Ok(s),
+            Transport::Unix(s) => Err(s),
+            Transport::Tls(s) => Ok(s.get_ref().0.get_ref()),
         }
+    }
+
+    fn set_read_timeout(&self, wait: Duration) -> std::io::Result<()> {
+        match self.socket() {
+            Ok(s) => s.set_read_timeout(Some(wait)),
+            Err(s) => s.set_read_timeout(Some(wait)),
+        }
+    }
+
+    fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        match self.socket() {
+            Ok(s) => s.set_nonblocking(on),
+            Err(s) => s.set_nonblocking(on),
+        }
+    }
+}
+
+/// The TCP socket under TLS, read ahead: the walsender sends each pgoutput message as a TLS
+/// record of its own, and OpenSSL reads a record's header and its body with a system call each
+/// (no read-ahead through native-tls); read through this buffer, the records that have arrived
+/// cost one system call together.
+#[derive(Debug)]
+struct ReadAhead(std::io::BufReader<TcpStream>);
+
+/// What one system call under TLS may read ahead.
+const READ_AHEAD: usize = 64 << 10;
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for ReadAhead {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.get_mut().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.get_mut().flush()
     }
 }
 
@@ -529,7 +613,7 @@ fn secure(
     s.read_exact(&mut answer)?;
     match answer[0] {
         b'S' => tls
-            .connect(name, s)
+            .connect(name, ReadAhead(std::io::BufReader::with_capacity(READ_AHEAD, s)))
             .map(|t| Transport::Tls(Box::new(t)))
             .map_err(|e| std::io::Error::other(format!("TLS: {e}"))),
         b'N' if matches!(mode, SslMode::Allow | SslMode::Prefer) => Ok(Transport::Tcp(s)),
