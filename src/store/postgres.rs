@@ -204,8 +204,28 @@ pub fn row_to_wire_sql(table: &Table) -> String {
 }
 
 /// The `jsonb_build_object(...)` expression of a row of `table` in the wire form, over its bare
-/// column names (usable in a SELECT list or a RETURNING clause).
-pub fn wire_expr(table: &Table) -> String {
+/// column names (usable in a SELECT list or a RETURNING clause). Made once per registry table:
+/// every read and write of the PostgreSQL-first modes names it.
+pub fn wire_expr(table: &Table) -> std::borrow::Cow<'static, str> {
+    static EXPRS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    match per_registry_table(&EXPRS, table, build_wire_expr) {
+        Some(e) => std::borrow::Cow::Borrowed(e.as_str()),
+        None => std::borrow::Cow::Owned(build_wire_expr(table)),
+    }
+}
+
+/// `build(table)`, made once per registry table and kept in `cache`; `None` for a table that is
+/// not one of the registry's (the caller builds it itself).
+pub(crate) fn per_registry_table<T>(
+    cache: &'static std::sync::OnceLock<Vec<T>>,
+    table: &Table,
+    build: fn(&Table) -> T,
+) -> Option<&'static T> {
+    let all = cache.get_or_init(|| schema::TABLES.iter().map(build).collect());
+    schema::TABLES.iter().position(|t| std::ptr::eq(t, table)).map(|i| &all[i])
+}
+
+fn build_wire_expr(table: &Table) -> String {
     let fields = table
         .columns
         .iter()
