@@ -117,8 +117,8 @@ fn store_differences(b: &Bridge, db: &common::TestDb) -> Vec<String> {
     let mut pg = db.connect();
     let conn = sqlite(b);
     let mut out = Vec::new();
-    // Vectors as PostgreSQL prints them: its wire read (`all_rows`) goes through jsonb, whose
-    // numeric has no -0 (see a_vector_read_from_postgresql_keeps_negative_zero).
+    // Vectors as PostgreSQL prints them, read apart from the wire read under test (`all_rows`),
+    // bit for bit: -0 must stay -0 (see a_vector_read_from_postgresql_keeps_negative_zero).
     let pg_vectors: HashMap<String, Vec<u32>> = pg
         .query("SELECT id::text, vector::text FROM embeddings", &[])
         .unwrap()

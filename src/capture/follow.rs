@@ -543,9 +543,7 @@ fn refetch_row(conn: &Connection, refetch: &mut Refetcher<'_>, table: &Table, ke
     );
     match refetch.client()?.query_opt(&sql, &[&key])? {
         Some(r) => {
-            let text: String = r.get(0);
-            // Vectors travel as pgvector text (jsonb has no -0): parse_wire_row reads them.
-            let row = crate::store::postgres::parse_wire_row(table, &text)?;
+            let row = crate::store::postgres::wire_row(table, &r)?;
             upsert_row(conn, table, &row)
         }
         None => delete_row(conn, table, key),

@@ -41,9 +41,7 @@ pub fn resync(conn: &Connection, pg: &PgConfig) -> Result<Resynced> {
         let sql = crate::store::postgres::row_to_wire_sql(table);
         let mut rows = client.query_raw(&sql, std::iter::empty::<&(dyn postgres::types::ToSql + Sync)>())?;
         while let Some(r) = rows.next()? {
-            let text: String = r.get(0);
-            // Vectors travel as pgvector text (jsonb has no -0): parse_wire_row reads them.
-            let row = crate::store::postgres::parse_wire_row(table, &text)?;
+            let row = crate::store::postgres::wire_row(table, &r)?;
             keys.insert(table.key_of(&row)?.to_string());
             upsert_row(conn, table, &row)?;
             out.rows += 1;

@@ -12,7 +12,7 @@ use crate::flags::WriteMode;
 use crate::schema::{ColType, Column, Filter, Table};
 use crate::store::pg_pool::PooledClient;
 use crate::store::postgres::{
-    filter_sql_after, key_type, parse_wire_row, row_to_wire_sql, typed_placeholder, wire_expr,
+    filter_sql_after, key_type, row_to_wire_sql, typed_placeholder, wire_columns, wire_row,
 };
 use serde_json::{Map, Value};
 use std::cell::RefCell;
@@ -90,7 +90,7 @@ impl PgWrite {
             let st = c.prepared(&sql)?;
             c.query(&st, &[&key])
         })?;
-        rows.first().map(|r| parse_wire_row(table, r.get(0))).transpose()
+        rows.first().map(|r| wire_row(table, r)).transpose()
     }
 
     /// Rows matching `filter`, in the open transaction, each locked until it ends.
@@ -185,13 +185,13 @@ impl PgWrite {
         let values = Values::of_changes(table, changes, 1)?;
         let (condition, params) = filter_sql_after(table, condition, 1 + values.texts.len())?;
         let sql = format!(
-            "UPDATE public.{t} SET {set} WHERE {key} = {p} AND {condition} AND {check} RETURNING {w}::text",
+            "UPDATE public.{t} SET {set} WHERE {key} = {p} AND {condition} AND {check} RETURNING {w}",
             t = table.name,
             set = values.assignments(),
             key = table.key,
             p = typed_placeholder(table.key_column(), 1),
             check = crate::store::fence::CHECK_IN_STATEMENT,
-            w = wire_expr(table)
+            w = wire_columns(table)
         );
         let mut all: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&key];
         all.extend(values.params());
@@ -222,14 +222,14 @@ impl PgWrite {
         let set_values = Values::of_changes(table, set, values.texts.len())?;
         let sql = format!(
             "INSERT INTO public.{t} ({cols}) SELECT {values} WHERE {check} ON CONFLICT ({conflict}) DO UPDATE SET {set} \
-             RETURNING {w}::text",
+             RETURNING {w}",
             t = table.name,
             cols = table.column_names().collect::<Vec<_>>().join(", "),
             values = row_placeholders(table),
             check = crate::store::fence::CHECK_IN_STATEMENT,
             conflict = conflict.join(", "),
             set = set_values.assignments(),
-            w = wire_expr(table)
+            w = wire_columns(table)
         );
         let mut all = values.params();
         all.extend(set_values.params());
@@ -269,7 +269,7 @@ impl PgWrite {
             }
             write_error(e)
         })?;
-        rows.first().map(|r| parse_wire_row(table, r.get(0))).transpose()
+        rows.first().map(|r| wire_row(table, r)).transpose()
     }
 
     /// Set some validated columns of an existing row; returns the whole row after the change.
@@ -284,12 +284,12 @@ impl PgWrite {
         }
         let values = Values::of_changes(table, changes, 1)?;
         let sql = format!(
-            "UPDATE public.{t} SET {set} WHERE {key} = {p} RETURNING {w}::text",
+            "UPDATE public.{t} SET {set} WHERE {key} = {p} RETURNING {w}",
             t = table.name,
             set = values.assignments(),
             key = table.key,
             p = typed_placeholder(table.key_column(), 1),
-            w = wire_expr(table)
+            w = wire_columns(table)
         );
         let mut all: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![&key];
         all.extend(values.params());
@@ -341,7 +341,7 @@ impl PgWrite {
             let st = c.prepared(sql)?;
             c.query(&st, params)
         })?;
-        rows.first().map(|r| parse_wire_row(table, r.get(0))).transpose()
+        rows.first().map(|r| wire_row(table, r)).transpose()
     }
 }
 
@@ -380,12 +380,12 @@ fn build_insert_sql(table: &Table) -> InsertSql {
         table.name,
         table.column_names().collect::<Vec<_>>().join(", "),
         row_placeholders(table),
-        wire_expr(table),
+        wire_columns(table),
     );
     InsertSql {
-        in_transaction: format!("INSERT INTO public.{t} ({cols}) VALUES ({values}) RETURNING {w}::text"),
+        in_transaction: format!("INSERT INTO public.{t} ({cols}) VALUES ({values}) RETURNING {w}"),
         at_fence: format!(
-            "INSERT INTO public.{t} ({cols}) SELECT {values} WHERE {check} RETURNING {w}::text",
+            "INSERT INTO public.{t} ({cols}) SELECT {values} WHERE {check} RETURNING {w}",
             check = crate::store::fence::CHECK_IN_STATEMENT
         ),
     }

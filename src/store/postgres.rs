@@ -197,20 +197,23 @@ pub fn apply_batch(
     Ok(Applied { written, skipped: records.len() - written })
 }
 
-/// Read one row of a table from PostgreSQL in the wire form (timestamps in UTC microseconds,
-/// numeric as text, bytea as `\x…`, vectors as arrays), for tests, shadow reads and verify.
+/// Read the rows of a table from PostgreSQL in the wire form (timestamps in UTC microseconds,
+/// numeric as text, bytea as `\x…`, vectors as arrays; [`wire_row`] reads them), for the
+/// PostgreSQL-first modes' reads, tests, shadow reads and verify.
 pub fn row_to_wire_sql(table: &Table) -> String {
-    format!("SELECT {}::text FROM public.{}", wire_expr(table), table.name)
+    format!("SELECT {} FROM public.{}", wire_columns(table), table.name)
 }
 
-/// The `jsonb_build_object(...)` expression of a row of `table` in the wire form, over its bare
-/// column names (usable in a SELECT list or a RETURNING clause). Made once per registry table:
-/// every read and write of the PostgreSQL-first modes names it.
-pub fn wire_expr(table: &Table) -> std::borrow::Cow<'static, str> {
-    static EXPRS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    match per_registry_table(&EXPRS, table, build_wire_expr) {
+/// The columns of a row of `table`, each as the text of its wire form, over its bare column names
+/// (usable in a SELECT list or a RETURNING clause); [`wire_row`] makes the row of them. Each
+/// column travels as text rather than the row as one `jsonb_build_object`: building and printing
+/// that JSON document cost PostgreSQL ~6 µs per row, and parsing it the client as much again.
+/// Made once per registry table: every read and write of the PostgreSQL-first modes names it.
+pub fn wire_columns(table: &Table) -> std::borrow::Cow<'static, str> {
+    static COLUMNS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    match per_registry_table(&COLUMNS, table, build_wire_columns) {
         Some(e) => std::borrow::Cow::Borrowed(e.as_str()),
-        None => std::borrow::Cow::Owned(build_wire_expr(table)),
+        None => std::borrow::Cow::Owned(build_wire_columns(table)),
     }
 }
 
@@ -225,51 +228,65 @@ pub(crate) fn per_registry_table<T>(
     schema::TABLES.iter().position(|t| std::ptr::eq(t, table)).map(|i| &all[i])
 }
 
-fn build_wire_expr(table: &Table) -> String {
-    let fields = table
+fn build_wire_columns(table: &Table) -> String {
+    let columns: Vec<String> = table
         .columns
         .iter()
-        .map(|c| {
-            let expr = match c.ty {
-                ColType::Timestamptz => format!(
-                    "to_char({n} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-                    n = c.name
-                ),
-                ColType::Numeric => format!("{}::text", c.name),
-                ColType::Uuid => format!("{}::text", c.name),
-                ColType::Bytea => format!("'\\x' || encode({}, 'hex')", c.name),
-                // As a string: jsonb has no negative zero ([`parse_wire_row`] makes it an array).
-                ColType::Vector => format!("to_jsonb({}::text)", c.name),
-                _ => c.name.to_string(),
-            };
-            format!("'{}', {}", c.name, expr)
+        .map(|c| match c.ty {
+            ColType::Timestamptz => {
+                format!("to_char({n} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')", n = c.name)
+            }
+            ColType::Bytea => format!("'\\x' || encode({}, 'hex')", c.name),
+            ColType::Text => c.name.to_string(),
+            ColType::Uuid | ColType::Numeric | ColType::Int | ColType::Jsonb | ColType::Vector => {
+                format!("{}::text", c.name)
+            }
         })
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!("jsonb_build_object({fields})")
+        .collect();
+    columns.join(", ")
 }
 
-/// A row read with [`wire_expr`] in the wire form: its vectors arrive as pgvector's text and
-/// become arrays of numbers here, bit for bit (`-0` stays negative zero).
-pub fn parse_wire_row(table: &Table, text: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
-    let mut row = match serde_json::from_str(text) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => return Err(Error::Internal("PostgreSQL returned a row that is not a JSON object".into())),
-    };
-    for c in table.columns.iter().filter(|c| c.ty == ColType::Vector) {
-        if let Some(serde_json::Value::String(s)) = row.get(c.name) {
-            let v = schema::vector_from_pg_text(s)?;
-            row.insert(c.name.to_string(), v);
-        }
+/// A row read with [`wire_columns`], in the wire form: a JSON column parsed, an integer as a
+/// number, a vector (pgvector's text) as an array of numbers bit for bit (`-0` stays negative
+/// zero), every other value the text PostgreSQL printed; NULL is null.
+pub fn wire_row(table: &Table, row: &postgres::Row) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut out = serde_json::Map::new();
+    for (i, c) in table.columns.iter().enumerate() {
+        let text: Option<&str> = row.try_get(i).map_err(|e| {
+            Error::Internal(format!("PostgreSQL returned no wire text for {}.{}: {e}", table.name, c.name))
+        })?;
+        out.insert(c.name.to_string(), wire_value(table, c, text)?);
     }
-    Ok(row)
+    Ok(out)
+}
+
+fn wire_value(table: &Table, c: &schema::Column, text: Option<&str>) -> Result<serde_json::Value> {
+    use serde_json::Value;
+    let Some(text) = text else { return Ok(Value::Null) };
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::Internal(format!("PostgreSQL returned {}.{} as {text:?}: {e}", table.name, c.name))
+    };
+    Ok(match c.ty {
+        ColType::Jsonb => serde_json::from_str(text).map_err(|e| bad(&e))?,
+        ColType::Int => Value::from(text.parse::<i64>().map_err(|e| bad(&e))?),
+        ColType::Vector => schema::vector_from_pg_text(text)?,
+        ColType::Text | ColType::Uuid | ColType::Timestamptz | ColType::Numeric | ColType::Bytea => {
+            Value::String(text.to_string())
+        }
+    })
+}
+
+/// The wire text's size of a row read with [`wire_columns`] (what a list counts against
+/// `store::MAX_LIST_BYTES`).
+fn wire_len(row: &postgres::Row) -> usize {
+    (0..row.len()).map(|i| row.try_get::<_, Option<&str>>(i).ok().flatten().map_or(0, str::len)).sum()
 }
 
 /// All rows of a table from PostgreSQL in the wire form, keyed by row key.
 pub fn all_rows(client: &mut postgres::Client, table: &Table) -> Result<HashMap<String, serde_json::Value>> {
     let mut out = HashMap::new();
     for row in client.query(&row_to_wire_sql(table), &[])? {
-        let v = parse_wire_row(table, row.get(0))?;
+        let v = wire_row(table, &row)?;
         let key = v.get(table.key).and_then(|k| k.as_str()).unwrap_or_default().to_string();
         out.insert(key, serde_json::Value::Object(v));
     }
@@ -439,7 +456,7 @@ fn select_rows_sql(
     Ok((sql, params))
 }
 
-/// Run `sql` (one wire-form JSON text column) and parse its rows, streaming: reading stops with
+/// Run `sql` (a row's [`wire_columns`]) and read its rows, streaming: reading stops with
 /// `store::list_too_large` once the rows' text passes `store::MAX_LIST_BYTES` (the first row is
 /// always read), so a list never holds more than that in the caller's process. PostgreSQL's
 /// errors become `on_error`'s.
@@ -455,12 +472,11 @@ pub(crate) fn wire_rows_within<'p, S: postgres::ToStatement + ?Sized>(
     let mut out = Vec::new();
     let mut bytes = 0usize;
     while let Some(row) = rows.next().map_err(on_error)? {
-        let text: &str = row.try_get(0).map_err(on_error)?;
-        bytes += text.len();
+        bytes += wire_len(&row);
         if bytes > crate::store::MAX_LIST_BYTES && !out.is_empty() {
             return Err(crate::store::list_too_large(out.len()));
         }
-        out.push(parse_wire_row(table, text)?);
+        out.push(wire_row(table, &row)?);
     }
     Ok(out)
 }
