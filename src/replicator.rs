@@ -236,9 +236,11 @@ const STREAM_LINGER: Duration = Duration::from_millis(1);
 /// The longest a batch stays open after its first transaction arrived: SQLite takes what came
 /// within it in one transaction (one fsync), so a steady stream is applied every few
 /// milliseconds rather than held back until it pauses. Each batch's commit writes the pages it
-/// touched to SQLite's WAL again, which at 5 ms was a quarter of the follower's CPU under a
-/// steady stream (docs/BENCHMARKS.md); 10 ms halves that for ~5 ms more lag.
-const STREAM_BATCH_WINDOW: Duration = Duration::from_millis(10);
+/// touched to SQLite's WAL again: at 5 ms that was a quarter of the follower's CPU under a steady
+/// stream, and going from 10 to 20 ms cut the follower's CPU per change from 56 to 49 us at
+/// 2,000 writes/s, lag p99 26 -> 33 ms (docs/BENCHMARKS.md). A lone transaction does not wait for
+/// it (STREAM_LINGER).
+const STREAM_BATCH_WINDOW: Duration = Duration::from_millis(20);
 
 struct Worker {
     /// Reads the outbox (WAL readers never wait for the writer), and deletes applied batches
