@@ -145,3 +145,63 @@ fn concurrent_upserts_of_one_new_key_all_succeed_and_leave_one_row() {
     main.wait_for_sqlite(Duration::from_secs(60)).unwrap();
     common::assert_stores_equal(&main, &db);
 }
+
+/// A write while PostgreSQL is the primary sends each value as text cast to its column's type
+/// (`store::pg_primary`): a JSON column takes the JSON text, so a JSON string stays a string —
+/// even one that reads as a number or an object — and a JSON null in a nullable column is SQL
+/// NULL. Each kind goes through the three shapes of write (insert, update, upsert) and reads back
+/// as written, from the bridge and from PostgreSQL itself.
+#[test]
+fn every_kind_of_json_value_reaches_postgresql_as_written_while_it_is_the_primary() {
+    let db = common::migrated_db();
+    let dir = tempfile::tempdir().unwrap();
+    let (main, _other) = primary_pair(&db, dir.path());
+    let mut pg = db.connect();
+    let stored = |pg: &mut postgres::Client, sql: &str, key: &str| -> Option<serde_json::Value> {
+        let text: Option<String> = pg.query_one(sql, &[&key]).unwrap().get(0);
+        text.map(|t| serde_json::from_str(&t).unwrap())
+    };
+    let kinds = [
+        json!("5"),
+        json!("{\"a\": 1}"),
+        json!("plain"),
+        json!({"a": [1, "x", null]}),
+        json!(12.5),
+        json!([1, 2]),
+        json!(true),
+    ];
+    let job = main.insert("jobs", &json!({"type": "kinds"})).unwrap();
+    let job_id = job["id"].as_str().unwrap().to_string();
+    for (i, v) in kinds.iter().enumerate() {
+        let inserted = main.insert("jobs", &json!({"type": "kinds", "payload": v})).unwrap();
+        let id = inserted["id"].as_str().unwrap();
+        assert_eq!(&inserted["payload"], v, "insert of {v}: the row returned");
+        let by_sql = "SELECT payload::text FROM jobs WHERE id = $1::text::uuid";
+        assert_eq!(stored(&mut pg, by_sql, id).as_ref(), Some(v), "insert of {v}: in PostgreSQL");
+
+        let patched = main.patch("jobs", &job_id, &json!({"payload": v})).unwrap();
+        assert_eq!(&patched["payload"], v, "update to {v}: the row returned");
+        assert_eq!(stored(&mut pg, by_sql, &job_id).as_ref(), Some(v), "update to {v}: in PostgreSQL");
+
+        let key = format!("kind-{}", i % 2);
+        main.cache_put(Cache::Wordstat, &key, v, Duration::from_secs(3600)).unwrap();
+        let by_sql = "SELECT value::text FROM wordstat_cache WHERE cache_key = $1";
+        assert_eq!(stored(&mut pg, by_sql, &key).as_ref(), Some(v), "upsert of {v}: in PostgreSQL");
+        assert_eq!(
+            main.cache_get(Cache::Wordstat, &key).unwrap().map(|e| e.value).as_ref(),
+            Some(v),
+            "upsert of {v}: read back"
+        );
+    }
+    let unowned = main.insert("jobs", &json!({"type": "kinds", "owner_id": null})).unwrap();
+    let nulls: (Option<Uuid>, i64) = {
+        let r = pg
+            .query_one(
+                "SELECT owner_id, count(*) OVER () FROM jobs WHERE id = $1::text::uuid",
+                &[&unowned["id"].as_str().unwrap()],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(nulls, (None, 1), "a JSON null is SQL NULL");
+}
