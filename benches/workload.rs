@@ -875,7 +875,7 @@ fn label(config: &str) -> &'static str {
         "dual-sqlite" => "dual, reads from SQLite (bridge)",
         "dual-postgres" => "dual, reads from PostgreSQL (bridge)",
         "postgres-primary" => {
-            "PostgreSQL first, SQLite follows in the call (bridge, write_mode postgres_primary)"
+            "PostgreSQL first, SQLite follows in the background (bridge, write_mode postgres_primary)"
         }
         "postgres-bridge" => "PostgreSQL only, SQLite frozen (bridge, write_mode postgres)",
         "postgres" => "PostgreSQL only (direct SQL via the postgres crate, not the bridge)",
