@@ -481,25 +481,19 @@ enum Transport {
 }
 
 impl Transport {
-    fn socket(&self) -> std::result::Result<&TcpStream, &UnixStream> {
-        match self {
-            Transport::Tcp(s) => Ok(s),
-            Transport::Unix(s) => Err(s),
-            Transport::Tls(s) => Ok(s.get_ref().0.get_ref()),
-        }
-    }
-
     fn set_read_timeout(&self, wait: Duration) -> std::io::Result<()> {
-        match self.socket() {
-            Ok(s) => s.set_read_timeout(Some(wait)),
-            Err(s) => s.set_read_timeout(Some(wait)),
+        match self {
+            Transport::Tcp(s) => s.set_read_timeout(Some(wait)),
+            Transport::Unix(s) => s.set_read_timeout(Some(wait)),
+            Transport::Tls(s) => s.get_ref().0.get_ref().set_read_timeout(Some(wait)),
         }
     }
 
     fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
-        match self.socket() {
-            Ok(s) => s.set_nonblocking(on),
-            Err(s) => s.set_nonblocking(on),
+        match self {
+            Transport::Tcp(s) => s.set_nonblocking(on),
+            Transport::Unix(s) => s.set_nonblocking(on),
+            Transport::Tls(s) => s.get_ref().0.get_ref().set_nonblocking(on),
         }
     }
 }
