@@ -237,8 +237,14 @@ fn build_wire_columns(table: &Table) -> String {
                 format!("to_char({n} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')", n = c.name)
             }
             ColType::Bytea => format!("'\\x' || encode({}, 'hex')", c.name),
-            ColType::Text => c.name.to_string(),
-            ColType::Uuid | ColType::Numeric | ColType::Int | ColType::Jsonb | ColType::Vector => {
+            // Text too: a text column a deployment changed to another type (an enum, varchar)
+            // still arrives as text.
+            ColType::Text
+            | ColType::Uuid
+            | ColType::Numeric
+            | ColType::Int
+            | ColType::Jsonb
+            | ColType::Vector => {
                 format!("{}::text", c.name)
             }
         })
