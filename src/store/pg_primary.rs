@@ -395,19 +395,13 @@ fn build_insert_sql(table: &Table) -> InsertSql {
 /// [`Values::of_row`] binds).
 fn row_placeholders(table: &Table) -> String {
     let all: Vec<String> =
-        table.columns.iter().enumerate().map(|(i, c)| cast_placeholder(c, i + 1)).collect();
+        table.columns.iter().enumerate().map(|(i, c)| typed_placeholder(c, i + 1)).collect();
     all.join(", ")
 }
 
-/// Parameter `$n`, sent as text, cast to `column`'s type: the type's input function reads it, as
-/// `json_populate_record` did (measured cheaper for PostgreSQL than building the row from a JSON
-/// document, see docs/BENCHMARKS.md).
-fn cast_placeholder(column: &Column, n: usize) -> String {
-    format!("${n}::text::{}", column.ty.pg_type())
-}
-
-/// Validated values of some columns of a table, as the texts [`cast_placeholder`]s bind; a JSON
-/// null is SQL's NULL.
+/// Validated values of some columns of a table, as the texts [`typed_placeholder`]s bind (each
+/// cast to its column's type in the statement: measured cheaper for PostgreSQL than building the
+/// row from a JSON document, see docs/BENCHMARKS.md); a JSON null is SQL's NULL.
 struct Values {
     columns: Vec<(&'static Column, usize)>,
     texts: Vec<Option<String>>,
@@ -451,7 +445,7 @@ impl Values {
     /// `a = $1::text::uuid, b = …`: an UPDATE's SET list.
     fn assignments(&self) -> String {
         let set: Vec<String> =
-            self.columns.iter().map(|(c, n)| format!("{} = {}", c.name, cast_placeholder(c, *n))).collect();
+            self.columns.iter().map(|(c, n)| format!("{} = {}", c.name, typed_placeholder(c, *n))).collect();
         set.join(", ")
     }
 
